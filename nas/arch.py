@@ -1,0 +1,183 @@
+"""The architecture and compression of one candidate, and what they cost.
+
+`ArchConfig` is the single description that every part of the engine shares: the search space
+produces it, the predictors price it, `nas.models` turns it into a `transformers` model, and export
+writes it out. Its parameter counts are analytic and match `sum(p.numel())` of the built model
+exactly (tests/test_arch.py proves it for dense, GQA, MoE, tied and untied).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SPARSITY_PATTERNS = ("none", "unstructured", "2:4")
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """A decoder-only transformer: Llama-style when dense, Qwen3-MoE-style with experts."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    ffn_dim: int  # SwiGLU hidden size; per expert in MoE layers
+    vocab_size: int
+    n_experts: int = 1  # 1 = dense
+    experts_per_token: int = 1
+    moe_every: int = 1  # every k-th layer is MoE (layers k-1, 2k-1, ...), as Qwen3-MoE counts
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads} "
+                "(grouped-query attention shares each kv head among a whole group of query heads)"
+            )
+        if self.n_experts < 1 or not 1 <= self.experts_per_token <= self.n_experts:
+            raise ValueError(
+                f"need 1 <= experts_per_token ({self.experts_per_token}) <= n_experts "
+                f"({self.n_experts})"
+            )
+        if self.moe_every < 1:
+            raise ValueError(f"moe_every must be >= 1, got {self.moe_every}")
+
+    # --- derived shape -------------------------------------------------------------------------
+    @property
+    def d_model(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 1 and self.n_moe_layers > 0
+
+    @property
+    def n_moe_layers(self) -> int:
+        if self.n_experts == 1:
+            return 0
+        return sum(1 for i in range(self.n_layers) if (i + 1) % self.moe_every == 0)
+
+    # --- parameter counts ----------------------------------------------------------------------
+    @property
+    def attention_linear_params(self) -> int:
+        """One layer's q, k, v and o projections."""
+        q_and_o = 2 * self.d_model * self.n_heads * self.head_dim
+        k_and_v = 2 * self.d_model * self.n_kv_heads * self.head_dim
+        return q_and_o + k_and_v
+
+    @property
+    def attention_params(self) -> int:
+        """The projections plus Qwen3's per-head q/k RMSNorm, which the MoE class carries."""
+        qk_norm = 2 * self.head_dim if self.n_experts > 1 else 0
+        return self.attention_linear_params + qk_norm
+
+    @property
+    def mlp_params(self) -> int:
+        """One SwiGLU MLP (gate, up, down): a dense layer's MLP, or one expert."""
+        return 3 * self.d_model * self.ffn_dim
+
+    @property
+    def router_params(self) -> int:
+        return self.d_model * self.n_experts
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding plus, when untied, the LM head."""
+        per_matrix = self.vocab_size * self.d_model
+        return per_matrix if self.tie_embeddings else 2 * per_matrix
+
+    @property
+    def non_embedding_params(self) -> int:
+        n_dense = self.n_layers - self.n_moe_layers
+        moe_layer = self.n_experts * self.mlp_params + self.router_params
+        layer_norms = 2 * self.d_model
+        return (
+            self.n_layers * (self.attention_params + layer_norms)
+            + n_dense * self.mlp_params
+            + self.n_moe_layers * moe_layer
+            + self.d_model  # final norm
+        )
+
+    @property
+    def params(self) -> int:
+        return self.embedding_params + self.non_embedding_params
+
+    @property
+    def active_params(self) -> int:
+        """Parameters a single token touches: only `experts_per_token` experts per MoE layer."""
+        idle_experts = self.n_experts - self.experts_per_token
+        return self.params - self.n_moe_layers * idle_experts * self.mlp_params
+
+    @property
+    def matmul_params(self) -> int:
+        """Weights in the blocks' linear layers (all experts): what quantization compresses."""
+        n_dense = self.n_layers - self.n_moe_layers
+        moe_layer = self.n_experts * self.mlp_params + self.router_params
+        return (
+            self.n_layers * self.attention_linear_params
+            + n_dense * self.mlp_params
+            + self.n_moe_layers * moe_layer
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "d_model": self.d_model}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
+        names = cls.__dataclass_fields__.keys()
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """How the trained weights are stored on the device."""
+
+    weight_bits: int = 16  # 16 = fp16; 8 and 4 = integer weights with one fp16 scale per group
+    group_size: int = 0  # weights per quantization scale; 0 when weight_bits == 16
+    sparsity: float = 0.0  # share of linear-layer weights set to zero
+    sparsity_pattern: str = "none"  # none | unstructured | 2:4
+
+    def __post_init__(self) -> None:
+        if self.weight_bits not in (16, 8, 4):
+            raise ValueError(f"weight_bits must be 16, 8 or 4, got {self.weight_bits}")
+        if self.weight_bits < 16 and self.group_size < 1:
+            raise ValueError(f"{self.weight_bits}-bit weights need a group_size >= 1")
+        if self.sparsity_pattern not in SPARSITY_PATTERNS:
+            raise ValueError(f"sparsity_pattern must be one of {SPARSITY_PATTERNS}")
+        if (self.sparsity_pattern == "none") != (self.sparsity == 0.0):
+            raise ValueError("sparsity must be 0 exactly when sparsity_pattern is 'none'")
+        if self.sparsity_pattern == "2:4" and self.sparsity != 0.5:
+            raise ValueError("2:4 sparsity zeroes exactly half of the weights (sparsity=0.5)")
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per quantized weight, counting one fp16 scale per group."""
+        if self.weight_bits == 16:
+            return 16.0
+        return self.weight_bits + 16.0 / self.group_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What one trial evaluates: an architecture with its compression."""
+
+    arch: ArchConfig
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch.to_dict(), "compression": self.compression.to_dict()}
+
+    def key(self, *extra: Any) -> str:
+        """A stable hash of the candidate (and of whatever else decides its result)."""
+        payload = json.dumps([self.to_dict(), *extra], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,177 @@
+"""The expensive objective: a short training run on real text, scored in held-out bits per byte.
+
+Bits per byte = (summed next-token negative log-likelihood in bits) / (UTF-8 bytes of the scored
+tokens); it does not depend on the tokenizer, so models with different vocabularies compare.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas.arch import ArchConfig
+from nas.models import build_model
+
+
+class ProxyDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the trial fails with this reason."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    steps: int
+    seq_len: int
+    batch_size: int
+    eval_windows: int
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 5
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> ProxySettings:
+        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens one proxy run sees."""
+        return self.steps * self.batch_size * self.seq_len
+
+
+@dataclass(frozen=True)
+class ProxyData:
+    """Token streams and the byte length of every token id."""
+
+    train_ids: np.ndarray
+    heldout_ids: np.ndarray
+    token_bytes: np.ndarray
+
+    def uniform_bpb(self, settings: ProxySettings) -> float:
+        """Bits per byte of a model that knows nothing (uniform over the vocabulary): the value
+        recorded for candidates that are infeasible and therefore never trained."""
+        targets = eval_windows(self.heldout_ids, settings)[:, 1:]
+        scored_bytes = int(self.token_bytes[targets].sum())
+        return targets.size * math.log2(len(self.token_bytes)) / max(1, scored_bytes)
+
+
+@dataclass
+class ProxyResult:
+    bpb: float
+    train_loss: float
+    seconds: float
+    tokens: int
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss in nats)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _lr_factor(step: int, settings: ProxySettings) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio`."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    span = max(1, settings.steps - settings.warmup_steps)
+    progress = min(1.0, (step - settings.warmup_steps) / span)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return settings.min_lr_ratio + (1.0 - settings.min_lr_ratio) * cosine
+
+
+def _batches(ids: np.ndarray, settings: ProxySettings, seed: int):
+    rng = np.random.default_rng(seed)
+    span = settings.seq_len + 1
+    high = len(ids) - span
+    for _ in range(settings.steps):
+        starts = rng.integers(0, high, size=settings.batch_size)
+        yield torch.from_numpy(np.stack([ids[s : s + span] for s in starts]).astype(np.int64))
+
+
+def eval_windows(ids: np.ndarray, settings: ProxySettings) -> np.ndarray:
+    """Non-overlapping held-out windows of seq_len + 1 tokens, the same for every candidate."""
+    span = settings.seq_len + 1
+    n = min(settings.eval_windows, len(ids) // span)
+    if n < 1:
+        raise ValueError(f"held-out text has {len(ids)} tokens, fewer than one window ({span})")
+    return ids[: n * span].reshape(n, span).astype(np.int64)
+
+
+@torch.no_grad()
+def bits_per_byte(model: torch.nn.Module, data: ProxyData, settings: ProxySettings) -> float:
+    model.eval()
+    device = next(model.parameters()).device
+    windows = torch.from_numpy(eval_windows(data.heldout_ids, settings))
+    nll_nats = 0.0
+    for chunk in windows.split(max(1, settings.batch_size)):
+        chunk = chunk.to(device)
+        logits = model(input_ids=chunk[:, :-1]).logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1), reduction="sum"
+        )
+        nll_nats += loss.item()
+    scored_bytes = int(data.token_bytes[windows[:, 1:].numpy()].sum())
+    model.train()
+    return nll_nats / math.log(2) / max(1, scored_bytes)
+
+
+def train_proxy(
+    arch: ArchConfig,
+    data: ProxyData,
+    settings: ProxySettings,
+    *,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> ProxyResult:
+    """Train `arch` from scratch for `settings.steps` steps; return held-out bits per byte."""
+    device = device or torch.device("cpu")
+    started = time.perf_counter()
+    model = build_model(arch, seed=seed, max_positions=settings.seq_len).to(device)
+    model.train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay}],
+        lr=settings.lr,
+        betas=(0.9, 0.95),
+        weight_decay=0.0,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
+    use_bf16 = device.type == "cuda"
+    log_every = max(1, settings.steps // 20)
+    curve: list[tuple[int, float]] = []
+    loss_value = float("nan")
+    for step, batch in enumerate(_batches(data.train_ids, settings, seed)):
+        batch = batch.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(input_ids=batch[:, :-1]).logits
+        # Our own shift: HF's `labels=` would shift again inside the window and drop a target.
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1)
+        )
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise ProxyDiverged(f"training loss became {loss_value} at step {step}")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        if step % log_every == 0 or step == settings.steps - 1:
+            curve.append((step, round(loss_value, 5)))
+    bpb = bits_per_byte(model, data, settings)
+    if not math.isfinite(bpb):
+        raise ProxyDiverged(f"held-out bits per byte is {bpb}")
+    return ProxyResult(
+        bpb=bpb,
+        train_loss=loss_value,
+        seconds=time.perf_counter() - started,
+        tokens=settings.tokens,
+        curve=curve,
+    )

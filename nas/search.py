@@ -1,0 +1,276 @@
+"""`python -m nas.search hardware=pixel8`: the hardware-aware architecture + compression search.
+
+Re-running the same command resumes the same study (its name derives from hardware, search space
+and budget); every finished trial is kept and none is repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nas import __version__
+from nas.config import as_dict, compose_config, require_float, require_int
+from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
+from nas.errors import NasError, run_cli
+from nas.hardware import HardwareProfile
+from nas.objectives import CheapObjectives
+from nas.pareto import format_table, pareto_entries, write_front
+from nas.progress import SearchProgress
+from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, resolve_device
+from nas.study import is_feasible, open_study
+from nas.trial import TrialObjective
+from predictors import MemoryModel, RooflineLatency
+from search_spaces import SearchSpace
+
+log = logging.getLogger("nas.search")
+
+USAGE = """usage: python -m nas.search [KEY=VALUE ...]
+
+Searches small-LM architectures and compression for a device. Common overrides:
+  hardware=NAME          pixel8 (default), rpi5, iphone15pro, jetson_orin_nano, laptop_x86,
+                         local_cpu, a100, h100, h200
+  budget=NAME            auto (default: gpu with CUDA, else cpu), cpu, gpu, smoke
+  sampler=NAME           tpe (default), nsga2, random
+  study.name=NAME        default: <hardware>-<search_space>-<budget>; the same name resumes
+  study.n_trials=N       trials to add in this run      study.timeout_s=S   stop starting trials
+  study.storage=URL      default sqlite:///runs/<name>/study.db; postgresql://... to share
+  proxy.corpus=PATH      a .txt file or folder (default: the Python standard library's source)
+  proxy.tokenizer=PATH   a tokenizer.json (default: BPE trained on the corpus, cached)
+  runs_dir=PATH          where studies and caches go (default: runs)
+  quiet=true             log lines instead of a progress bar
+  --cfg                  print the composed configuration and exit
+Outputs: runs/<study.name>/study.db, pareto.json, pareto.csv"""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study_name: str
+    out_dir: Path
+    finished: int
+    feasible: int
+    pareto: list[dict[str, Any]]
+    seconds: float
+
+
+def prepare_data(cfg: DictConfig, cache_dir: Path) -> tuple[ProxyData, dict[str, Any]]:
+    """Corpus -> tokenizer -> token streams, all cached under `cache_dir`."""
+    proxy = cfg.proxy
+    corpus = load_corpus(
+        str(proxy.corpus),
+        max_mb=require_float(cfg, "proxy.corpus_mb", minimum=0.001),
+        heldout_fraction=require_float(cfg, "proxy.heldout_fraction", minimum=0.001),
+    )
+    vocab = require_int(cfg, "proxy.vocab_size", minimum=len("01") + 256)
+    tokenizer = load_tokenizer(str(proxy.tokenizer), corpus, vocab, cache_dir)
+    tag = hashlib.sha256(f"{corpus.fingerprint}{tokenizer.to_str()}".encode()).hexdigest()[:16]
+    data = ProxyData(
+        train_ids=encode(tokenizer, corpus.train, cache_dir / f"train-{tag}.npy"),
+        heldout_ids=encode(tokenizer, corpus.heldout, cache_dir / f"heldout-{tag}.npy"),
+        token_bytes=token_bytes(tokenizer),
+    )
+    info = {
+        "corpus": corpus.source,
+        "corpus_fingerprint": corpus.fingerprint,
+        "corpus_bytes": corpus.n_bytes,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "train_tokens": len(data.train_ids),
+        "heldout_tokens": len(data.heldout_ids),
+    }
+    return data, info
+
+
+def proxy_settings(cfg: DictConfig) -> ProxySettings:
+    for key in ("steps", "seq_len", "batch_size", "eval_windows"):
+        require_int(cfg, f"proxy.{key}", minimum=1)
+    return ProxySettings.from_config(as_dict(cfg.proxy))
+
+
+def build_space(cfg: DictConfig, vocab_size: int) -> SearchSpace:
+    try:
+        return instantiate(cfg.search_space, vocab_size=vocab_size, caps=cfg.budget.caps)
+    except NasError:
+        raise
+    except Exception as err:  # Hydra wraps constructor errors; show the root cause in one line
+        cause = err.__cause__ or err
+        if isinstance(cause, NasError):
+            raise cause from None
+        raise NasError(f"search_space cannot be built: {cause}") from None
+
+
+def run_search(cfg: DictConfig) -> SearchResult:
+    """Run (or resume) the study that `cfg` describes and write its Pareto front."""
+    started = time.perf_counter()
+    runs_dir = Path(cfg.runs_dir)
+    n_trials = require_int(cfg, "study.n_trials", minimum=0)
+    timeout = require_float(cfg, "study.timeout_s", minimum=1)
+    seed = require_int(cfg, "seed")
+    hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
+    settings = proxy_settings(cfg)
+    out_dir = runs_dir / str(cfg.study.name)
+    cache_dir = runs_dir / ".cache"
+    _check_writable(out_dir)
+
+    data, data_info = prepare_data(cfg, cache_dir)
+    if len(data.train_ids) <= settings.seq_len + 1:
+        raise NasError(
+            f"corpus too short for the budget: {len(data.train_ids)} training tokens, "
+            f"need more than proxy.seq_len={settings.seq_len}"
+        )
+    space = build_space(cfg, data_info["vocab_size"])
+    cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
+    proxy_identity = {**asdict(settings), **data_info, "seed": seed}
+    identity = {
+        "hardware": hardware.name,
+        "search_space": {"name": space.name, **space.choices()},
+        "proxy": proxy_identity,
+    }
+    study = open_study(
+        name=str(cfg.study.name),
+        storage=str(cfg.study.storage),
+        sampler_cfg=cfg.sampler,
+        seed=seed,
+        identity=identity,
+    )
+    device = resolve_device(str(cfg.device))
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    objective = TrialObjective(
+        space=space,
+        cheap=cheap,
+        data=data,
+        settings=settings,
+        proxy_identity=proxy_identity,
+        device=device,
+        seed=seed,
+    )
+    resumed = len(study.trials)
+    log.info(
+        "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "
+        "proxy: %d steps x %d x %d tokens on %s",
+        study.study_name,
+        hardware.description,
+        resumed,
+        n_trials,
+        timeout,
+        cheap.latency.provenance,
+        settings.steps,
+        settings.batch_size,
+        settings.seq_len,
+        device,
+    )
+    progress = SearchProgress(n_trials, quiet=bool(cfg.quiet))
+    interrupted = False
+    try:
+        study.optimize(
+            objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            callbacks=[progress],
+            catch=(ProxyDiverged,),
+            gc_after_trial=True,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+
+    result = _finish(study, hardware, cheap, cfg, out_dir, data_info, started)
+    if interrupted:
+        raise NasError(
+            f"interrupted; {result.finished} finished trials are safe in {cfg.study.storage}. "
+            "Run the same command again to resume."
+        )
+    return result
+
+
+def _finish(
+    study: optuna.Study,
+    hardware: HardwareProfile,
+    cheap: CheapObjectives,
+    cfg: DictConfig,
+    out_dir: Path,
+    data_info: dict[str, Any],
+    started: float,
+) -> SearchResult:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = sum(1 for t in done if is_feasible(t))
+    entries = pareto_entries(study)
+    header = {
+        "study": study.study_name,
+        "hardware": hardware.name,
+        "device_limits": {
+            "max_memory_mb": hardware.deploy.max_memory_mb,
+            "max_decode_ms": hardware.deploy.max_decode_ms,
+            "context_len": hardware.deploy.context_len,
+            "prompt_len": hardware.deploy.prompt_len,
+        },
+        "latency_predictor": {
+            "calibrated": cheap.calibrated,
+            "provenance": cheap.latency.provenance,
+        },
+        "budget": str(cfg.budget.name),
+        "proxy": data_info,
+        "finished_trials": len(done),
+        "feasible_trials": feasible,
+        "objectives": ["bpb", "decode_ms", "memory_mb"],
+        "nas_version": __version__,
+    }
+    write_front(entries, out_dir, header)
+    seconds = time.perf_counter() - started
+    print(
+        f"\nPareto front of {study.study_name} ({len(entries)} of {len(done)} finished trials, "
+        f"{feasible} feasible on {hardware.name}; latency {_calibration_word(cheap)}):"
+    )
+    print(format_table(entries) if entries else "  (empty: no feasible trained trial yet)")
+    print(f"\nwrote {out_dir / 'pareto.json'} and pareto.csv in {seconds:.0f} s")
+    return SearchResult(study.study_name, out_dir, len(done), feasible, entries, seconds)
+
+
+def _calibration_word(cheap: CheapObjectives) -> str:
+    return (
+        "calibrated on the device" if cheap.calibrated else "from the uncalibrated roofline prior"
+    )
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise NasError(
+            f"cannot write to {out_dir}: {err.strerror}; pass runs_dir=PATH somewhere writable"
+        ) from None
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    overrides = [a for a in argv if a != "--cfg"]
+    cfg = compose_config(overrides)
+    if "--cfg" in argv:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # `group=True` and metric names are marked experimental; they are stable in what we use.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    run_search(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,51 @@
+"""The predictor contract: a candidate in, an estimate (mean and spread) per quantity out.
+
+Every predictor passes tests/predictors/test_contract.py: positive means, non-negative spreads,
+more work never predicted faster, fewer bits never predicted larger.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from nas.arch import Candidate
+from nas.hardware import HardwareProfile
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A predicted quantity: `mean` with a one-sigma `std` in the same unit."""
+
+    mean: float
+    std: float
+
+    def upper(self, sigmas: float) -> float:
+        """A pessimistic value: `sigmas` standard deviations above the mean."""
+        return self.mean + sigmas * self.std
+
+
+class Predictor(ABC):
+    """Predicts some `quantities` of a candidate on one hardware profile."""
+
+    quantities: ClassVar[tuple[str, ...]]
+
+    def __init__(self, hardware: HardwareProfile) -> None:
+        self.hardware = hardware
+
+    @property
+    def calibrated(self) -> bool:
+        """True when fitted to measurements from the device, False for a prior."""
+        return False
+
+    @property
+    def provenance(self) -> str:
+        """One line saying where the predictor's numbers come from."""
+        return (
+            f"roofline prior from hydra_configs/hardware/{self.hardware.name}.yaml (uncalibrated)"
+        )
+
+    @abstractmethod
+    def predict(self, candidate: Candidate) -> dict[str, Estimate]:
+        """One `Estimate` for each name in `quantities`."""

@@ -1,0 +1,90 @@
+"""Decode and prefill latency from a roofline: the slower of compute and memory traffic, plus
+fixed per-token and per-layer overheads. The hardware file supplies peaks and the prior's
+efficiencies and overheads; calibration on real measurements replaces them (its own issue).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from nas.arch import ArchConfig, Candidate
+from predictors.base import Estimate, Predictor
+from predictors.footprint import (
+    FP16_BYTES,
+    KV_BYTES,
+    active_matmul_params,
+    kv_cache_bytes,
+    matmul_bytes_per_weight,
+)
+
+COMPUTE_DTYPE = {16: "fp16", 8: "int8", 4: "fp16"}  # 4-bit weights are dequantised to fp16
+MOE_DISPATCH_PER_EXPERT = 0.5  # extra layer-overheads per routed expert (gather, scatter)
+
+
+class RooflineLatency(Predictor):
+    """Batch-1 decode ms/token at the device's context, and prefill ms for its prompt length."""
+
+    quantities: ClassVar[tuple[str, ...]] = ("decode_ms", "prefill_ms")
+
+    def _layer_overheads(self, arch: ArchConfig) -> float:
+        moe_extra = arch.n_moe_layers * MOE_DISPATCH_PER_EXPERT * arch.experts_per_token
+        return (arch.n_layers + moe_extra) * self.hardware.prior.per_layer_ms
+
+    def _sparse_speedup(self, candidate: Candidate) -> float:
+        """Share of linear-layer work left when the device has kernels for the sparsity pattern."""
+        pattern = candidate.compression.sparsity_pattern
+        if pattern != "none" and pattern in self.hardware.sparse_kernels:
+            return 1.0 - candidate.compression.sparsity
+        return 1.0
+
+    def _roofline_ms(self, flops: float, nbytes: float, candidate: Candidate) -> float:
+        hw = self.hardware
+        dtype = COMPUTE_DTYPE[candidate.compression.weight_bits]
+        compute_s = flops / (hw.peak_gflops[dtype] * 1e9 * hw.prior.compute_efficiency)
+        memory_s = nbytes / (hw.bandwidth_gbs * 1e9 * hw.prior.bandwidth_efficiency)
+        return 1000.0 * max(compute_s, memory_s)
+
+    def decode_ms(self, candidate: Candidate) -> float:
+        arch, hw = candidate.arch, self.hardware
+        context = hw.deploy.context_len
+        keep = self._sparse_speedup(candidate)
+        active = active_matmul_params(arch)
+        head = arch.vocab_size * arch.d_model  # the LM head is read in full; one embedding row
+        weight_bytes = (
+            active * matmul_bytes_per_weight(candidate.compression, hw) * keep
+            + (head + arch.d_model) * FP16_BYTES
+        )
+        kv_read = kv_cache_bytes(arch, context)
+        attention_flops = 4.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
+        flops = 2.0 * (active * keep + head) + attention_flops
+        return (
+            self._roofline_ms(flops, weight_bytes + kv_read, candidate)
+            + hw.prior.per_token_ms
+            + self._layer_overheads(arch)
+        )
+
+    def prefill_ms(self, candidate: Candidate) -> float:
+        arch, hw = candidate.arch, self.hardware
+        n = hw.deploy.prompt_len
+        keep = self._sparse_speedup(candidate)
+        active = active_matmul_params(arch)
+        head = arch.vocab_size * arch.d_model
+        # A long prompt touches every expert: read all linear weights once.
+        weight_bytes = arch.matmul_params * matmul_bytes_per_weight(candidate.compression, hw)
+        weight_bytes += head * FP16_BYTES
+        kv_write = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * n * KV_BYTES
+        attention_flops = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * n * n  # causal
+        flops = 2.0 * n * (active * keep + head) + attention_flops
+        return (
+            self._roofline_ms(flops, weight_bytes + kv_write, candidate)
+            + hw.prior.per_token_ms
+            + self._layer_overheads(arch)
+        )
+
+    def predict(self, candidate: Candidate) -> dict[str, Estimate]:
+        spread = self.hardware.prior.rel_spread
+        decode, prefill = self.decode_ms(candidate), self.prefill_ms(candidate)
+        return {
+            "decode_ms": Estimate(decode, decode * spread),
+            "prefill_ms": Estimate(prefill, prefill * spread),
+        }

@@ -1,0 +1,140 @@
+"""`slm`: decoder-only small language models with grouped-query attention, optional mixture of
+experts, tied or untied embeddings, and their weight compression.
+
+Valid by construction: choices that depend on an earlier one get their own Optuna parameter per
+parent value (`n_kv_heads|n_heads=8` offers only divisors of 8), because Optuna requires one fixed
+distribution per parameter name. Choices that cannot occur under the budget's caps are removed when
+the space is built, and an empty choice list is a configuration error, not a runtime reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+
+from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.errors import NasError
+from search_spaces.base import SearchSpace
+
+SPARSITY_CHOICES = {
+    "none": (0.0, "none"),
+    "unstructured50": (0.5, "unstructured"),
+    "2:4": (0.5, "2:4"),
+}
+FFN_MULTIPLE = 8  # SwiGLU hidden sizes are rounded to a multiple of 8, as hardware kernels like
+
+
+class SLMSpace(SearchSpace):
+    def __init__(
+        self,
+        *,
+        name: str = "slm",
+        vocab_size: int,
+        n_layers: Sequence[int],
+        n_heads: Sequence[int],
+        head_dim: Sequence[int],
+        n_kv_heads: Sequence[int],
+        ffn_ratio: Sequence[float],
+        n_experts: Sequence[int],
+        experts_per_token: Sequence[int],
+        moe_every: Sequence[int],
+        tie_embeddings: Sequence[bool],
+        weight_bits: Sequence[int],
+        group_size: Sequence[int],
+        sparsity: Sequence[str],
+        caps: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__(name=name, vocab_size=vocab_size)
+        caps = dict(caps or {})
+        unknown = set(caps) - {"max_layers", "max_heads", "max_head_dim", "max_experts"}
+        if unknown:
+            raise NasError(f"unknown budget caps {sorted(unknown)}")
+
+        def capped(key: str, values: Sequence[Any], cap: str | None = None) -> list[Any]:
+            kept = sorted({v for v in values if cap is None or v <= caps.get(cap, v)})
+            if not kept:
+                limit = f" <= {cap}={caps.get(cap)}" if cap else ""
+                raise NasError(f"search_space.{key} has no choice{limit}; widen it or the budget")
+            return kept
+
+        self.n_layers = capped("n_layers", n_layers, "max_layers")
+        self.n_heads = capped("n_heads", n_heads, "max_heads")
+        self.head_dim = capped("head_dim", head_dim, "max_head_dim")
+        self.n_kv_heads = capped("n_kv_heads", n_kv_heads)
+        self.ffn_ratio = capped("ffn_ratio", ffn_ratio)
+        self.n_experts = capped("n_experts", n_experts, "max_experts")
+        self.experts_per_token = capped("experts_per_token", experts_per_token)
+        self.moe_every = capped("moe_every", [k for k in moe_every if k <= min(self.n_layers)])
+        self.tie_embeddings = sorted(set(tie_embeddings))
+        self.weight_bits = capped("weight_bits", weight_bits)
+        self.group_size = capped("group_size", group_size)
+        self.sparsity = list(dict.fromkeys(sparsity))
+        bad = [s for s in self.sparsity if s not in SPARSITY_CHOICES]
+        if bad or not self.sparsity:
+            raise NasError(f"search_space.sparsity: {bad} unknown; use {list(SPARSITY_CHOICES)}")
+        for bits in self.weight_bits:
+            if bits not in (16, 8, 4):
+                raise NasError(f"search_space.weight_bits: {bits} unsupported; use 16, 8 or 4")
+        for heads in self.n_heads:
+            if not self._kv_choices(heads):
+                raise NasError(
+                    f"search_space.n_kv_heads {self.n_kv_heads} holds no divisor of n_heads="
+                    f"{heads}: grouped-query attention needs kv-heads that divide the heads"
+                )
+        for experts in self.n_experts:
+            if experts > 1 and not self._top_k_choices(experts):
+                raise NasError(
+                    f"search_space.experts_per_token {self.experts_per_token} has no value <= "
+                    f"n_experts={experts}"
+                )
+
+    def _kv_choices(self, heads: int) -> list[int]:
+        return [k for k in self.n_kv_heads if heads % k == 0]
+
+    def _top_k_choices(self, experts: int) -> list[int]:
+        return [k for k in self.experts_per_token if k <= experts]
+
+    def suggest(self, trial: optuna.Trial) -> Candidate:
+        n_layers = trial.suggest_categorical("n_layers", self.n_layers)
+        n_heads = trial.suggest_categorical("n_heads", self.n_heads)
+        head_dim = trial.suggest_categorical("head_dim", self.head_dim)
+        kv = trial.suggest_categorical(f"n_kv_heads|n_heads={n_heads}", self._kv_choices(n_heads))
+        ffn_ratio = trial.suggest_categorical("ffn_ratio", self.ffn_ratio)
+        n_experts = trial.suggest_categorical("n_experts", self.n_experts)
+        top_k, moe_every = 1, 1
+        if n_experts > 1:
+            top_k = trial.suggest_categorical(
+                f"experts_per_token|n_experts={n_experts}", self._top_k_choices(n_experts)
+            )
+            moe_every = trial.suggest_categorical("moe_every", self.moe_every)
+        tie = trial.suggest_categorical("tie_embeddings", self.tie_embeddings)
+        d_model = n_heads * head_dim
+        ffn_dim = max(FFN_MULTIPLE, round(ffn_ratio * d_model / FFN_MULTIPLE) * FFN_MULTIPLE)
+        arch = ArchConfig(
+            n_layers=n_layers,
+            n_heads=n_heads,
+            n_kv_heads=kv,
+            head_dim=head_dim,
+            ffn_dim=ffn_dim,
+            vocab_size=self.vocab_size,
+            n_experts=n_experts,
+            experts_per_token=top_k,
+            moe_every=moe_every,
+            tie_embeddings=tie,
+        )
+        bits = trial.suggest_categorical("weight_bits", self.weight_bits)
+        group = trial.suggest_categorical("group_size", self.group_size) if bits < 16 else 0
+        sparsity, pattern = SPARSITY_CHOICES[trial.suggest_categorical("sparsity", self.sparsity)]
+        compression = CompressionConfig(
+            weight_bits=bits, group_size=group, sparsity=sparsity, sparsity_pattern=pattern
+        )
+        return Candidate(arch=arch, compression=compression)
+
+    def choices(self) -> dict[str, list[Any]]:
+        names = (
+            "n_layers n_heads head_dim n_kv_heads ffn_ratio n_experts experts_per_token "
+            "moe_every tie_embeddings weight_bits group_size sparsity"
+        ).split()
+        return {name: list(getattr(self, name)) for name in names}
