@@ -19,6 +19,7 @@ import optuna
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer
 
 from nas import __version__
 from nas.config import as_dict, compose_config, require_float, require_int
@@ -26,7 +27,7 @@ from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
 from nas.errors import NasError, run_cli
 from nas.hardware import HardwareProfile
 from nas.objectives import CheapObjectives
-from nas.pareto import format_table, pareto_entries, write_front
+from nas.pareto import atomic_write, format_table, pareto_entries, write_front
 from nas.progress import SearchProgress
 from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, resolve_device
 from nas.study import is_feasible, open_study
@@ -64,7 +65,7 @@ class SearchResult:
     seconds: float
 
 
-def prepare_data(cfg: DictConfig, cache_dir: Path) -> tuple[ProxyData, dict[str, Any]]:
+def prepare_data(cfg: DictConfig, cache_dir: Path) -> tuple[ProxyData, Tokenizer, dict[str, Any]]:
     """Corpus -> tokenizer -> token streams, all cached under `cache_dir`."""
     proxy = cfg.proxy
     corpus = load_corpus(
@@ -88,7 +89,7 @@ def prepare_data(cfg: DictConfig, cache_dir: Path) -> tuple[ProxyData, dict[str,
         "train_tokens": len(data.train_ids),
         "heldout_tokens": len(data.heldout_ids),
     }
-    return data, info
+    return data, tokenizer, info
 
 
 def proxy_settings(cfg: DictConfig) -> ProxySettings:
@@ -122,7 +123,9 @@ def run_search(cfg: DictConfig) -> SearchResult:
     cache_dir = runs_dir / ".cache"
     _check_writable(out_dir)
 
-    data, data_info = prepare_data(cfg, cache_dir)
+    data, tokenizer, data_info = prepare_data(cfg, cache_dir)
+    # The study's own copy: export ships exactly the tokenizer its trials were scored with.
+    atomic_write(out_dir / "tokenizer.json", tokenizer.to_str())
     if len(data.train_ids) <= settings.seq_len + 1:
         raise NasError(
             f"corpus too short for the budget: {len(data.train_ids)} training tokens, "
