@@ -120,7 +120,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
     hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
     settings = proxy_settings(cfg)
     out_dir = runs_dir / str(cfg.study.name)
-    cache_dir = runs_dir / ".cache"
+    cache_dir = Path(cfg.cache_dir)
     _check_writable(out_dir)
 
     data, tokenizer, data_info = prepare_data(cfg, cache_dir)
