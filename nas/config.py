@@ -51,7 +51,8 @@ def _check_group_choices(overrides: list[str]) -> None:
 
 def _explain_bad_key(overrides: list[str]) -> str | None:
     """Find the override whose key the config lacks, and list the keys that exist there."""
-    base = compose("config", overrides=[o for o in overrides if "." not in o.split("=", 1)[0]])
+    groups = set(GlobalHydra.instance().config_loader().list_groups(""))
+    base = compose("config", overrides=[o for o in overrides if o.split("=", 1)[0] in groups])
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if override.startswith(("+", "~")) or OmegaConf.select(base, key) is not None:

@@ -1,0 +1,82 @@
+"""The contract every search space passes (as Optuna's sampler tests do for samplers).
+
+Add a space to SPACES and it is held to the same checks: samples are valid by construction,
+grouped-query attention and mixture of experts are both reachable, a seed reproduces a sample,
+and a finished trial's parameters rebuild the same candidate.
+"""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from hydra.utils import instantiate
+
+from nas.arch import Candidate
+from nas.config import compose_config
+from search_spaces import SearchSpace
+
+SPACES = [("slm", budget) for budget in ("smoke", "cpu", "gpu")]
+
+
+def make_space(name: str, budget: str) -> SearchSpace:
+    cfg = compose_config([f"search_space={name}", f"budget={budget}"])
+    return instantiate(cfg.search_space, vocab_size=512, caps=cfg.budget.caps)
+
+
+def sample(space: SearchSpace, n: int, seed: int) -> list[tuple[dict, Candidate]]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        candidate = space.suggest(trial)
+        study.tell(trial, 0.0)
+        out.append((trial.params, candidate))
+    return out
+
+
+@pytest.fixture(params=SPACES, ids=lambda s: f"{s[0]}-{s[1]}")
+def space(request: pytest.FixtureRequest) -> SearchSpace:
+    return make_space(*request.param)
+
+
+def test_samples_are_valid_by_construction(space: SearchSpace) -> None:
+    for _, candidate in sample(space, 200, seed=1):
+        arch = candidate.arch
+        assert arch.n_heads % arch.n_kv_heads == 0
+        assert 1 <= arch.experts_per_token <= arch.n_experts
+        assert arch.vocab_size == 512 and arch.params > 0
+        assert (candidate.compression.group_size > 0) == (candidate.compression.weight_bits < 16)
+
+
+def test_gqa_moe_and_compression_are_reachable(space: SearchSpace) -> None:
+    candidates = [c for _, c in sample(space, 300, seed=2)]
+    assert any(1 < c.arch.n_kv_heads < c.arch.n_heads for c in candidates) or any(
+        c.arch.n_kv_heads == 1 < c.arch.n_heads for c in candidates
+    ), "grouped-query / multi-query attention never sampled"
+    assert any(c.arch.n_kv_heads == c.arch.n_heads for c in candidates)
+    assert any(c.arch.is_moe for c in candidates) and any(not c.arch.is_moe for c in candidates)
+    assert {c.compression.weight_bits for c in candidates} == {16, 8, 4}
+    assert {c.compression.sparsity_pattern for c in candidates} == {"none", "unstructured", "2:4"}
+    assert {c.arch.tie_embeddings for c in candidates} == {True, False}
+
+
+def test_seed_reproduces_samples(space: SearchSpace) -> None:
+    first = [c for _, c in sample(space, 20, seed=7)]
+    again = [c for _, c in sample(space, 20, seed=7)]
+    other = [c for _, c in sample(space, 20, seed=8)]
+    assert first == again
+    assert first != other
+
+
+def test_params_rebuild_the_candidate(space: SearchSpace) -> None:
+    for params, candidate in sample(space, 30, seed=3):
+        assert space.candidate_from_params(params) == candidate
+
+
+def test_caps_bound_the_samples() -> None:
+    space = make_space("slm", "smoke")
+    cfg = compose_config(["budget=smoke"])
+    for _, candidate in sample(space, 100, seed=4):
+        assert candidate.arch.n_layers <= cfg.budget.caps.max_layers
+        assert candidate.arch.n_heads <= cfg.budget.caps.max_heads
+        assert candidate.arch.head_dim <= cfg.budget.caps.max_head_dim
