@@ -26,6 +26,7 @@ from nas.config import as_dict, compose_config, require_float, require_int
 from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
 from nas.errors import NasError, run_cli
 from nas.hardware import HardwareProfile
+from nas.hypervolume import Reference
 from nas.objectives import CheapObjectives
 from nas.pareto import atomic_write, format_table, pareto_entries, write_front
 from nas.progress import SearchProgress
@@ -146,6 +147,15 @@ def run_search(cfg: DictConfig) -> SearchResult:
         seed=seed,
         identity=identity,
     )
+    # What the report and the live hypervolume need, kept in the study itself so that a study
+    # still running (or shared through a database) can be reported on.
+    reference = Reference(
+        bpb=data.uniform_bpb(settings),
+        decode_ms=hardware.deploy.max_decode_ms,
+        memory_mb=hardware.deploy.max_memory_mb,
+    )
+    study.set_user_attr("device", _device_info(hardware, cheap))
+    study.set_user_attr("hypervolume_reference", reference.to_dict())
     device = resolve_device(str(cfg.device))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     objective = TrialObjective(
@@ -172,7 +182,9 @@ def run_search(cfg: DictConfig) -> SearchResult:
         settings.seq_len,
         device,
     )
-    progress = SearchProgress(n_trials, quiet=bool(cfg.quiet))
+    progress = SearchProgress(
+        n_trials, quiet=bool(cfg.quiet), reference=reference, timeout_s=timeout
+    )
     interrupted = False
     try:
         study.optimize(
@@ -211,17 +223,7 @@ def _finish(
     entries = pareto_entries(study)
     header = {
         "study": study.study_name,
-        "hardware": hardware.name,
-        "device_limits": {
-            "max_memory_mb": hardware.deploy.max_memory_mb,
-            "max_decode_ms": hardware.deploy.max_decode_ms,
-            "context_len": hardware.deploy.context_len,
-            "prompt_len": hardware.deploy.prompt_len,
-        },
-        "latency_predictor": {
-            "calibrated": cheap.calibrated,
-            "provenance": cheap.latency.provenance,
-        },
+        **_device_info(hardware, cheap),
         "budget": str(cfg.budget.name),
         "proxy": data_info,
         "finished_trials": len(done),
@@ -238,6 +240,22 @@ def _finish(
     print(format_table(entries) if entries else "  (empty: no feasible trained trial yet)")
     print(f"\nwrote {out_dir / 'pareto.json'} and pareto.csv in {seconds:.0f} s")
     return SearchResult(study.study_name, out_dir, len(done), feasible, entries, seconds)
+
+
+def _device_info(hardware: HardwareProfile, cheap: CheapObjectives) -> dict[str, Any]:
+    return {
+        "hardware": hardware.name,
+        "device_limits": {
+            "max_memory_mb": hardware.deploy.max_memory_mb,
+            "max_decode_ms": hardware.deploy.max_decode_ms,
+            "context_len": hardware.deploy.context_len,
+            "prompt_len": hardware.deploy.prompt_len,
+        },
+        "latency_predictor": {
+            "calibrated": cheap.calibrated,
+            "provenance": cheap.latency.provenance,
+        },
+    }
 
 
 def _calibration_word(cheap: CheapObjectives) -> str:
