@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
 from pathlib import Path
@@ -25,10 +26,28 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 
 
+JOURNAL_PREFIX = "journal:///"  # Optuna's JournalStorage on a local file (several local writers)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def is_journal(url: str) -> bool:
+    return url.startswith(JOURNAL_PREFIX)
+
+
+def _local_path(url: str) -> Path | None:
+    for prefix in ("sqlite:///", JOURNAL_PREFIX):
+        if url.startswith(prefix):
+            return Path(url.removeprefix(prefix))
+    return None
+
+
 def prepare_storage(url: str) -> str:
-    """Create the folder of a SQLite file; refuse storages that cannot be written."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+    """Create the folder of a SQLite or journal file; refuse storages that cannot be written."""
+    path = _local_path(url)
+    if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             probe = path.parent / ".write-test"
@@ -42,6 +61,53 @@ def prepare_storage(url: str) -> str:
     return url
 
 
+def _with_driver(url: str) -> str:
+    """`postgresql://` means psycopg 3 to SQLAlchemy 2.1; we ship psycopg2, so name it."""
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def retry_callback(retries: int) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Re-queues a dead worker's trial (same parameters, WAITING) up to `retries` times."""
+    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
+
+
+def open_storage(
+    url: str, *, heartbeat_s: int = 10, grace_s: int = 30, retries: int = 2
+) -> optuna.storages.BaseStorage:
+    """The Optuna storage behind `url`.
+
+    - `sqlite:///FILE`: one writing process at a time (`nas.workers.StudyLock` enforces it).
+    - `journal:///FILE`: Optuna's JournalStorage; several processes on one machine.
+    - any other RDB URL (`postgresql://...`): many machines; a worker that stops sending
+      heartbeats for `grace_s` seconds has its trial failed and re-queued (`retries` times).
+    """
+    prepare_storage(url)
+    try:
+        if is_journal(url):
+            backend = optuna.storages.journal.JournalFileBackend(str(_local_path(url)))
+            return optuna.storages.JournalStorage(backend)
+        if is_sqlite(url):
+            return optuna.storages.RDBStorage(url)
+        connect = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+        return optuna.storages.RDBStorage(
+            _with_driver(url),
+            engine_kwargs={"pool_pre_ping": True, "connect_args": connect},
+            heartbeat_interval=heartbeat_s,
+            grace_period=grace_s,
+            heartbeat_stale_trial_callback=retry_callback(retries),
+        )
+    except (SQLAlchemyError, ImportError, ValueError) as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise NasError(
+            f"cannot open study storage {redact(url)}: {redact(reason)}; check study.storage "
+            "(server running? user, password and database right? driver installed?)"
+        ) from None
+    except OSError as err:
+        raise NasError(f"cannot open study storage {redact(url)}: {err.strerror}") from None
+
+
 def make_sampler(cfg: DictConfig, seed: int) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded where the sampler takes a seed."""
     target = instantiate(cfg, _partial_=True)
@@ -50,18 +116,26 @@ def make_sampler(cfg: DictConfig, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def open_study(
-    *, name: str, storage: str, sampler_cfg: DictConfig, seed: int, identity: dict[str, Any]
+    *,
+    name: str,
+    storage: str,
+    sampler_cfg: DictConfig,
+    seed: int,
+    identity: dict[str, Any],
+    heartbeat_s: int = 10,
+    grace_s: int = 30,
+    retries: int = 2,
 ) -> optuna.Study:
     """Create the study, or load it to resume; a resumed study must match `identity`.
 
     The sampler's seed is offset by the trials already stored, so that a resumed study does not
-    replay the first run's random start-up samples.
+    replay the first run's random start-up samples. See `open_storage` for the storage kinds.
     """
-    url = prepare_storage(storage)
+    backend = open_storage(storage, heartbeat_s=heartbeat_s, grace_s=grace_s, retries=retries)
     try:
         study = optuna.create_study(
             study_name=name,
-            storage=url,
+            storage=backend,
             sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trials are known
             directions=["minimize"] * len(OBJECTIVES),
             load_if_exists=True,
@@ -69,7 +143,7 @@ def open_study(
         study.sampler = make_sampler(sampler_cfg, seed + len(study.trials))
     except SQLAlchemyError as err:
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-        raise NasError(f"cannot open study storage {redact(url)}: {reason}") from None
+        raise NasError(f"cannot open study storage {redact(storage)}: {redact(reason)}") from None
     stored = study.user_attrs.get("identity")
     if stored is None:
         study.set_user_attr("identity", identity)
