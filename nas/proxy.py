@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,10 @@ class ProxyResult:
     seconds: float
     tokens: int
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss in nats)
+    # (steps done, held-out bpb, seconds so far) at each requested checkpoint, for learning-curve
+    # proxies and early stopping; `stopped_at` is the step count where `on_checkpoint` stopped it.
+    checkpoints: list[tuple[int, float, float]] = field(default_factory=list)
+    stopped_at: int | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,8 +133,17 @@ def train_proxy(
     *,
     seed: int = 0,
     device: torch.device | None = None,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int, float], bool] | None = None,
 ) -> ProxyResult:
-    """Train `arch` from scratch for `settings.steps` steps; return held-out bits per byte."""
+    """Train `arch` from scratch for `settings.steps` steps; return held-out bits per byte.
+
+    Args:
+        checkpoints: step counts after which held-out bits per byte is also measured (recorded in
+            `ProxyResult.checkpoints`); the final step is always measured.
+        on_checkpoint: called with (steps done, bpb) at each checkpoint before the last; returning
+            True stops training there (early stopping), and the result carries that bpb.
+    """
     device = device or torch.device("cpu")
     started = time.perf_counter()
     model = build_model(arch, seed=seed, max_positions=settings.seq_len).to(device)
@@ -147,6 +161,8 @@ def train_proxy(
     log_every = max(1, settings.steps // 20)
     curve: list[tuple[int, float]] = []
     loss_value = float("nan")
+    marks = {c for c in checkpoints if 0 < c < settings.steps}
+    measured: list[tuple[int, float, float]] = []
     for step, batch in enumerate(_batches(data.train_ids, settings, seed)):
         batch = batch.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -165,13 +181,30 @@ def train_proxy(
         schedule.step()
         if step % log_every == 0 or step == settings.steps - 1:
             curve.append((step, round(loss_value, 5)))
+        if step + 1 in marks:
+            mid = bits_per_byte(model, data, settings)
+            measured.append((step + 1, mid, time.perf_counter() - started))
+            if on_checkpoint is not None and math.isfinite(mid) and on_checkpoint(step + 1, mid):
+                return ProxyResult(
+                    bpb=mid,
+                    train_loss=loss_value,
+                    seconds=time.perf_counter() - started,
+                    tokens=(step + 1) * settings.batch_size * settings.seq_len,
+                    curve=curve,
+                    checkpoints=measured,
+                    stopped_at=step + 1,
+                )
     bpb = bits_per_byte(model, data, settings)
     if not math.isfinite(bpb):
         raise ProxyDiverged(f"held-out bits per byte is {bpb}")
+    seconds = time.perf_counter() - started
+    if checkpoints:
+        measured.append((settings.steps, bpb, seconds))
     return ProxyResult(
         bpb=bpb,
         train_loss=loss_value,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         tokens=settings.tokens,
         curve=curve,
+        checkpoints=measured,
     )
