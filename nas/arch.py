@@ -30,6 +30,9 @@ class ArchConfig:
     experts_per_token: int = 1
     moe_every: int = 1  # every k-th layer is MoE (layers k-1, 2k-1, ...), as Qwen3-MoE counts
     tie_embeddings: bool = True
+    # Residual width when it differs from n_heads * head_dim (0 = equal): attention heads pruned
+    # out of a trained model leave the residual stream as wide as before.
+    hidden_size: int = 0
 
     def __post_init__(self) -> None:
         positive = ("n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "vocab_size")
@@ -48,11 +51,15 @@ class ArchConfig:
             )
         if self.moe_every < 1:
             raise ValueError(f"moe_every must be >= 1, got {self.moe_every}")
+        if self.hidden_size < 0:
+            raise ValueError(
+                f"hidden_size must be >= 0 (0 = n_heads * head_dim), got {self.hidden_size}"
+            )
 
     # --- derived shape -------------------------------------------------------------------------
     @property
     def d_model(self) -> int:
-        return self.n_heads * self.head_dim
+        return self.hidden_size or self.n_heads * self.head_dim
 
     @property
     def is_moe(self) -> bool:
