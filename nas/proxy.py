@@ -72,6 +72,8 @@ class ProxyResult:
     # proxies and early stopping; `stopped_at` is the step count where `on_checkpoint` stopped it.
     checkpoints: list[tuple[int, float, float]] = field(default_factory=list)
     stopped_at: int | None = None
+    # The trained model (eval mode), for post-training steps such as compression.
+    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -193,6 +195,7 @@ def train_proxy(
                     curve=curve,
                     checkpoints=measured,
                     stopped_at=step + 1,
+                    model=model.eval(),
                 )
     bpb = bits_per_byte(model, data, settings)
     if not math.isfinite(bpb):
@@ -207,4 +210,5 @@ def train_proxy(
         tokens=settings.tokens,
         curve=curve,
         checkpoints=measured,
+        model=model.eval(),
     )
