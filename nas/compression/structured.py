@@ -1,0 +1,241 @@
+"""Structured pruning: whole attention heads, FFN channels or experts leave the model.
+
+The result is a genuinely smaller `ArchConfig` and a freshly built `transformers` model of that
+shape holding the kept weights, so the predictors, parameter counts and export all see the smaller
+model. Which heads and channels go is decided by NNI's `L1NormPruner` (through
+`nas.compression.nni_backend`) on one row per head or channel that joins every weight belonging
+to it; NNI's own `ModelSpeedup` cannot trace `transformers` models on torch 2.13, so the surgery is
+done here by slicing. Experts are ranked by the routing weight they receive on calibration tokens
+(a data-dependent score that NNI has no pruner for).
+
+Rules the shapes obey: every layer keeps the same counts (one `ArchConfig` describes all layers);
+grouped-query attention keeps equal groups (with groups of g > 1 query heads, the same number of
+query heads leaves each group; with g = 1, whole query/key/value heads leave together); and
+`transformers` requires the residual width to be a multiple of the head count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from nas.arch import ArchConfig
+from nas.compression import nni_backend
+from nas.errors import NasError
+from nas.models import build_model
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    model: torch.nn.Module
+    arch: ArchConfig
+    removed: dict[str, int]  # what left: heads (query heads per layer), ffn channels, experts
+
+
+def _rows_to_linears(rows_per_module: list[torch.Tensor]) -> torch.nn.ModuleDict:
+    """One bias-free Linear per score matrix [candidates, features] (NNI ranks its rows)."""
+    linears = torch.nn.ModuleDict()
+    for i, rows in enumerate(rows_per_module):
+        linear = torch.nn.Linear(rows.shape[1], rows.shape[0], bias=False)
+        linear.weight.data.copy_(rows.detach().float().cpu())
+        linears[f"m{i}"] = linear
+    return linears
+
+
+def _kept_rows(rows_per_module: list[torch.Tensor], n_remove: int) -> list[torch.Tensor]:
+    """Indices of the rows NNI keeps in each score matrix, sorted."""
+    masks = nni_backend.channel_masks(_rows_to_linears(rows_per_module), n_remove)
+    return [masks[f"m{i}"].any(dim=1).nonzero().flatten() for i in range(len(rows_per_module))]
+
+
+# --- attention heads ------------------------------------------------------------------------
+def _head_plan(arch: ArchConfig, fraction: float) -> tuple[int, int, int]:
+    """(query heads removed per kv group, kv heads removed, new n_heads) for `fraction`."""
+    group = arch.n_heads // arch.n_kv_heads
+    if group > 1:
+        per_group = round(fraction * group)
+        new_heads, kv_removed = arch.n_heads - per_group * arch.n_kv_heads, 0
+    else:
+        per_group, kv_removed = 0, round(fraction * arch.n_kv_heads)
+        new_heads = arch.n_heads - kv_removed
+    if new_heads == arch.n_heads or new_heads < 1 or (group > 1 and per_group >= group):
+        raise NasError(
+            f"pruning {fraction:.0%} of {arch.n_heads} heads ({arch.n_kv_heads} kv) removes "
+            f"{arch.n_heads - new_heads}; pick a fraction that removes at least one and keeps one "
+            "per kv group"
+        )
+    if arch.d_model % new_heads:
+        raise NasError(
+            f"{new_heads} heads do not divide the residual width {arch.d_model} (transformers "
+            f"requires it); pick a head fraction that leaves a divisor of {arch.d_model}"
+        )
+    return per_group, kv_removed, new_heads
+
+
+def _kept_heads(layer: torch.nn.Module, arch: ArchConfig, per_group: int, kv_removed: int):
+    """(kept query heads, kept kv heads) of one layer, as sorted index tensors."""
+    attn, hd = layer.self_attn, arch.head_dim
+    group = arch.n_heads // arch.n_kv_heads
+    q = attn.q_proj.weight.reshape(arch.n_heads, hd, -1).flatten(1)
+    o = attn.o_proj.weight.reshape(-1, arch.n_heads, hd).transpose(0, 1).flatten(1)
+    per_head = torch.cat([q, o], dim=1)  # [n_heads, features]: every weight of one query head
+    if group > 1:
+        groups = list(per_head.reshape(arch.n_kv_heads, group, -1))
+        kept = _kept_rows(groups, per_group)
+        heads = torch.cat([k + g * group for g, k in enumerate(kept)])
+        return heads, torch.arange(arch.n_kv_heads)
+    k = attn.k_proj.weight.reshape(arch.n_kv_heads, hd, -1).flatten(1)
+    v = attn.v_proj.weight.reshape(arch.n_kv_heads, hd, -1).flatten(1)
+    (kv,) = _kept_rows([torch.cat([per_head, k, v], dim=1)], kv_removed)
+    return kv, kv
+
+
+def _slice_heads(
+    layer: torch.nn.Module, arch: ArchConfig, heads, kv_heads
+) -> dict[str, torch.Tensor]:
+    attn, hd = layer.self_attn, arch.head_dim
+
+    def rows(weight: torch.Tensor, keep: torch.Tensor, n: int) -> torch.Tensor:
+        return weight.reshape(n, hd, -1)[keep].reshape(len(keep) * hd, -1)
+
+    o = attn.o_proj.weight.reshape(-1, arch.n_heads, hd)[:, heads].reshape(arch.d_model, -1)
+    return {
+        "self_attn.q_proj.weight": rows(attn.q_proj.weight, heads, arch.n_heads),
+        "self_attn.k_proj.weight": rows(attn.k_proj.weight, kv_heads, arch.n_kv_heads),
+        "self_attn.v_proj.weight": rows(attn.v_proj.weight, kv_heads, arch.n_kv_heads),
+        "self_attn.o_proj.weight": o,
+    }
+
+
+# --- FFN channels ---------------------------------------------------------------------------
+def _ffn_slices(layer: torch.nn.Module, n_remove: int) -> dict[str, torch.Tensor]:
+    mlp = layer.mlp
+    experts = getattr(mlp, "experts", None)
+    if experts is None:  # dense SwiGLU: a channel is a gate row, an up row and a down column
+        rows = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight.T], 1)
+        (keep,) = _kept_rows([rows], n_remove)
+        return {
+            "mlp.gate_proj.weight": mlp.gate_proj.weight[keep],
+            "mlp.up_proj.weight": mlp.up_proj.weight[keep],
+            "mlp.down_proj.weight": mlp.down_proj.weight[:, keep],
+        }
+    gate, up = experts.gate_up_proj.chunk(2, dim=1)  # [E, F, D] each
+    down = experts.down_proj  # [E, D, F]
+    scores = [torch.cat([gate[e], up[e], down[e].T], 1) for e in range(gate.shape[0])]
+    keeps = _kept_rows(scores, n_remove)
+    return {
+        "mlp.experts.gate_up_proj": torch.stack(
+            [torch.cat([gate[e][k], up[e][k]]) for e, k in enumerate(keeps)]
+        ),
+        "mlp.experts.down_proj": torch.stack([down[e][:, k] for e, k in enumerate(keeps)]),
+    }
+
+
+# --- experts --------------------------------------------------------------------------------
+@torch.no_grad()
+def expert_usage(model: torch.nn.Module, calibration: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Routing weight each expert of each MoE layer receives on `calibration` token windows."""
+    usage: dict[int, torch.Tensor] = {}
+    hooks = []
+    for index, layer in enumerate(model.model.layers):
+        gate = getattr(layer.mlp, "gate", None)
+        if gate is None or not hasattr(layer.mlp, "experts"):
+            continue
+
+        def record(_module, _inputs, output, index=index, n=gate.weight.shape[0]):
+            _, scores, chosen = output
+            total = usage.setdefault(index, torch.zeros(n))
+            total.index_add_(0, chosen.flatten().cpu(), scores.flatten().float().cpu())
+
+        hooks.append(gate.register_forward_hook(record))
+    try:
+        model.eval()
+        model(input_ids=calibration.to(next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return usage
+
+
+def _expert_slices(layer, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    experts, gate = layer.mlp.experts, layer.mlp.gate
+    return {
+        "mlp.experts.gate_up_proj": experts.gate_up_proj[keep],
+        "mlp.experts.down_proj": experts.down_proj[keep],
+        "mlp.gate.weight": gate.weight[keep],
+    }
+
+
+# --- the whole model ------------------------------------------------------------------------
+@torch.no_grad()
+def prune_structured(
+    model: torch.nn.Module,
+    arch: ArchConfig,
+    *,
+    heads: float = 0.0,
+    ffn: float = 0.0,
+    experts: float = 0.0,
+    calibration: torch.Tensor | None = None,
+) -> StructuredResult:
+    """Remove `heads` of the query heads, `ffn` of the FFN channels and `experts` of the experts
+    (shares in [0, 1)); `calibration` token windows [batch, seq] rank experts by routing weight."""
+    new = arch
+    removed = {"heads": 0, "ffn_channels": 0, "experts": 0}
+    per_group = kv_removed = 0
+    if heads > 0:
+        per_group, kv_removed, new_heads = _head_plan(arch, heads)
+        new = replace(
+            new,
+            n_heads=new_heads,
+            n_kv_heads=arch.n_kv_heads - kv_removed,
+            hidden_size=arch.d_model,
+        )
+        removed["heads"] = arch.n_heads - new_heads
+    n_ffn = round(ffn * arch.ffn_dim)
+    if ffn > 0:
+        if not 0 < n_ffn < arch.ffn_dim:
+            raise NasError(f"pruning {ffn:.0%} of {arch.ffn_dim} FFN channels removes {n_ffn}")
+        new = replace(new, ffn_dim=arch.ffn_dim - n_ffn)
+        removed["ffn_channels"] = n_ffn
+    n_exp = round(experts * arch.n_experts)
+    usage: dict[int, torch.Tensor] = {}
+    if experts > 0:
+        if not arch.is_moe or arch.n_experts - n_exp < max(2, arch.experts_per_token):
+            raise NasError(
+                f"pruning {experts:.0%} of {arch.n_experts} experts leaves too few for top-"
+                f"{arch.experts_per_token} routing; lower the fraction"
+            )
+        if calibration is None:
+            raise NasError("expert pruning ranks experts by routing: pass calibration tokens")
+        usage = expert_usage(model, calibration)
+        new = replace(new, n_experts=arch.n_experts - n_exp)
+        removed["experts"] = n_exp
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for index, layer in enumerate(model.model.layers):
+        prefix = f"model.layers.{index}."
+        updates: dict[str, torch.Tensor] = {}
+        if heads > 0:
+            q_heads, kv_heads = _kept_heads(layer, arch, per_group, kv_removed)
+            updates.update(_slice_heads(layer, arch, q_heads, kv_heads))
+        if index in usage:
+            keep = usage[index].topk(arch.n_experts - n_exp).indices.sort().values
+            updates.update(_expert_slices(layer, keep))
+        state.update({prefix + k: v for k, v in updates.items()})
+    if n_ffn:  # rank channels on the (possibly expert-pruned) weights now in `state`
+        shrunk = build_model(replace(new, ffn_dim=arch.ffn_dim), max_positions=_positions(model))
+        shrunk.load_state_dict(state)
+        for index, layer in enumerate(shrunk.model.layers):
+            state.update(
+                {f"model.layers.{index}.{k}": v for k, v in _ffn_slices(layer, n_ffn).items()}
+            )
+    smaller = build_model(new, max_positions=_positions(model))
+    smaller.load_state_dict(state)
+    return StructuredResult(
+        model=smaller.to(next(model.parameters()).device), arch=new, removed=removed
+    )
+
+
+def _positions(model: torch.nn.Module) -> int:
+    return int(model.config.max_position_embeddings)
