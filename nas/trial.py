@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -17,7 +18,9 @@ import optuna
 import torch
 
 from nas.compression import CompressionSettings, plan, score_compressed
-from nas.objectives import CheapObjectives
+from nas.early_stop import EarlyStopping, finished_trials
+from nas.objectives import CheapMetrics, CheapObjectives
+from nas.proxies import QualityProxy, TrainProxy
 from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, train_proxy
 from search_spaces import SearchSpace
 
@@ -39,6 +42,8 @@ class TrialObjective:
         seed: int,
         margin_sigmas: float = 0.0,
         compression: CompressionSettings | None = None,
+        proxy: QualityProxy | None = None,
+        early_stop: EarlyStopping | None = None,
     ) -> None:
         self.space = space
         self.cheap = cheap
@@ -50,6 +55,9 @@ class TrialObjective:
         self.margin_sigmas = margin_sigmas
         self.deploy = cheap.latency.hardware.deploy
         self.compression = compression or CompressionSettings()
+        self.proxy = proxy or TrainProxy()
+        # Early stopping needs intermediate bits per byte, which only training proxies measure.
+        self.early_stop = early_stop if self.proxy.trains else None
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
         candidate = self.space.suggest(trial)
@@ -57,7 +65,9 @@ class TrialObjective:
         violations = cheap.violations(self.deploy, self.margin_sigmas)
         # A non-default recovery fine-tune changes the compressed score: part of the cache key.
         recovery = () if self.compression == CompressionSettings() else (asdict(self.compression),)
-        key = candidate.key(self.proxy_identity, *recovery)
+        # Another proxy scores differently: part of the key (the default `train` keeps old keys).
+        scorer = () if self.proxy.name == "train" else (self.proxy.name,)
+        key = candidate.key(self.proxy_identity, *recovery, *scorer)
         trial.set_user_attr("arch", candidate.arch.to_dict())
         trial.set_user_attr("compression", candidate.compression.to_dict())
         trial.set_user_attr("recipe", plan(candidate).to_dict())  # measured below when trained
@@ -85,18 +95,47 @@ class TrialObjective:
             )
             trial.set_user_attr("recipe", previous.user_attrs.get("recipe"))
             trial.set_user_attr("learning_curve", previous.user_attrs.get("learning_curve", []))
+            trial.set_user_attr("checkpoints", previous.user_attrs.get("checkpoints", []))
+        elif not self.proxy.trains:
+            # Training-free proxy: `trained` here means "scored by the selected proxy".
+            trial.set_user_attr("trained", True)
+            metrics["bpb"] = self.proxy.score(candidate.arch, None)
+            metrics["bpb_uncompressed"] = metrics["bpb"]
         else:
+            checkpoints = set(self.proxy.checkpoint_steps(self.settings))
+            if self.early_stop is not None:
+                checkpoints.update(self.early_stop.steps(self.settings.steps))
+            beaten: list[int] = []
             try:
                 result = train_proxy(
-                    candidate.arch, self.data, self.settings, seed=self.seed, device=self.device
+                    candidate.arch,
+                    self.data,
+                    self.settings,
+                    seed=self.seed,
+                    device=self.device,
+                    checkpoints=sorted(checkpoints),
+                    on_checkpoint=self._stop_rule(trial.study, cheap, beaten),
                 )
             except ProxyDiverged as err:
                 trial.set_user_attr("fail_reason", str(err))
                 raise
-            trial.set_user_attr("trained", True)
             trial.set_user_attr("learning_curve", result.curve)
+            trial.set_user_attr("checkpoints", result.checkpoints)
             trial.set_user_attr("train_seconds", round(result.seconds, 3))
             trial.set_user_attr("train_tokens", result.tokens)
+            if result.stopped_at is not None:
+                # Recorded honestly: PRUNED, never a finished Pareto member; partial curve kept.
+                trial.set_user_attr("trained", False)
+                trial.set_user_attr(
+                    "early_stopped",
+                    {"step": result.stopped_at, "bpb": result.bpb, "beaten_by": beaten[0]},
+                )
+                trial.set_user_attr("metrics", {**metrics, "bpb_partial": result.bpb})
+                raise optuna.TrialPruned(
+                    f"stopped at step {result.stopped_at}: trial {beaten[0]} is no slower, "
+                    "no larger and had a lower bits per byte at that step"
+                )
+            trial.set_user_attr("trained", True)
             # `bpb` is the compressed model's (what the device runs); the trained one's is kept.
             metrics["bpb_uncompressed"] = result.bpb
             compressed_bpb, recipe = score_compressed(
@@ -113,10 +152,35 @@ class TrialObjective:
                 trial.set_user_attr("fail_reason", reason)
                 raise ProxyDiverged(reason)
             metrics["bpb"] = result.bpb if compressed_bpb is None else compressed_bpb
+            if not isinstance(self.proxy, TrainProxy):
+                # Another proxy's score (e.g. extrapolated bpb) is the objective; a compression
+                # penalty measured on the trained model carries over as a difference.
+                metrics["bpb"] = self.proxy.score(candidate.arch, result) + (
+                    metrics["bpb"] - result.bpb
+                )
+            metrics["quality_proxy"] = self.proxy.name
             trial.set_user_attr("recipe", recipe.to_dict())
             metrics["train_loss"] = result.train_loss
         trial.set_user_attr("metrics", metrics)
         return metrics["bpb"], metrics["decode_ms"], metrics["memory_mb"]
+
+    def _stop_rule(
+        self, study: optuna.Study, cheap: CheapMetrics, beaten: list[int]
+    ) -> Callable[[int, float], bool] | None:
+        """The checkpoint callback of early stopping; appends the beating trial to `beaten`."""
+        if self.early_stop is None:
+            return None
+        rule = self.early_stop
+
+        def stop(step: int, bpb: float) -> bool:
+            other = rule.beaten_by(
+                step, bpb, cheap.decode.mean, cheap.memory.mean, finished_trials(study)
+            )
+            if other is not None:
+                beaten.append(other.number)
+            return other is not None
+
+        return stop
 
     @staticmethod
     def _trained_before(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
