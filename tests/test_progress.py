@@ -1,0 +1,87 @@
+"""Search progress: counts, front, hypervolume and ETA per trial; log lines when quiet."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+import pytest
+
+from nas.hypervolume import Reference, hypervolume
+from nas.progress import SearchProgress, format_seconds
+
+REF = Reference(bpb=8.0, decode_ms=50.0, memory_mb=2000.0)
+
+
+def add(study: optuna.Study, values: list[float], *, feasible: bool, trained: bool) -> None:
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=values,
+            constraints={"decode_excess_ms": -1.0 if feasible else 3.0},
+            user_attrs={"trained": trained, **({} if trained else {"skipped": "over the limit"})},
+        )
+    )
+
+
+@pytest.fixture
+def study() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize"] * 3)
+    add(study, [4.0, 25.0, 1000.0], feasible=True, trained=True)
+    add(study, [8.0, 53.0, 900.0], feasible=False, trained=False)
+    add(study, [2.0, 37.5, 1000.0], feasible=True, trained=True)
+    add(study, [5.0, 30.0, 1200.0], feasible=True, trained=True)  # dominated
+    return study
+
+
+def test_quiet_progress_logs_counts_front_hypervolume_and_eta(
+    study: optuna.Study, caplog: pytest.LogCaptureFixture
+) -> None:
+    progress = SearchProgress(10, quiet=True, reference=REF)
+    with caplog.at_level(logging.INFO, logger="nas.search"):
+        for trial in study.trials:
+            progress(study, trial)
+    progress.close()
+    assert len(caplog.records) == 4
+    last = caplog.records[-1].getMessage()
+    assert last.startswith("trial 3 (4/10): bpb=5.000 decode=30.00ms mem=1200MB")
+    assert "feasible=3/4" in last
+    assert "pareto=2" in last
+    expected = hypervolume([(4.0, 25.0, 1000.0), (2.0, 37.5, 1000.0)], REF)
+    assert f"hv={expected:.4f}" in last
+    assert "eta=" in last and "s/trial=" in last
+    assert "(over the limit)" in caplog.records[1].getMessage()
+
+
+def test_snapshot_eta_counts_the_trials_left(study: optuna.Study) -> None:
+    progress = SearchProgress(4, quiet=True, reference=REF)
+    progress.done = 2
+    progress.started -= 10.0  # as if two trials took ten seconds
+    state = progress.snapshot(study)
+    assert state.seconds_per_trial == pytest.approx(5.0, rel=0.05)
+    assert state.eta_s == pytest.approx(10.0, rel=0.05)
+    assert (state.finished, state.feasible, state.pareto) == (4, 3, 2)
+
+
+def test_eta_never_passes_the_timeout(study: optuna.Study) -> None:
+    progress = SearchProgress(100, quiet=True, reference=REF, timeout_s=30.0)
+    progress.done = 1
+    progress.started -= 10.0
+    assert progress.snapshot(study).eta_s <= 20.0
+
+
+def test_without_reference_no_hypervolume_is_shown(study: optuna.Study) -> None:
+    progress = SearchProgress(4, quiet=True)
+    progress.done = 1
+    assert "hv" not in progress.snapshot(study).fields()
+
+
+def test_a_bar_is_never_drawn_into_a_non_terminal() -> None:
+    # Under pytest stderr is captured, as in a log file: the bar falls back to log lines.
+    assert SearchProgress(3, quiet=False).quiet
+
+
+def test_format_seconds() -> None:
+    assert format_seconds(65) == "1:05"
+    assert format_seconds(3725) == "1:02:05"
+    assert format_seconds(float("nan")) == "?"
