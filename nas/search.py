@@ -24,12 +24,14 @@ from tokenizers import Tokenizer
 from nas import __version__
 from nas.config import as_dict, compose_config, require_float, require_int
 from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
+from nas.early_stop import make_early_stopping
 from nas.errors import NasError, run_cli
 from nas.hardware import HardwareProfile
 from nas.hypervolume import Reference
 from nas.objectives import CheapObjectives
 from nas.pareto import atomic_write, format_table, pareto_entries, write_front
 from nas.progress import SearchProgress
+from nas.proxies import make_proxy
 from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, resolve_device
 from nas.study import is_feasible, open_study
 from nas.trial import TrialObjective
@@ -135,6 +137,9 @@ def run_search(cfg: DictConfig) -> SearchResult:
     space = build_space(cfg, data_info["vocab_size"])
     cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
     proxy_identity = {**asdict(settings), **data_info, "seed": seed}
+    proxy = make_proxy(as_dict(cfg.proxy))
+    if proxy.name != "train":  # the default keeps the identity of studies started before proxies
+        proxy_identity["quality_proxy"] = proxy.identity()
     identity = {
         "hardware": hardware.name,
         "search_space": {"name": space.name, **space.choices()},
@@ -166,6 +171,8 @@ def run_search(cfg: DictConfig) -> SearchResult:
         proxy_identity=proxy_identity,
         device=device,
         seed=seed,
+        proxy=proxy,
+        early_stop=make_early_stopping(as_dict(cfg.proxy).get("early_stop")),
     )
     resumed = len(study.trials)
     log.info(
