@@ -38,6 +38,10 @@ class QualityProxy(ABC):
         """Step counts where held-out bits per byte must be measured during training."""
         return []
 
+    def identity(self) -> dict[str, Any]:
+        """What decides its scores: part of the study identity and of the trial cache key."""
+        return {"name": self.name}
+
     @abstractmethod
     def score(self, arch: ArchConfig, result: ProxyResult | None) -> float:
         """The objective value; `result` is the training run when `trains` is true."""
@@ -77,6 +81,9 @@ class ExtrapolateProxy(QualityProxy):
 
     def checkpoint_steps(self, settings: ProxySettings) -> list[int]:
         return checkpoint_steps(self.fractions, settings.steps)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "checkpoints": self.fractions, "horizon": self.horizon}
 
     def score(self, arch: ArchConfig, result: ProxyResult | None) -> float:
         if result is None or not result.checkpoints:

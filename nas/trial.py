@@ -66,7 +66,7 @@ class TrialObjective:
         # A non-default recovery fine-tune changes the compressed score: part of the cache key.
         recovery = () if self.compression == CompressionSettings() else (asdict(self.compression),)
         # Another proxy scores differently: part of the key (the default `train` keeps old keys).
-        scorer = () if self.proxy.name == "train" else (self.proxy.name,)
+        scorer = () if self.proxy.name == "train" else (self.proxy.identity(),)
         key = candidate.key(self.proxy_identity, *recovery, *scorer)
         trial.set_user_attr("arch", candidate.arch.to_dict())
         trial.set_user_attr("compression", candidate.compression.to_dict())
