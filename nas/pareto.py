@@ -29,8 +29,16 @@ COMPRESSION_KEYS = ("weight_bits", "group_size", "sparsity", "sparsity_pattern")
 
 
 def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
-    """Feasible, trained, finished trials that no other such trial dominates, best bpb first."""
-    front = [t for t in study.best_trials if is_feasible(t) and t.user_attrs.get("trained")]
+    """Feasible, trained, finished trials that no other such trial dominates, best bpb first.
+
+    A trial that reused an earlier trial's training (`cached_from`) is the same configuration
+    with the same values: the earlier trial stands for both.
+    """
+    front = [
+        t
+        for t in study.best_trials
+        if is_feasible(t) and t.user_attrs.get("trained") and "cached_from" not in t.user_attrs
+    ]
     entries = [
         {
             "trial": t.number,

@@ -67,6 +67,8 @@ def test_same_candidate_is_never_trained_twice(smoke_overrides: list[str]) -> No
     assert "train_seconds" in trials[0].user_attrs
     assert all("train_seconds" not in t.user_attrs for t in trials[1:])
     assert len({t.values[0] for t in trials}) == 1
+    front = json.loads((Path(cfg.runs_dir) / "fixed" / "pareto.json").read_text())["pareto"]
+    assert [e["trial"] for e in front] == [0]  # the reused trials do not repeat it on the front
 
 
 def test_infeasible_candidates_are_recorded_not_trained(smoke_overrides: list[str]) -> None:
