@@ -101,6 +101,7 @@ class TrialObjective:
             trial.set_user_attr("trained", True)
             metrics["bpb"] = self.proxy.score(candidate.arch, None)
             metrics["bpb_uncompressed"] = metrics["bpb"]
+            metrics["quality_proxy"] = self.proxy.name  # a rank score, not bits per byte
         else:
             checkpoints = set(self.proxy.checkpoint_steps(self.settings))
             if self.early_stop is not None:

@@ -1,0 +1,204 @@
+"""Search strategies compared: hypervolume against trials, several seeds, on our own objectives.
+
+    python -m nas.bench sampler [hardware=pixel8] [budget=cpu] [trials=100] [seeds=3]
+                                [samplers=tpe,nsga2,gp,random] [runs_dir=runs]
+
+Each trial samples a candidate from the real search space, prices it with the real cheap objectives
+(exact parameters, memory and roofline latency of the hardware file, device limits as constraints)
+and takes its quality from a model fitted to measured proxy runs (`nas.bench._quality`: the proxy
+bench's short runs, so run `python -m nas.bench proxy` first), so that hundreds of trials cost
+seconds, not hours. Hypervolume uses the study's own reference point (`nas.hypervolume`). For each
+sampler the bench prints the median hypervolume after 10/25/50/100 trials and how many trials it
+needs to reach random search's 100-trial hypervolume of the same seed. Writes
+`<runs_dir>/bench/sampler.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nas.arch import ArchConfig
+from nas.bench._quality import QualityModel, fit_quality
+from nas.config import as_dict, compose_config
+from nas.errors import NasError
+from nas.hardware import HardwareProfile
+from nas.hypervolume import Reference, hypervolume
+from nas.objectives import CheapObjectives
+from nas.pareto import atomic_write
+from nas.search import build_space, prepare_data, proxy_settings
+from nas.study import OBJECTIVES, make_sampler
+from predictors import MemoryModel, RooflineLatency
+
+DEFAULTS = {"trials": 100, "seeds": 3, "samplers": "tpe,nsga2,gp,random"}
+MARKS = (10, 25, 50, 100)
+
+
+def measured_runs(cache: Path, settings: dict[str, Any]) -> tuple[list[ArchConfig], list[float]]:
+    """Architectures and proxy bits per byte of every cached bench run with these settings."""
+    archs, bpbs = [], []
+    for path in sorted(cache.glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["settings"] == settings:
+            archs.append(ArchConfig.from_dict(record["arch"]))
+            bpbs.append(record["bpb"])
+    return archs, bpbs
+
+
+def run_one(
+    sampler: optuna.samplers.BaseSampler,
+    objective: Any,
+    trials: int,
+) -> tuple[list[tuple[float, float, float] | None], float]:
+    """Objective vectors of feasible trials (None for infeasible ones), and sampler seconds."""
+    study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES), sampler=sampler)
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=trials)
+    seconds = time.perf_counter() - started
+    out = []
+    for t in study.trials:
+        feasible = all(v <= 0 for v in t.constraints.values())
+        out.append(tuple(t.values) if feasible else None)
+    return out, seconds
+
+
+def history(points: list[tuple[float, float, float] | None], reference: Reference) -> list[float]:
+    """Hypervolume of the first n trials, for every n."""
+    seen: list[tuple[float, float, float]] = []
+    values = []
+    for p in points:
+        if p is not None:
+            seen.append(p)
+        values.append(hypervolume(seen, reference) if seen else 0.0)
+    return values
+
+
+def trials_to_reach(curve: list[float], target: float) -> int | None:
+    return next((i + 1 for i, v in enumerate(curve) if v >= target - 1e-12), None)
+
+
+def make_objective(space: Any, cheap: CheapObjectives, quality: QualityModel, uniform: float):
+    deploy = cheap.latency.hardware.deploy
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        candidate = space.suggest(trial)
+        metrics = cheap(candidate)
+        violations = metrics.violations(deploy)
+        for name, excess in violations.items():
+            trial.set_constraint(name, excess)
+        # As the real trial: an infeasible candidate is never trained and scores "uniform".
+        bpb = (
+            uniform if any(v > 0 for v in violations.values()) else quality.predict(candidate.arch)
+        )
+        return bpb, metrics.decode.mean, metrics.memory.mean
+
+    return objective
+
+
+def _options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    opts: dict[str, Any] = dict(DEFAULTS)
+    overrides = []
+    for item in argv:
+        key, _, value = item.partition("=")
+        if key in opts:
+            opts[key] = value if key == "samplers" else int(value)
+        else:
+            overrides.append(item)
+    if not any(o.startswith("budget=") for o in overrides):
+        overrides.append("budget=cpu")
+    return opts, overrides
+
+
+def main(argv: list[str]) -> int:
+    opts, overrides = _options(argv)
+    cfg = compose_config(overrides)
+    runs_dir = Path(cfg.runs_dir)
+    cache = Path(cfg.get("cache_dir") or runs_dir / ".cache")
+    settings = proxy_settings(cfg)
+    archs, bpbs = measured_runs(cache / "bench-proxy", asdict(settings))
+    if len(archs) < 6:
+        raise NasError(
+            f"{len(archs)} measured proxy runs for this budget in {cache / 'bench-proxy'}; "
+            "run `python -m nas.bench proxy` with the same budget first"
+        )
+    quality = fit_quality(archs, bpbs)
+    hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
+    cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
+    data, _, info = prepare_data(cfg, cache)
+    space = build_space(cfg, info["vocab_size"])
+    uniform = data.uniform_bpb(settings)  # as the search: untrained bpb, also the reference
+    reference = Reference(
+        bpb=uniform,
+        decode_ms=hardware.deploy.max_decode_ms,
+        memory_mb=hardware.deploy.max_memory_mb,
+    )
+    objective = make_objective(space, cheap, quality, uniform)
+    names = [n for n in str(opts["samplers"]).split(",") if n]
+    print(
+        f"sampler bench on {hardware.name}, budget {cfg.budget.name}: {opts['trials']} trials x "
+        f"{opts['seeds']} seeds; quality model fitted to {quality.n} proxy runs "
+        f"(leave-one-out error {quality.loo_mae:.3f} bpb)"
+    )
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    curves: dict[str, list[list[float]]] = {}
+    seconds: dict[str, float] = {}
+    for name in names:
+        sampler_cfg = compose_config([*overrides, f"sampler={name}"]).sampler
+        curves[name], seconds[name] = [], 0.0
+        for seed in range(opts["seeds"]):
+            points, spent = run_one(make_sampler(sampler_cfg, seed), objective, opts["trials"])
+            curves[name].append(history(points, reference))
+            seconds[name] += spent
+    summary = _summarise(curves, seconds, opts)
+    out = runs_dir / "bench" / "sampler.json"
+    atomic_write(
+        out,
+        json.dumps(
+            {"summary": summary, "curves": curves, "quality_loo_mae": quality.loo_mae}, indent=2
+        ),
+    )
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _summarise(
+    curves: dict[str, list[list[float]]], seconds: dict[str, float], opts: dict[str, Any]
+) -> dict[str, Any]:
+    marks = [m for m in MARKS if m <= opts["trials"]]
+    random_final = [c[-1] for c in curves.get("random", [])]
+    header = "".join(f"{'HV@' + str(m):>9}" for m in marks)
+    print(
+        f"\n{'sampler':<10}{header} {'trials to random@' + str(opts['trials']):>22} {'s/trial':>8}"
+    )
+    summary = {}
+    for name, runs in curves.items():
+        medians = {m: statistics.median(c[m - 1] for c in runs) for m in marks}
+        reach = [trials_to_reach(c, t) for c, t in zip(runs, random_final, strict=False)]
+        need = [r if r is not None else opts["trials"] + 1 for r in reach]
+        median_need = statistics.median(need) if need else None
+        per_trial = seconds[name] / (len(runs) * opts["trials"])
+        shown = (
+            "-"
+            if median_need is None
+            else (f"{median_need:g}" if median_need <= opts["trials"] else f">{opts['trials']}")
+        )
+        print(
+            f"{name:<10}"
+            + "".join(f"{medians[m]:>9.4f}" for m in marks)
+            + f" {shown + ' ' + str(reach):>22} {per_trial:>8.3f}"
+        )
+        summary[name] = {
+            "median_hv": medians,
+            "trials_to_random": reach,
+            "median_trials_to_random": median_need,
+            "seconds_per_trial": per_trial,
+        }
+    return summary
