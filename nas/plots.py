@@ -9,6 +9,7 @@ diamonds compressed ones. One colour per study.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from matplotlib.axes import Axes
@@ -42,6 +43,21 @@ def latency_word(study: StudyData) -> str:
     return "latency calibrated on the device" if study.calibrated else "latency uncalibrated prior"
 
 
+def x_range(studies: list[StudyData], metric: str, limit_key: str) -> tuple[float, float]:
+    """A log axis' span holding every point and every device limit, with a margin."""
+    values = [getattr(p, metric) for s in studies for p in s.points if getattr(p, metric) > 0]
+    values += [s.limits[limit_key] for s in studies if s.limits.get(limit_key)]
+    if not values:
+        return 0.1, 10.0
+    return min(values) / 1.4, max(values) * 1.4
+
+
+def text_right_of(limit: float, span: tuple[float, float]) -> bool:
+    """Label a limit line on its right when it stands in the left half of a log axis."""
+    lo, hi = (math.log10(v) for v in span)
+    return (math.log10(limit) - lo) < (hi - lo) / 2
+
+
 def write_png(studies: list[StudyData], path: Path) -> Path:
     """Draw both panels for every study into `path`."""
     fig = draw(studies)
@@ -58,23 +74,26 @@ def draw(studies: list[StudyData]) -> Figure:
     fig = Figure(figsize=(12, 4.8), dpi=150)
     axes = fig.subplots(1, 2)
     for ax, (metric, limit_key, xlabel, unit) in zip(axes, PANELS, strict=True):
+        span = x_range(studies, metric, limit_key)
         for i, study in enumerate(studies):
             _scatter(ax, study, metric, color(i))
             limit = study.limits.get(limit_key)
             if limit:
+                right = text_right_of(limit, span)
                 ax.axvline(limit, color=color(i), linestyle="--", linewidth=1.2)
                 ax.annotate(
-                    f"{study.hardware} limit {limit:g} {unit}",
+                    f"{study.hardware} limit {limit:.4g} {unit}",
                     xy=(limit, 1),
                     xycoords=("data", "axes fraction"),
-                    xytext=(-4, -4 - 12 * i),
+                    xytext=(4 if right else -4, -4 - 12 * i),
                     textcoords="offset points",
-                    ha="right",
+                    ha="left" if right else "right",
                     va="top",
                     fontsize=8,
                     color=color(i),
                 )
         ax.set_xscale("log")
+        ax.set_xlim(*span)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("held-out bits per byte (lower is better)")
         ax.grid(True, which="both", alpha=0.25)
@@ -121,14 +140,11 @@ def _scatter(ax: Axes, study: StudyData, metric: str, tint: str) -> None:
         color=tint,
         alpha=0.45,
     )
+    labels: dict[tuple[float, float], list[str]] = {}  # identical candidates share one label
     for p in groups["front"]:
-        ax.annotate(
-            f"#{p.trial}",
-            (getattr(p, metric), p.bpb),
-            xytext=(4, 3),
-            textcoords="offset points",
-            fontsize=7,
-        )
+        labels.setdefault((getattr(p, metric), p.bpb), []).append(f"#{p.trial}")
+    for xy, names in labels.items():
+        ax.annotate(" ".join(names), xy, xytext=(4, 3), textcoords="offset points", fontsize=7)
 
 
 def _legend(studies: list[StudyData]) -> list[Line2D]:

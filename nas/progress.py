@@ -43,7 +43,7 @@ class Snapshot:
             "best_bpb": f"{self.best_bpb:.3f}",
         }
         if self.hypervolume is not None:
-            out["hv"] = f"{self.hypervolume:.4f}"
+            out["hv"] = f"{self.hypervolume:.4g}"
         out["s/trial"] = f"{self.seconds_per_trial:.1f}"
         out["eta"] = format_seconds(self.eta_s)
         return out

@@ -129,13 +129,13 @@ def _card(index: int, s: StudyData) -> str:
     trained = sum(p.trained for p in s.points)
     css = "calibrated" if s.calibrated else "uncalibrated"
     limits = s.limits
-    hv = "n/a (no reference point recorded)" if s.hypervolume is None else f"{s.hypervolume:.4f}"
+    hv = "n/a (no reference point recorded)" if s.hypervolume is None else f"{s.hypervolume:.4g}"
     rows = [
         ("device", s.hardware),
         (
             "device limits",
-            f"{limits.get('max_decode_ms', float('nan')):g} ms/token, "
-            f"{limits.get('max_memory_mb', float('nan')):g} MB",
+            f"{limits.get('max_decode_ms', float('nan')):.4g} ms/token, "
+            f"{limits.get('max_memory_mb', float('nan')):.4g} MB",
         ),
         ("trials", f"{finished} finished, {feasible} feasible, {trained} trained"),
         ("Pareto front", f"{len(s.front)} configurations"),
@@ -146,7 +146,7 @@ def _card(index: int, s: StudyData) -> str:
         rows.append(
             (
                 "reference point",
-                f"bpb {ref.bpb:.3f}, {ref.decode_ms:g} ms, {ref.memory_mb:g} MB",
+                f"bpb {ref.bpb:.3f}, {ref.decode_ms:.4g} ms, {ref.memory_mb:.4g} MB",
             )
         )
     cells = "".join(f"<div><b>{html.escape(k)}</b>{html.escape(v)}</div>" for k, v in rows)
@@ -214,7 +214,7 @@ def main(argv: list[str]) -> int:
         out_dir = refs[0].runs_dir / ("compare-" + "-".join(r.name for r in refs))
     files = build_report(studies, out_dir)
     for s in studies:
-        hv = "n/a" if s.hypervolume is None else f"{s.hypervolume:.4f}"
+        hv = "n/a" if s.hypervolume is None else f"{s.hypervolume:.4g}"
         print(
             f"{s.name}: {len(s.points)} finished trials, front of {len(s.front)}, "
             f"hypervolume {hv}, {latency_word(s)}"

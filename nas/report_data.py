@@ -95,7 +95,8 @@ def describe(arch: dict[str, Any], compression: dict[str, Any]) -> str:
 def collect(study: optuna.Study, ref: StudyRef) -> StudyData:
     """Read one study into what the report draws."""
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    front_numbers = {t.number for t in study.best_trials if counted(t)} if trials else set()
+    front = pareto_entries(study) if trials else []
+    front_numbers = {e["trial"] for e in front}  # as pareto.json lists it
     points = [
         Point(
             trial=t.number,
@@ -121,7 +122,7 @@ def collect(study: optuna.Study, ref: StudyRef) -> StudyData:
         provenance=str(device.get("latency_predictor", {}).get("provenance", "not recorded")),
         reference=reference,
         points=points,
-        front=pareto_entries(study) if trials else [],
+        front=front,
         hv_history=hypervolume_history(trials, reference) if reference else [],
         export_prefix=_export_prefix(ref),
     )

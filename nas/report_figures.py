@@ -11,7 +11,7 @@ import math
 
 import plotly.graph_objects as go
 
-from nas.plots import PANELS, color
+from nas.plots import PANELS, color, text_right_of, x_range
 from nas.report_data import Point, StudyData
 
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
@@ -42,6 +42,7 @@ def _hover(study: StudyData, p: Point) -> str:
 def pareto_figure(studies: list[StudyData], panel: int) -> go.Figure:
     """Bits per byte against decode latency (panel 0) or memory (panel 1), limits drawn."""
     metric, limit_key, xlabel, unit = PANELS[panel]
+    span = x_range(studies, metric, limit_key)
     fig = go.Figure()
     for i, study in enumerate(studies):
         tint = color(i)
@@ -78,8 +79,9 @@ def pareto_figure(studies: list[StudyData], panel: int) -> go.Figure:
         )
         limit = study.limits.get(limit_key)
         if limit:
-            _limit_line(fig, limit, f"{study.hardware} limit {limit:g} {unit}", tint, i)
-    fig.update_xaxes(type="log", title=xlabel, range=_log_range(studies, metric, limit_key))
+            text = f"{study.hardware} limit {limit:.4g} {unit}"
+            _limit_line(fig, limit, text, tint, i, right=text_right_of(limit, span))
+    fig.update_xaxes(type="log", title=xlabel, range=[math.log10(x) for x in span])
     fig.update_yaxes(title="held-out bits per byte (lower is better)")
     fig.update_layout(
         title={"text": f"quality vs {xlabel.split(' (')[0]}", "x": 0.01},
@@ -118,7 +120,9 @@ def _markers(
     )
 
 
-def _limit_line(fig: go.Figure, limit: float, text: str, tint: str, row: int) -> None:
+def _limit_line(
+    fig: go.Figure, limit: float, text: str, tint: str, row: int, *, right: bool
+) -> None:
     """A vertical dashed line at `limit`. On a log axis plotly places shapes in data units but
     annotations in log10 units (which is why `add_vline`'s annotation lands far off)."""
     fig.add_shape(
@@ -138,20 +142,11 @@ def _limit_line(fig: go.Figure, limit: float, text: str, tint: str, row: int) ->
         yref="paper",
         text=text,
         showarrow=False,
-        xanchor="right",
+        xanchor="left" if right else "right",
         yanchor="top",
         font={"color": tint, "size": 11},
         bgcolor="rgba(255,255,255,0.8)",
     )
-
-
-def _log_range(studies: list[StudyData], metric: str, limit_key: str) -> list[float]:
-    """log10 axis range holding every point and every device limit, with a margin."""
-    values = [getattr(p, metric) for s in studies for p in s.points if getattr(p, metric) > 0]
-    values += [s.limits[limit_key] for s in studies if s.limits.get(limit_key)]
-    if not values:
-        return [0.0, 1.0]
-    return [math.log10(min(values)) - 0.15, math.log10(max(values)) + 0.15]
 
 
 def hypervolume_figure(studies: list[StudyData]) -> go.Figure:

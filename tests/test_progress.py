@@ -48,7 +48,7 @@ def test_quiet_progress_logs_counts_front_hypervolume_and_eta(
     assert "feasible=3/4" in last
     assert "pareto=2" in last
     expected = hypervolume([(4.0, 25.0, 1000.0), (2.0, 37.5, 1000.0)], REF)
-    assert f"hv={expected:.4f}" in last
+    assert f"hv={expected:.4g}" in last
     assert "eta=" in last and "s/trial=" in last
     assert "(over the limit)" in caplog.records[1].getMessage()
 
