@@ -6,6 +6,7 @@ Anything a user can cause (a bad override, a missing corpus, an unreachable data
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -21,6 +22,17 @@ class NasError(Exception):
 def redact(text: str) -> str:
     """Hide passwords in database URLs (`postgresql://user:secret@host` -> `user:***@host`)."""
     return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Installed on log handlers: no password in a database URL reaches a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
@@ -25,7 +23,7 @@ from nas import __version__
 from nas.config import as_dict, compose_config, require_float, require_int
 from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
 from nas.early_stop import make_early_stopping
-from nas.errors import NasError, run_cli
+from nas.errors import NasError, RedactingFilter, redact, run_cli
 from nas.hardware import HardwareProfile
 from nas.hypervolume import Reference
 from nas.objectives import CheapObjectives
@@ -35,6 +33,7 @@ from nas.proxies import make_proxy
 from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, resolve_device
 from nas.study import is_feasible, open_study
 from nas.trial import TrialObjective
+from nas.workers import run_trials
 from predictors import MemoryModel, RooflineLatency
 from search_spaces import SearchSpace
 
@@ -151,6 +150,9 @@ def run_search(cfg: DictConfig) -> SearchResult:
         sampler_cfg=cfg.sampler,
         seed=seed,
         identity=identity,
+        heartbeat_s=require_int(cfg, "study.heartbeat_s", minimum=1),
+        grace_s=require_int(cfg, "study.grace_s", minimum=2),
+        retries=require_int(cfg, "study.retries", minimum=0),
     )
     # What the report and the live hypervolume need, kept in the study itself so that a study
     # still running (or shared through a database) can be reported on.
@@ -162,7 +164,6 @@ def run_search(cfg: DictConfig) -> SearchResult:
     study.set_user_attr("device", _device_info(hardware, cheap))
     study.set_user_attr("hypervolume_reference", reference.to_dict())
     device = resolve_device(str(cfg.device))
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     objective = TrialObjective(
         space=space,
         cheap=cheap,
@@ -194,13 +195,14 @@ def run_search(cfg: DictConfig) -> SearchResult:
     )
     interrupted = False
     try:
-        study.optimize(
+        run_trials(  # in this process or study.workers processes (nas/workers.py)
+            cfg,
+            study,
             objective,
             n_trials=n_trials,
             timeout=timeout,
             callbacks=[progress],
             catch=(ProxyDiverged,),
-            gc_after_trial=True,
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -210,7 +212,8 @@ def run_search(cfg: DictConfig) -> SearchResult:
     result = _finish(study, hardware, cheap, cfg, out_dir, data_info, started)
     if interrupted:
         raise NasError(
-            f"interrupted; {result.finished} finished trials are safe in {cfg.study.storage}. "
+            f"interrupted; the running trial is marked failed and queued again, "
+            f"{result.finished} finished trials are safe in {cfg.study.storage}. "
             "Run the same command again to resume."
         )
     return result
@@ -290,9 +293,11 @@ def main(argv: list[str]) -> int:
     overrides = [a for a in argv if a != "--cfg"]
     cfg = compose_config(overrides)
     if "--cfg" in argv:
-        print(OmegaConf.to_yaml(cfg))
+        print(redact(OmegaConf.to_yaml(cfg)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # no database password in any log line
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # `group=True` and metric names are marked experimental; they are stable in what we use.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
