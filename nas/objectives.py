@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from nas.arch import Candidate
 from nas.hardware import DeployBudget
-from predictors import Estimate, MemoryModel, RooflineLatency
+from predictors import Estimate, Predictor
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class CheapMetrics:
 class CheapObjectives:
     """Prices candidates on one device with its latency and memory predictors."""
 
-    def __init__(self, latency: RooflineLatency, memory: MemoryModel) -> None:
+    def __init__(self, latency: Predictor, memory: Predictor) -> None:
         self.latency = latency
         self.memory = memory
 

@@ -34,7 +34,7 @@ from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, resolve_device
 from nas.study import is_feasible, open_study
 from nas.trial import TrialObjective
 from nas.workers import run_trials
-from predictors import MemoryModel, RooflineLatency
+from predictors.factory import latency_predictor, memory_predictor
 from search_spaces import SearchSpace
 
 log = logging.getLogger("nas.search")
@@ -134,7 +134,8 @@ def run_search(cfg: DictConfig) -> SearchResult:
             f"need more than proxy.seq_len={settings.seq_len}"
         )
     space = build_space(cfg, data_info["vocab_size"])
-    cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
+    # The device's calibration (predictors/calibrations/<name>.json) when it exists, else priors.
+    cheap = CheapObjectives(latency_predictor(hardware), memory_predictor(hardware))
     proxy_identity = {**asdict(settings), **data_info, "seed": seed}
     proxy = make_proxy(as_dict(cfg.proxy))
     if proxy.name != "train":  # the default keeps the identity of studies started before proxies

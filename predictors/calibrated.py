@@ -1,0 +1,195 @@
+"""A latency and memory predictor fitted to ONNX Runtime measurements from the device.
+
+The form is the roofline's, written as a sum of costs (batch-1 decode is memory-bound, prefill
+compute-bound, so one side of the roofline's max dominates each):
+
+    decode_ms  = c0 + c_layer * (layers + MoE layers)
+                 + sum over weight formats f of c_f * (weights in format f that one token reads)
+                 + c_kv * (KV-cache elements read)
+    prefill_ms = same terms with the weights' multiply-adds over the prompt (MoE: every expert
+                 runs on every prompt token) and the causal attention's
+    memory_mb  = m0 + m_w * (bytes of weights as the runtime holds them) + m_kv * (KV bytes)
+
+Weight formats are the exported graph's (nas.onnx_export): `float` (fp32 on CPUs: the embedding
+table, the LM head, the MoE experts, and 16-bit candidates' blocks), `int8` (dynamic quantization),
+`int4` (MatMulNBits). Each coefficient is the device's cost of one unit of that work: the inverse
+of an effective bandwidth or throughput, or a fixed overhead. Coefficients are fitted by
+non-negative least squares on relative error, so more work is never predicted faster.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nas.arch import ArchConfig, Candidate
+from nas.hardware import HardwareProfile
+from predictors.base import Estimate, Predictor
+from predictors.footprint import active_matmul_params
+
+CALIBRATIONS = Path(__file__).parent / "calibrations"
+MB = 1024.0 * 1024.0
+FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx_export)
+QUANT_BYTES = {8: 1.0, 4: 0.5}
+QUANTITIES = ("decode_ms", "prefill_ms", "memory_mb")
+FEATURES = {
+    "decode_ms": ("fixed", "layers", "float_w", "int8_w", "int4_w", "kv"),
+    "prefill_ms": ("fixed", "layers", "float_mac", "int8_mac", "int4_mac", "attention"),
+    "memory_mb": ("fixed", "weight_mb", "kv_mb"),
+}
+
+
+def _expert_params(arch: ArchConfig, experts: int) -> int:
+    """Weights of `experts` experts in every MoE layer (kept float by the export)."""
+    return arch.n_moe_layers * experts * arch.mlp_params
+
+
+def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.ndarray]:
+    """The work each quantity's coefficients multiply, in millions of units (see module doc)."""
+    arch, comp = candidate.arch, candidate.compression
+    context, prompt = hardware.deploy.context_len, hardware.deploy.prompt_len
+    float_bytes = FLOAT_BYTES.get(hardware.processor, 4.0)
+    head = arch.vocab_size * arch.d_model  # the LM head, always float
+    experts_active = _expert_params(arch, arch.experts_per_token)
+    experts_all = _expert_params(arch, arch.n_experts)
+    # Block linear weights outside the experts (attention, dense MLPs, routers).
+    block = active_matmul_params(arch) - experts_active
+    fmt = {16: "float", 8: "int8", 4: "int4"}[comp.weight_bits]
+    decode_w = {"float": float(head + experts_active), "int8": 0.0, "int4": 0.0}
+    decode_w[fmt] += block
+    prefill_mac = {"float": float(head + prompt * experts_all), "int8": 0.0, "int4": 0.0}
+    prefill_mac[fmt] += prompt * block
+    kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim
+    attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
+    # Weights as the runtime holds them: quantized blocks, float everything else; the LM head is
+    # a separate (transposed) copy of a tied embedding in the exported graph.
+    quant_bytes = (
+        QUANT_BYTES[comp.weight_bits] + 2.0 / comp.group_size if fmt != "float" else float_bytes
+    )
+    stored_block = arch.matmul_params - experts_all
+    weight_bytes = (
+        stored_block * quant_bytes
+        + (experts_all + 2 * head + (arch.params - arch.matmul_params - arch.embedding_params))
+        * float_bytes
+    )
+    layers = float(arch.n_layers + arch.n_moe_layers)
+    floats, ints8, ints4 = ("float", "int8", "int4")
+    return {
+        "decode_ms": np.array(
+            [
+                1.0,
+                layers,
+                *(decode_w[f] / 1e6 for f in (floats, ints8, ints4)),
+                kv_elements * context / 1e6,
+            ]
+        ),
+        "prefill_ms": np.array(
+            [1.0, layers, *(prefill_mac[f] / 1e9 for f in (floats, ints8, ints4)), attention / 1e9]
+        ),
+        "memory_mb": np.array([1.0, weight_bytes / MB, kv_elements * context * float_bytes / MB]),
+    }
+
+
+def nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising the squared *relative* error of `x @ coef` to `y`."""
+    from scipy.optimize import nnls
+
+    scale = 1.0 / y
+    coef, _ = nnls(x * scale[:, None], np.ones_like(y))
+    return coef
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Fitted coefficients of one quantity and its one-sigma relative error."""
+
+    coef: tuple[float, ...]
+    rel_std: float
+
+    def predict(self, x: np.ndarray) -> float:
+        return float(np.dot(self.coef, x))
+
+
+def fit_rows(
+    rows: list[dict[str, Any]], hardware: HardwareProfile, *, min_rel_std: float = 0.03
+) -> dict[str, Fit]:
+    """Fit every quantity on measured rows (each with arch, compression and the quantities).
+
+    The relative spread is the leave-one-out relative RMS error (at least `min_rel_std`), so a
+    latency limit checked at `mean + k * std` carries the fit's honest error.
+    """
+    cands = [row_candidate(r) for r in rows]
+    fits = {}
+    for q in QUANTITIES:
+        x = np.stack([features(c, hardware)[q] for c in cands])
+        y = np.array([float(r[q]) for r in rows])
+        coef = nnls_relative(x, y)
+        loo = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            c = nnls_relative(x[keep], y[keep])
+            loo.append(float(x[i] @ c) / y[i] - 1.0)
+        rel = max(min_rel_std, float(np.sqrt(np.mean(np.square(loo))))) if len(y) > 1 else 0.35
+        fits[q] = Fit(tuple(float(v) for v in coef), rel)
+    return fits
+
+
+def row_candidate(row: dict[str, Any]) -> Candidate:
+    from nas.arch import CompressionConfig
+
+    return Candidate(ArchConfig.from_dict(row["arch"]), CompressionConfig(**row["compression"]))
+
+
+def calibration_path(hardware_name: str, directory: Path = CALIBRATIONS) -> Path:
+    return directory / f"{hardware_name}.json"
+
+
+class CalibratedPredictor(Predictor):
+    """Decode, prefill and memory from coefficients fitted on the device (see module doc)."""
+
+    quantities: ClassVar[tuple[str, ...]] = QUANTITIES
+
+    def __init__(self, hardware: HardwareProfile, calibration: dict[str, Any]) -> None:
+        super().__init__(hardware)
+        self.calibration = calibration
+        self.fits = {
+            q: Fit(tuple(calibration[q]["coef"]), float(calibration[q]["rel_std"]))
+            for q in QUANTITIES
+        }
+
+    @classmethod
+    def load(cls, hardware: HardwareProfile, path: Path | None = None) -> CalibratedPredictor:
+        path = path or calibration_path(hardware.name)
+        return cls(hardware, json.loads(Path(path).read_text()))
+
+    @property
+    def calibrated(self) -> bool:
+        return True
+
+    @property
+    def provenance(self) -> str:
+        p = self.calibration["provenance"]
+        return (
+            f"calibrated on {p['n_points']} ONNX Runtime measurements on {p['cpu_model']} "
+            f"({p['device']}, {p['threads']} threads, onnxruntime {p['onnxruntime']}, "
+            f"{p['date']})"
+        )
+
+    def predict(self, candidate: Candidate) -> dict[str, Estimate]:
+        x = features(candidate, self.hardware)
+        out = {}
+        for q, fit in self.fits.items():
+            mean = max(fit.predict(x[q]), 1e-6)
+            out[q] = Estimate(mean, mean * fit.rel_std)
+        return out
+
+
+def to_json(fits: dict[str, Fit]) -> dict[str, Any]:
+    return {
+        q: {"features": list(FEATURES[q]), "coef": list(f.coef), "rel_std": f.rel_std}
+        for q, f in fits.items()
+    }
