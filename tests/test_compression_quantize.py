@@ -1,0 +1,78 @@
+"""Weight-only quantization: the torch weights we score are the weights ONNX Runtime runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from nas.compression.onnx_weights import _root_logging_kept
+from nas.compression.quantize import quantize_dequantize
+
+
+def _matmul_nbits(weight: torch.Tensor, bits: int, group: int) -> ort.InferenceSession:
+    """A one-MatMul ONNX model (x @ weight.T) quantized by ONNX Runtime's MatMulNBits quantizer."""
+    out_f, in_f = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "B"], ["y"], name="mm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, in_f])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, out_f])],
+        [numpy_helper.from_array(weight.numpy().T.copy(), "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with _root_logging_kept():
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=group, is_symmetric=True)
+        quantizer.process()
+    proto: onnx.ModelProto = quantizer.model.model
+    assert [n.op_type for n in proto.graph.node] == ["MatMulNBits"]
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(("bits", "group"), [(4, 32), (4, 16), (8, 32), (8, 128)])
+def test_scored_weights_equal_onnx_runtime_matmulnbits(bits: int, group: int) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(48, 80)  # 80 inputs: the last group is padded for 32 and 128
+    x = torch.randn(3, 80)
+    dequant = quantize_dequantize(weight, bits=bits, group_size=group)
+    onnx_out = _matmul_nbits(weight, bits, group).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(onnx_out, (x @ dequant.T).numpy(), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("bits", "group"), [(4, 32), (8, 64)])
+def test_quantization_is_idempotent_and_bounded(bits: int, group: int) -> None:
+    torch.manual_seed(1)
+    weight = torch.randn(16, 128)
+    once = quantize_dequantize(weight, bits=bits, group_size=group)
+    # Re-quantizing an export of the scored model reproduces it exactly.
+    assert torch.equal(quantize_dequantize(once, bits=bits, group_size=group), once)
+    # Round to nearest: within one step (the grid [-2^(b-1), 2^(b-1) - 1] clips one end) and
+    # half a step on average's order.
+    groups = weight.reshape(16, -1, group)
+    step = groups.abs().amax(-1, keepdim=True) / 2 ** (bits - 1)
+    err = (once.reshape(16, -1, group) - groups).abs()
+    assert bool((err <= step + 1e-6).all())
+    assert (err / step).mean().item() < 0.3
+    assert len(torch.unique(once.reshape(16, -1, group)[0, 0])) <= 2**bits
+    assert not torch.equal(once, weight)
+
+
+def test_fewer_bits_lose_more() -> None:
+    torch.manual_seed(2)
+    weight = torch.randn(64, 256)
+    error = {
+        (b, g): (quantize_dequantize(weight, bits=b, group_size=g) - weight).pow(2).mean().item()
+        for b, g in [(8, 128), (4, 128), (4, 32)]
+    }
+    assert error[(8, 128)] < error[(4, 32)] < error[(4, 128)]
+
+
+@pytest.mark.parametrize(("bits", "group"), [(3, 32), (4, 24), (8, 8)])
+def test_unsupported_settings_are_refused(bits: int, group: int) -> None:
+    with pytest.raises(ValueError):
+        quantize_dequantize(torch.ones(4, 32), bits=bits, group_size=group)
