@@ -15,7 +15,9 @@ needs to reach random search's 100-trial hypervolume of the same seed. Writes
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import statistics
 import time
 import warnings
@@ -37,7 +39,7 @@ from nas.search import build_space, prepare_data, proxy_settings
 from nas.study import OBJECTIVES, make_sampler
 from predictors import MemoryModel, RooflineLatency
 
-DEFAULTS = {"trials": 100, "seeds": 3, "samplers": "tpe,nsga2,gp,random"}
+DEFAULTS = {"trials": 100, "seeds": 3, "samplers": "tpe,nsga2,gp,random", "cap": "gp:40"}
 MARKS = (10, 25, 50, 100)
 
 
@@ -108,7 +110,7 @@ def _options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     for item in argv:
         key, _, value = item.partition("=")
         if key in opts:
-            opts[key] = value if key == "samplers" else int(value)
+            opts[key] = value if isinstance(DEFAULTS[key], str) else int(value)
         else:
             overrides.append(item)
     if not any(o.startswith("budget=") for o in overrides):
@@ -148,15 +150,26 @@ def main(argv: list[str]) -> int:
     )
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    caps = {k: int(v) for k, _, v in (c.partition(":") for c in str(opts["cap"]).split(",") if c)}
+    # Curves are cached per sampler, seed, trials and quality model: re-runs only add what is new.
+    tag = hashlib.sha256(
+        json.dumps([quality.coef.tolist(), reference.to_dict(), hardware.name]).encode()
+    ).hexdigest()[:12]
+    store = runs_dir / "bench" / "sampler-curves"
     curves: dict[str, list[list[float]]] = {}
-    seconds: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {}
     for name in names:
         sampler_cfg = compose_config([*overrides, f"sampler={name}"]).sampler
-        curves[name], seconds[name] = [], 0.0
+        trials = min(opts["trials"], caps.get(name, opts["trials"]))
+        curves[name], seconds[name] = [], []
         for seed in range(opts["seeds"]):
-            points, spent = run_one(make_sampler(sampler_cfg, seed), objective, opts["trials"])
-            curves[name].append(history(points, reference))
-            seconds[name] += spent
+            path = store / f"{name}-seed{seed}-n{trials}-{tag}.json"
+            if not path.exists():
+                points, spent = run_one(make_sampler(sampler_cfg, seed), objective, trials)
+                atomic_write(path, json.dumps({"hv": history(points, reference), "s": spent}))
+            record = json.loads(path.read_text())
+            curves[name].append(record["hv"])
+            seconds[name].append(record["s"] / trials)
     summary = _summarise(curves, seconds, opts)
     out = runs_dir / "bench" / "sampler.json"
     atomic_write(
@@ -170,7 +183,7 @@ def main(argv: list[str]) -> int:
 
 
 def _summarise(
-    curves: dict[str, list[list[float]]], seconds: dict[str, float], opts: dict[str, Any]
+    curves: dict[str, list[list[float]]], seconds: dict[str, list[float]], opts: dict[str, Any]
 ) -> dict[str, Any]:
     marks = [m for m in MARKS if m <= opts["trials"]]
     random_final = [c[-1] for c in curves.get("random", [])]
@@ -180,23 +193,29 @@ def _summarise(
     )
     summary = {}
     for name, runs in curves.items():
-        medians = {m: statistics.median(c[m - 1] for c in runs) for m in marks}
+        medians = {
+            m: statistics.median(c[m - 1] for c in runs) if len(runs[0]) >= m else math.nan
+            for m in marks
+        }
         reach = [trials_to_reach(c, t) for c, t in zip(runs, random_final, strict=False)]
-        need = [r if r is not None else opts["trials"] + 1 for r in reach]
+        ran = len(runs[0])
+        need = [r if r is not None else ran + 1 for r in reach]
         median_need = statistics.median(need) if need else None
-        per_trial = seconds[name] / (len(runs) * opts["trials"])
+        per_trial = statistics.median(seconds[name])
         shown = (
             "-"
             if median_need is None
-            else (f"{median_need:g}" if median_need <= opts["trials"] else f">{opts['trials']}")
+            else (f"{median_need:g}" if median_need <= ran else f">{ran}")
         )
         print(
             f"{name:<10}"
-            + "".join(f"{medians[m]:>9.4f}" for m in marks)
+            + "".join(
+                f"{medians[m]:>9.4f}" if medians[m] == medians[m] else f"{'-':>9}" for m in marks
+            )
             + f" {shown + ' ' + str(reach):>22} {per_trial:>8.3f}"
         )
         summary[name] = {
-            "median_hv": medians,
+            "median_hv": {m: None if math.isnan(v) else v for m, v in medians.items()},
             "trials_to_random": reach,
             "median_trials_to_random": median_need,
             "seconds_per_trial": per_trial,
