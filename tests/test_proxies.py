@@ -10,8 +10,8 @@ import numpy as np
 import optuna
 import pytest
 
-from nas.arch import ArchConfig
-from nas.bench._quality import fit_quality
+from nas.arch import ArchConfig, CompressionConfig
+from nas.bench._quality import fit_compression, fit_quality
 from nas.bench.proxy import architectures, fidelity, top_k_overlap
 from nas.bench.sampler import history, trials_to_reach
 from nas.config import compose_config
@@ -154,3 +154,14 @@ def test_hypervolume_history_and_trials_to_reach() -> None:
     assert all(b >= a for a, b in itertools.pairwise(curve))
     assert trials_to_reach(curve, curve[-1]) == 5
     assert trials_to_reach(curve, 2.0) is None
+
+
+def test_compression_effects_are_fitted_additively() -> None:
+    int4 = CompressionConfig(weight_bits=4, group_size=32)
+    sparse = CompressionConfig(sparsity=0.5, sparsity_pattern="2:4")
+    both = CompressionConfig(weight_bits=4, group_size=32, sparsity=0.5, sparsity_pattern="2:4")
+    fitted = fit_compression([int4, sparse, both, CompressionConfig()], [0.1, 0.3, 0.4, 0.0])
+    assert fitted == pytest.approx({"int4g32": 0.1, "2:4": 0.3})
+    model = fit_quality(architectures(2048), [3.0] * 16, fitted)
+    arch = architectures(2048)[0]
+    assert model.predict(arch, both) == pytest.approx(model.predict(arch) + 0.4)

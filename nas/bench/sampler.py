@@ -27,8 +27,8 @@ from typing import Any
 
 import optuna
 
-from nas.arch import ArchConfig
-from nas.bench._quality import QualityModel, fit_quality
+from nas.arch import ArchConfig, CompressionConfig
+from nas.bench._quality import QualityModel, fit_compression, fit_quality
 from nas.config import as_dict, compose_config
 from nas.errors import NasError
 from nas.hardware import HardwareProfile
@@ -52,6 +52,22 @@ def measured_runs(cache: Path, settings: dict[str, Any]) -> tuple[list[ArchConfi
             archs.append(ArchConfig.from_dict(record["arch"]))
             bpbs.append(record["bpb"])
     return archs, bpbs
+
+
+def compression_effects(root: Path) -> tuple[list[CompressionConfig], list[float]]:
+    """(compression, compressed minus trained bpb) of every trained trial in the studies under
+    `root` (the early-stopping bench's real studies)."""
+    configs, deltas = [], []
+    for db in sorted(root.glob("*/study.db")):
+        storage = f"sqlite:///{db}"
+        for summary in optuna.get_all_study_summaries(storage):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                metrics = t.user_attrs.get("metrics", {})
+                if t.user_attrs.get("trained") and "bpb_uncompressed" in metrics:
+                    configs.append(CompressionConfig(**t.user_attrs["compression"]))
+                    deltas.append(metrics["bpb"] - metrics["bpb_uncompressed"])
+    return configs, deltas
 
 
 def run_one(
@@ -96,9 +112,8 @@ def make_objective(space: Any, cheap: CheapObjectives, quality: QualityModel, un
         for name, excess in violations.items():
             trial.set_constraint(name, excess)
         # As the real trial: an infeasible candidate is never trained and scores "uniform".
-        bpb = (
-            uniform if any(v > 0 for v in violations.values()) else quality.predict(candidate.arch)
-        )
+        infeasible = any(v > 0 for v in violations.values())
+        bpb = uniform if infeasible else quality.predict(candidate.arch, candidate.compression)
         return bpb, metrics.decode.mean, metrics.memory.mean
 
     return objective
@@ -130,7 +145,8 @@ def main(argv: list[str]) -> int:
             f"{len(archs)} measured proxy runs for this budget in {cache / 'bench-proxy'}; "
             "run `python -m nas.bench proxy` with the same budget first"
         )
-    quality = fit_quality(archs, bpbs)
+    configs, deltas = compression_effects(runs_dir / "bench" / "early_stop")
+    quality = fit_quality(archs, bpbs, fit_compression(configs, deltas) if configs else None)
     hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
     cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
     data, _, info = prepare_data(cfg, cache)
@@ -146,14 +162,18 @@ def main(argv: list[str]) -> int:
     print(
         f"sampler bench on {hardware.name}, budget {cfg.budget.name}: {opts['trials']} trials x "
         f"{opts['seeds']} seeds; quality model fitted to {quality.n} proxy runs "
-        f"(leave-one-out error {quality.loo_mae:.3f} bpb)"
+        f"(leave-one-out error {quality.loo_mae:.3f} bpb); compression effects from "
+        f"{len(configs)} trained trials: "
+        + (", ".join(f"{k} {v:+.3f}" for k, v in quality.compression.items()) or "none")
     )
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     caps = {k: int(v) for k, _, v in (c.partition(":") for c in str(opts["cap"]).split(",") if c)}
     # Curves are cached per sampler, seed, trials and quality model: re-runs only add what is new.
     tag = hashlib.sha256(
-        json.dumps([quality.coef.tolist(), reference.to_dict(), hardware.name]).encode()
+        json.dumps(
+            [quality.coef.tolist(), quality.compression, reference.to_dict(), hardware.name]
+        ).encode()
     ).hexdigest()[:12]
     store = runs_dir / "bench" / "sampler-curves"
     curves: dict[str, list[list[float]]] = {}
@@ -175,7 +195,13 @@ def main(argv: list[str]) -> int:
     atomic_write(
         out,
         json.dumps(
-            {"summary": summary, "curves": curves, "quality_loo_mae": quality.loo_mae}, indent=2
+            {
+                "summary": summary,
+                "curves": curves,
+                "quality_loo_mae": quality.loo_mae,
+                "compression_effects": quality.compression,
+            },
+            indent=2,
         ),
     )
     print(f"\nwrote {out}")
