@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -14,6 +16,7 @@ from nas.compression import CompressionSettings, compress, plan
 from nas.compression.matrices import block_matrices
 from nas.compression.prune import measured_sparsity
 from nas.config import compose_config
+from nas.errors import NasError
 from nas.models import build_model
 from nas.search import prepare_data, proxy_settings, run_search
 
@@ -105,3 +108,26 @@ def test_plan_names_the_matrices_of_dense_and_moe_models() -> None:
         }
         assert set(plan(Candidate(arch)).modules) == names
     assert plan(Candidate(dense)).is_identity
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"recovery_steps": "abc"}, {"recovery_steps": -1}, {"recovery_steps": 1.5},
+     {"distill": 1}, {"temperature": 0.0}, {"recovery_step": 3}],
+)  # fmt: skip
+def test_bad_compression_settings_are_refused(bad: dict) -> None:
+    with pytest.raises(NasError) as info:
+        CompressionSettings.from_config(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_the_cli_prints_one_line_for_a_bad_setting(smoke_overrides: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nas.search", *smoke_overrides, "compression.recovery_steps=x"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: compression.recovery_steps")

@@ -27,6 +27,7 @@ from nas.compression.recipe import (
 )
 from nas.compression.recovery import recover
 from nas.compression.structured import prune_structured
+from nas.errors import NasError
 from nas.proxy import ProxyData, ProxySettings, bits_per_byte
 
 
@@ -41,8 +42,28 @@ class CompressionSettings:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> CompressionSettings:
+        """From the `compression` config group; a bad value is a one-line `NasError`."""
         cfg = dict(cfg or {})
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise NasError(
+                f"unknown compression keys {unknown}; use {list(cls.__dataclass_fields__)}"
+            )
+        types = {"recovery_steps": int, "recovery_lr": float, "distill": bool, "temperature": float}
+        values: dict[str, Any] = {}
+        for key, value in cfg.items():
+            kind = types[key]
+            wrong_int = kind is int and not isinstance(value, int)
+            if (
+                wrong_int
+                or isinstance(value, bool) != (kind is bool)
+                or not isinstance(value, (int, float))
+            ):
+                raise NasError(f"compression.{key} must be {kind.__name__}, got {value!r}")
+            values[key] = kind(value)
+        if values.get("recovery_steps", 0) < 0 or values.get("temperature", 1.0) <= 0:
+            raise NasError("compression.recovery_steps must be >= 0 and temperature > 0")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
