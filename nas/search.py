@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from nas import __version__
+from nas.compression import CompressionSettings
 from nas.config import as_dict, compose_config, require_float, require_int
 from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
 from nas.early_stop import make_early_stopping
@@ -175,6 +176,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
         seed=seed,
         proxy=proxy,
         early_stop=make_early_stopping(as_dict(cfg.proxy).get("early_stop")),
+        compression=CompressionSettings.from_config(as_dict(cfg.get("compression") or {})),
     )
     resumed = len(study.trials)
     log.info(
