@@ -50,8 +50,10 @@ class RooflineLatency(Predictor):
         keep = self._sparse_speedup(candidate)
         active = active_matmul_params(arch)
         head = arch.vocab_size * arch.d_model  # the LM head is read in full; one embedding row
+        # Sparse storage (if declared) is already in the bytes per weight; a sparse kernel (if
+        # declared) saves multiply-adds, not the bytes again.
         weight_bytes = (
-            active * matmul_bytes_per_weight(candidate.compression, hw) * keep
+            active * matmul_bytes_per_weight(candidate.compression, hw)
             + (head + arch.d_model) * FP16_BYTES
         )
         kv_read = kv_cache_bytes(arch, context)
