@@ -76,3 +76,31 @@ def test_fewer_bits_lose_more() -> None:
 def test_unsupported_settings_are_refused(bits: int, group: int) -> None:
     with pytest.raises(ValueError):
         quantize_dequantize(torch.ones(4, 32), bits=bits, group_size=group)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("bits", "group"), [(4, 32), (8, 128)])
+def test_exported_int_model_computes_what_was_scored(tmp_path, bits: int, group: int) -> None:
+    """End to end: compress a model in torch, export its decode step, quantize the ONNX weights;
+    ONNX Runtime's logits are the scored torch model's (the int weights are identical)."""
+    from nas.arch import ArchConfig, Candidate, CompressionConfig
+    from nas.compression import compress
+    from nas.compression.onnx_weights import quantize_onnx_weights
+    from nas.models import build_model
+    from nas.onnx_export import example_inputs, export_decode
+
+    arch = ArchConfig(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128, vocab_size=96)
+    candidate = Candidate(arch, CompressionConfig(weight_bits=bits, group_size=group))
+    model = compress(build_model(arch, seed=3), candidate).model
+    float_path = export_decode(model, tmp_path / "decode.onnx", context_len=8)
+    quant_path = quantize_onnx_weights(float_path, tmp_path / "q.onnx", bits=bits, group_size=group)
+    session = ort.InferenceSession(str(quant_path), providers=["CPUExecutionProvider"])
+    assert any(n.op_type == "MatMulNBits" for n in onnx.load(str(quant_path)).graph.node)
+    inputs = example_inputs(arch, "decode", length=8)
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)}
+    logits = session.run(["logits"], feeds)[0]
+    from nas.onnx_export import DecodeStep
+
+    with torch.no_grad():
+        expected = DecodeStep(model.eval())(*inputs)[0].numpy()
+    np.testing.assert_allclose(logits, expected, atol=2e-4, rtol=1e-4)
