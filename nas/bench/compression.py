@@ -7,7 +7,8 @@ One dense model (4 layers, 8 heads of 48 with 2 kv-heads, d_model 384, FFN 1024)
 on the proxy corpus (cached under `<cache_dir>/bench-compression/`); every variant starts from a
 copy of it: fp32, int8 g128, int4 g128, int4 g32, 50% unstructured, 2:4, 25% of heads pruned,
 25% of FFN channels pruned; and int8 g128 / int4 g32 again with ONNX Runtime's int8 activations
-("a8", accuracy_level=4: faster kernels; their bpb is the weight-only model's, not re-measured).
+("a8", accuracy_level=4: faster kernels; their bpb is the weight-only model's, not re-measured),
+and `nas.onnx_export`'s int8 (dynamic quantization, per-channel weights; bpb likewise not its own).
 For each: held-out bits per byte, the decode-step ONNX graph (KV cache of the hardware's
 `context_len`) with the variant's weights, its file size, the predicted stored weight bytes, and
 decode latency measured with ONNX Runtime in a fresh process per invocation, `rounds`
@@ -50,6 +51,7 @@ class Variant:
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     structured: StructuredSpec | None = None
     accuracy_level: int | None = None  # 4: ONNX Runtime computes with int8 activations
+    dynamic_int8: bool = False  # nas.onnx_export's int8 instead: per-channel, int8 activations
 
 
 VARIANTS = (
@@ -59,6 +61,7 @@ VARIANTS = (
     Variant("int4 g32", CompressionConfig(weight_bits=4, group_size=32)),
     Variant("int8 g128 a8", CompressionConfig(weight_bits=8, group_size=128), accuracy_level=4),
     Variant("int4 g32 a8", CompressionConfig(weight_bits=4, group_size=32), accuracy_level=4),
+    Variant("int8 dynamic", CompressionConfig(weight_bits=8, group_size=128), dynamic_int8=True),
     Variant("50% unstructured", CompressionConfig(sparsity=0.5, sparsity_pattern="unstructured")),
     Variant("2:4", CompressionConfig(sparsity=0.5, sparsity_pattern="2:4")),
     Variant("25% heads pruned", structured=StructuredSpec(heads=0.25)),
@@ -124,7 +127,12 @@ def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: P
     export_decode(done.model, float_path, context_len=hardware.deploy.context_len)
     path = float_path
     comp = variant.compression
-    if comp.weight_bits < 16:
+    if variant.dynamic_int8:
+        from nas.onnx_export import quantize_onnx
+
+        path = quantize_onnx(float_path, out_dir / f"{slug}.onnx", bits=8, group_size=128)
+        float_path.unlink()
+    elif comp.weight_bits < 16:
         path = quantize_onnx_weights(
             float_path,
             out_dir / f"{slug}.onnx",
@@ -142,7 +150,7 @@ def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: P
         "params": done.arch.params,
         "bpb": bpb,
         # a8 rows: the graph quantizes activations too; bpb is the weight-only model's
-        "activations": "int8 (accuracy_level=4)" if variant.accuracy_level else "fp32",
+        "activations": "int8" if variant.accuracy_level or variant.dynamic_int8 else "fp32",
         "zeros": round(measured_sparsity(block_matrices(done.model)), 4),
         "onnx": str(path),
         "file_mb": path.stat().st_size / MB,
