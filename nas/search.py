@@ -34,7 +34,7 @@ from nas.proxies import make_proxy
 from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, resolve_device
 from nas.study import is_feasible, open_study
 from nas.trial import TrialObjective
-from nas.workers import run_trials
+from nas.workers import check_workers, run_trials
 from predictors.factory import latency_predictor, memory_predictor
 from search_spaces import SearchSpace
 
@@ -119,6 +119,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
     runs_dir = Path(cfg.runs_dir)
     n_trials = require_int(cfg, "study.n_trials", minimum=0)
     timeout = require_float(cfg, "study.timeout_s", minimum=1)
+    check_workers(cfg)  # before any work: several writers need a storage that takes them
     seed = require_int(cfg, "seed")
     hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
     settings = proxy_settings(cfg)

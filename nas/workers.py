@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
@@ -205,6 +204,21 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def check_workers(cfg: DictConfig) -> tuple[int, int, int]:
+    """(workers, threads per worker, retries); refuses several writers on one SQLite file."""
+    url = str(cfg.study.storage)
+    workers = require_int(cfg, "study.workers", minimum=1)
+    retries = require_int(cfg, "study.retries", minimum=0)
+    threads = worker_threads(cfg)
+    if workers > 1 and is_sqlite(url):
+        raise NasError(
+            f"study.workers={workers} needs a storage that takes several writers, and SQLite "
+            f"does not: add study.storage=journal:///{Path(cfg.runs_dir) / cfg.study.name}"
+            "/study.journal (one machine) or study.storage=postgresql://... (many machines)"
+        )
+    return workers, threads, retries
+
+
 def run_trials(
     cfg: DictConfig,
     study: optuna.Study,
@@ -218,15 +232,13 @@ def run_trials(
     """Add `n_trials` trials to `study` (in `study.workers` processes); KeyboardInterrupt on
     Ctrl-C or SIGTERM, after the running trials are marked failed and re-queued."""
     url = str(cfg.study.storage)
-    workers = require_int(cfg, "study.workers", minimum=1)
-    retries = require_int(cfg, "study.retries", minimum=0)
-    threads = worker_threads(cfg)
-    if workers > 1 and is_sqlite(url):
-        raise NasError(
-            f"study.workers={workers} needs a storage that takes several writers, and SQLite "
-            f"does not: add study.storage=journal:///{Path(cfg.runs_dir) / cfg.study.name}"
-            "/study.journal (one machine) or study.storage=postgresql://... (many machines)"
-        )
+    try:
+        workers, threads, retries = check_workers(cfg)
+    except NasError:
+        release_study(url)
+        raise
+    import torch  # deferred: helpers here (owner records, orphan recovery) stay light to import
+
     torch.set_num_threads(threads)
     try:
         with _sigterm_as_interrupt():
@@ -425,6 +437,8 @@ def _worker_main(
         handler.addFilter(RedactingFilter())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    import torch
+
     torch.set_num_threads(spec["threads"])
     # Distinct seeds: workers with one seed would propose the same candidates.
     seed = spec["seed"] + 7919 * (index + 1) + 104729 * generation
