@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,54 @@ def smoke_overrides(tmp_path: Path, shared_cache: Path) -> list[str]:
         f"cache_dir={shared_cache}",
         "quiet=true",
     ]
+
+
+# Fast trials for fault and worker tests (issue 7): one layer, 16-wide heads, dense; the rest of
+# the space (heads, FFN ratio, ties, bits, sparsity) still varies, so candidates differ.
+TINY = [
+    "search_space.n_layers=[1]",
+    "search_space.n_heads=[1,2]",
+    "search_space.head_dim=[16]",
+    "search_space.n_kv_heads=[1]",
+    "search_space.n_experts=[1]",
+]
+POSTGRES_URL = os.environ.get("NAS_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+
+def postgres_url() -> str:
+    """The test PostgreSQL server's URL; skips the test, saying why, where none is reachable."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(POSTGRES_URL, connect_timeout=3).close()
+    except psycopg2.OperationalError as err:
+        reason = str(err).strip().splitlines()[0]
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_URL} ({reason}); set NAS_TEST_POSTGRES")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return postgres_url()
+
+
+@pytest.fixture
+def pg_study() -> Iterator[str]:
+    """A unique study name on the test server, deleted after the test."""
+    import optuna
+
+    from nas.study import open_storage
+
+    url = postgres_url()
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    storage = open_storage(url)
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:
+        pass  # the test never created it
