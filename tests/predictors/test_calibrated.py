@@ -1,0 +1,71 @@
+"""Fitting the calibrated predictor, and picking it for the search when a calibration exists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.calibrate import fit_and_score, write_calibration
+from predictors import MemoryModel, RooflineLatency
+from predictors.accuracy import accuracy
+from predictors.calibrated import CalibratedPredictor, fit_rows, nnls_relative, row_candidate
+from predictors.factory import latency_predictor, memory_predictor
+from tests.predictors.helpers import TRUE_COEF, profile, rows_from, varied_candidates
+
+SOURCE = {"device": "local_cpu (test)", "cpu_model": "test cpu", "date": "2026-01-01"}
+
+
+def test_fit_recovers_the_coefficients_of_a_device_that_follows_the_model() -> None:
+    hw = profile()
+    rows = rows_from(TRUE_COEF, varied_candidates(30), hw)
+    fits = fit_rows(rows, hw)
+    for q, true in TRUE_COEF.items():
+        np.testing.assert_allclose(fits[q].coef, true, rtol=1e-3, atol=1e-7)
+        assert fits[q].rel_std == pytest.approx(0.03)  # the floor: the fit is exact here
+
+
+def test_coefficients_are_never_negative() -> None:
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(20, 3))) + 0.1
+    y = x @ np.array([1.0, -0.5, 2.0]) + 5.0  # a negative true cost: NNLS clips it to 0
+    assert (nnls_relative(x, np.abs(y)) >= 0).all()
+
+
+def test_heldout_scores_and_provenance_in_the_calibration(tmp_path: Path) -> None:
+    hw = profile()
+    rows = rows_from(TRUE_COEF, varied_candidates(30), hw)
+    noisy = [
+        {**r, "decode_ms": r["decode_ms"] * (1.3 if i == 1 else 1.0)} for i, r in enumerate(rows)
+    ]
+    calibration = fit_and_score(noisy, hw, SOURCE)
+    held = calibration["heldout"]["decode_ms"]
+    assert held["n"] == 15
+    assert held["within_10pct"] == pytest.approx(14 / 15)  # only the perturbed row misses
+    assert calibration["provenance"]["n_points"] == 15
+    assert calibration["provenance"]["cpu_model"] == "test cpu"
+    write_calibration(calibration, tmp_path / "local_cpu.json")
+    loaded = CalibratedPredictor.load(hw, tmp_path / "local_cpu.json")
+    assert loaded.calibrated and "test cpu" in loaded.provenance
+    first = row_candidate(rows[0])
+    assert loaded.predict(first)["prefill_ms"].mean == pytest.approx(rows[0]["prefill_ms"])
+
+
+def test_factory_uses_a_calibration_only_where_one_exists(tmp_path: Path) -> None:
+    hw = profile()
+    assert isinstance(latency_predictor(hw, tmp_path), RooflineLatency)
+    assert isinstance(memory_predictor(hw, tmp_path), MemoryModel)
+    calibration = fit_and_score(rows_from(TRUE_COEF, varied_candidates(20), hw), hw, SOURCE)
+    (tmp_path / "local_cpu.json").write_text(json.dumps(calibration))
+    assert latency_predictor(hw, tmp_path).calibrated
+    assert isinstance(memory_predictor(hw, tmp_path), CalibratedPredictor)
+    assert not latency_predictor(profile("rpi5"), tmp_path).calibrated
+
+
+def test_accuracy_figures() -> None:
+    acc = accuracy([1.0, 2.2, 2.9, 4.0], [1.0, 2.0, 3.0, 4.4])
+    assert acc["within_10pct"] == pytest.approx(0.75)
+    assert acc["spearman"] == pytest.approx(1.0)
+    assert acc["mape"] == pytest.approx((0 + 0.1 + 1 / 30 + 0.4 / 4.4) / 4)
