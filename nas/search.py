@@ -253,6 +253,8 @@ def _finish(
     )
     print(format_table(entries) if entries else "  (empty: no feasible trained trial yet)")
     print(f"\nwrote {out_dir / 'pareto.json'} and pareto.csv in {seconds:.0f} s")
+    where = "" if str(cfg.runs_dir) == "runs" else f" runs_dir={cfg.runs_dir}"
+    print(f"plots and a report: python -m nas.report study.name={study.study_name}{where}")
     return SearchResult(study.study_name, out_dir, len(done), feasible, entries, seconds)
 
 
