@@ -275,6 +275,8 @@ def _run_here(
     if is_journal(url):  # other local processes may share the file: take over their dead trials
         recover_orphans(study, retries=retries)
         extra.append(lambda s, _t: recover_orphans(s, retries=retries))
+    quiet = _NoInterruptTraceback()
+    logging.getLogger("optuna").addFilter(quiet)
     try:
         study.optimize(
             owned,
@@ -291,6 +293,16 @@ def _run_here(
         finally:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         raise
+    finally:
+        logging.getLogger("optuna").removeFilter(quiet)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Optuna logs the objective's KeyboardInterrupt with its traceback; Ctrl-C is no crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[0] if record.exc_info else None
+        return not (exc is not None and issubclass(exc, KeyboardInterrupt))
 
 
 def _context() -> multiprocessing.context.BaseContext:
