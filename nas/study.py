@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import optuna
+import sqlalchemy
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sqlalchemy.exc import SQLAlchemyError
@@ -129,6 +130,23 @@ def release_study(url: str) -> None:
         lock.__exit__()
 
 
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL: a commit appends to the log instead of rewriting pages, readers never block the
+    # writer, and a killed process loses nothing committed. synchronous=NORMAL: no fsync per
+    # commit (an Optuna trial makes ~40), only at checkpoints; a power cut may lose the last
+    # commits, never corrupt the file.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _fast_sqlite(storage: optuna.storages.RDBStorage) -> optuna.storages.RDBStorage:
+    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    storage.engine.dispose()  # connections opened while creating the tables get them too
+    return storage
+
+
 def retry_callback(retries: int) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
     """Re-queues a dead worker's trial (same parameters, WAITING) up to `retries` times."""
     return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
@@ -150,7 +168,7 @@ def open_storage(
             backend = optuna.storages.journal.JournalFileBackend(str(_local_path(url)))
             return optuna.storages.JournalStorage(backend)
         if is_sqlite(url):
-            return optuna.storages.RDBStorage(url)
+            return _fast_sqlite(optuna.storages.RDBStorage(url))
         connect = {"connect_timeout": 10} if url.startswith("postgresql") else {}
         return optuna.storages.RDBStorage(
             _with_driver(url),

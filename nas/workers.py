@@ -21,6 +21,7 @@ same parameters, and a new worker takes its place. Each worker runs torch on
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -275,6 +276,7 @@ def _run_here(
     if is_journal(url):  # other local processes may share the file: take over their dead trials
         recover_orphans(study, retries=retries)
         extra.append(lambda s, _t: recover_orphans(s, retries=retries))
+    _freeze_heap()
     quiet = _NoInterruptTraceback()
     logging.getLogger("optuna").addFilter(quiet)
     try:
@@ -295,6 +297,14 @@ def _run_here(
         raise
     finally:
         logging.getLogger("optuna").removeFilter(quiet)
+        gc.unfreeze()
+
+
+def _freeze_heap() -> None:
+    """Move everything alive now (torch, transformers, the corpus) out of the garbage collector's
+    sight: Optuna's gc after each trial then scans only that trial's objects (255 ms -> ~1 ms)."""
+    gc.collect()
+    gc.freeze()
 
 
 class _NoInterruptTraceback(logging.Filter):
@@ -455,6 +465,7 @@ def _worker_main(
     # Distinct seeds: workers with one seed would propose the same candidates.
     seed = spec["seed"] + 7919 * (index + 1) + 104729 * generation
     study.sampler = make_sampler(spec["sampler"], seed)
+    _freeze_heap()
     owned = OwnedObjective(objective, spec["retries"])
     owned.on_start = lambda number: current.__setitem__(index, number)
     try:

@@ -1,0 +1,230 @@
+"""Trials per hour with 1 and 2 local workers, and the engine's own overhead per trial.
+
+    python -m nas.bench scale [trials=24] [repeats=3] [fill=1000] [measure=50]
+                              [storages=sqlite] [runs_dir=runs] [KEY=VALUE overrides ...]
+
+Throughput: `trials` candidates are drawn once from the `budget=smoke` space and queued into
+fresh studies (journal storage), so both worker counts train exactly the same models; the runs
+alternate 1, 2, 1, 2, ... `repeats` times. Trials per hour are counted over the whole command
+(worker start-up included) and over the trials' own span (first start to last finish).
+
+Overhead: a study is filled with `fill` real trials of the training-free `proxy=params` (real
+sampler, predictors, constraints, storage, progress and Pareto bookkeeping; no training), then
+`measure` more trials are timed: with no training, each trial's time *is* the engine's overhead.
+Writes `<runs_dir>/bench/scale.json`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from nas.config import compose_config
+from nas.errors import NasError
+from nas.pareto import atomic_write
+from nas.search import build_space, run_search
+from nas.study import OBJECTIVES, open_storage
+from nas.workers import available_cores
+
+BENCH_KEYS = {
+    "trials": 24,
+    "repeats": 3,
+    "fill": 1000,
+    "measure": 50,
+    "storages": "sqlite",
+    "workers": "1,2",
+}
+
+
+def _split(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    opts: dict[str, Any] = dict(BENCH_KEYS)
+    overrides = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in BENCH_KEYS:
+            if isinstance(BENCH_KEYS[key], int):
+                if not value.isdigit():
+                    raise NasError(f"{key} must be a whole number, got {value!r}")
+                opts[key] = int(value)
+            else:
+                opts[key] = value
+        else:
+            overrides.append(arg)
+    return opts, overrides
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def _candidates(base: list[str], count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`count` distinct candidates of the smoke space, as Optuna parameters."""
+    cfg = compose_config(base)
+    space = build_space(cfg, int(cfg.proxy.vocab_size))
+    draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    seen: list[dict[str, Any]] = []
+    for _ in range(count * 50):
+        trial = draw.ask()
+        space.suggest(trial)
+        draw.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if trial.params not in seen:
+            seen.append(trial.params)
+        if len(seen) == count:
+            return seen
+    raise NasError(f"the smoke space has fewer than {count} distinct candidates")
+
+
+def throughput(base: list[str], root: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    params = _candidates(base, opts["trials"])
+    run_search(compose_config([*base, "study.name=warm", "study.n_trials=0"]))  # warm caches
+    counts = [int(w) for w in str(opts["workers"]).split(",")]
+    runs: dict[int, list[dict[str, float]]] = {w: [] for w in counts}
+    for repeat in range(opts["repeats"]):
+        for workers in counts:
+            name = f"tput-w{workers}-r{repeat}"
+            url = f"journal:///{root / name / 'study.journal'}"
+            study = optuna.create_study(
+                study_name=name, storage=open_storage(url), directions=["minimize"] * 3
+            )
+            for p in params:
+                study.enqueue_trial(p)
+            cfg = compose_config(
+                [*base, f"study.name={name}", f"study.storage={url}",
+                 f"study.workers={workers}", f"study.n_trials={len(params)}"]
+            )  # fmt: skip
+            started = time.perf_counter()
+            run_search(cfg)
+            wall = time.perf_counter() - started
+            done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            if len(done) != len(params):
+                raise NasError(f"{name}: {len(done)} of {len(params)} trials finished")
+            span = (
+                max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)
+            ).total_seconds()
+            run = {
+                "wall_s": wall,
+                "span_s": span,
+                "trials_per_hour_wall": 3600 * len(done) / wall,
+                "trials_per_hour_span": 3600 * len(done) / span,
+            }
+            runs[workers].append(run)
+            print(
+                f"  {workers} worker(s), repeat {repeat}: {len(done)} trials, wall {wall:.1f} s "
+                f"({run['trials_per_hour_wall']:.0f}/h), span {span:.1f} s "
+                f"({run['trials_per_hour_span']:.0f}/h)",
+                flush=True,
+            )
+    summary: dict[str, Any] = {"trials": len(params), "runs": runs}
+    for workers in counts:
+        summary[f"w{workers}"] = {
+            key: _spread([r[key] for r in runs[workers]])
+            for key in ("trials_per_hour_wall", "trials_per_hour_span", "wall_s", "span_s")
+        }
+    if 1 in counts and len(counts) > 1:
+        top = max(counts)
+        for key in ("trials_per_hour_wall", "trials_per_hour_span"):
+            ratios = [
+                b[key] / a[key] for a, b in zip(runs[1], runs[top], strict=True)
+            ]  # paired by repeat
+            summary[f"speedup_{key.removeprefix('trials_per_hour_')}"] = _spread(ratios)
+    return summary
+
+
+def _storage_url(kind: str, root: Path, name: str) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{root / name / 'study.db'}"
+    if kind == "journal":
+        return f"journal:///{root / name / 'study.journal'}"
+    if kind.startswith("postgresql://"):
+        return kind
+    raise NasError(f"storages: {kind!r} unknown; use sqlite, journal or a postgresql:// URL")
+
+
+def overhead(base: list[str], root: Path, opts: dict[str, Any], kind: str) -> dict[str, Any]:
+    name = f"overhead-{int(time.time())}"
+    url = _storage_url(kind, root, name)
+    args = [*base, "proxy=params", f"study.name={name}", f"study.storage={url}"]
+    try:
+        started = time.perf_counter()
+        run_search(compose_config([*args, f"study.n_trials={opts['fill']}"]))
+        fill_s = time.perf_counter() - started
+        print(f"  {kind}: filled {opts['fill']} trials in {fill_s:.0f} s", flush=True)
+        started = time.perf_counter()
+        run_search(compose_config([*args, f"study.n_trials={opts['measure']}"]))
+        measure_s = time.perf_counter() - started
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
+        trials = study.get_trials(deepcopy=False)
+        new = sorted(trials[opts["fill"] :], key=lambda t: t.number)
+        # Finish to finish: the sampler, the objective (predictors, attributes), the tell and
+        # the callbacks of one trial; the first measured trial also carries the start-up.
+        gaps = [
+            (b.datetime_complete - a.datetime_complete).total_seconds() * 1000
+            for a, b in itertools.pairwise(new)
+        ]
+        feasible = sum(1 for t in trials if all(v <= 0 for v in t.constraints.values()))
+        result = {
+            "storage": kind.split("@")[-1] if "://" in kind else kind,
+            "stored_before": opts["fill"],
+            "feasible_stored": feasible,
+            "fill_s": fill_s,
+            "fill_ms_per_trial": 1000 * fill_s / opts["fill"],
+            "measure_wall_s": measure_s,
+            "ms_per_trial": _spread(gaps),
+            "ms_per_trial_p90": statistics.quantiles(gaps, n=10)[-1],
+        }
+        print(
+            f"  {kind}: with {opts['fill']} trials stored, {statistics.median(gaps):.1f} ms per "
+            f"trial (median of {len(gaps)}; min {min(gaps):.1f}, max {max(gaps):.1f}, "
+            f"p90 {result['ms_per_trial_p90']:.1f})",
+            flush=True,
+        )
+        return result
+    finally:
+        if kind.startswith("postgresql://"):
+            optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
+def main(argv: list[str]) -> int:
+    opts, overrides = _split(argv)
+    base_cfg = compose_config(["budget=smoke", *overrides])
+    runs_dir = Path(base_cfg.runs_dir)
+    root = runs_dir / "bench" / "scale"
+    shutil.rmtree(root, ignore_errors=True)
+    cache = base_cfg.get("cache_dir") or str(runs_dir / ".cache")
+    base = ["budget=smoke", "quiet=true", *overrides, f"runs_dir={root}", f"cache_dir={cache}"]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, " + (
+        f"{available_cores()} cores"
+    )
+    print(f"scale bench on {machine}")
+    report: dict[str, Any] = {"machine": machine, "options": opts, "objectives": OBJECTIVES}
+    if opts["trials"] > 0:
+        print(f"throughput: {opts['trials']} queued smoke candidates, {opts['repeats']} repeats")
+        report["throughput"] = throughput(base, root, opts)
+    if opts["fill"] > 0:
+        print(f"engine overhead: {opts['fill']} stored trials, {opts['measure']} measured")
+        report["overhead"] = [
+            overhead(base, root, opts, kind) for kind in str(opts["storages"]).split(",")
+        ]
+    out = runs_dir / "bench" / "scale.json"
+    atomic_write(out, json.dumps(report, indent=2, default=str))
+    tput = report.get("throughput", {})
+    for key in ("speedup_wall", "speedup_span"):
+        if key in tput:
+            s = tput[key]
+            print(f"{key}: median {s['median']:.2f}x (min {s['min']:.2f}, max {s['max']:.2f})")
+    print(f"wrote {out}")
+    return 0
