@@ -83,7 +83,11 @@ def calibration_set(
         made = 0
         while made < count:
             arch = _draw_arch(rng)
-            pair = rng.sample(COMPRESSIONS, 2)
+            if split == "fit":  # cycle through the formats so every one gets fitted
+                i = made // 2
+                pair = [COMPRESSIONS[i % 4], COMPRESSIONS[(i + 1 + i // 4) % 4]]
+            else:
+                pair = rng.sample(COMPRESSIONS, 2)
             for compression in pair[: count - made]:
                 candidate = Candidate(arch, compression)
                 points.append(
@@ -152,6 +156,7 @@ def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, A
         "context_len": hardware.deploy.context_len,
         "prompt_len": hardware.deploy.prompt_len,
         "threads": threads,
+        "date": time.strftime("%Y-%m-%d"),
     }
     for phase in ("decode", "prefill"):
         medians = [m.median_ms for m in samples[(point.id, phase)]]
@@ -159,6 +164,10 @@ def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, A
         row[f"{phase}_ms"] = round(mid, 4)
         row[f"{phase}_rounds_ms"] = [round(x, 4) for x in medians]
         row[f"{phase}_spread"] = round((max(medians) - min(medians)) / mid, 4)
+        # Contention from other processes only ever slows a run down: the fastest round is the
+        # closest to the device running this model alone.
+        row[f"{phase}_best_ms"] = round(min(medians), 4)
+        row[f"{phase}_p10_rounds_ms"] = [round(m.p10_ms, 4) for m in samples[(point.id, phase)]]
     decode = samples[(point.id, "decode")]
     row["memory_mb"] = round(statistics.median(m.steady_mb for m in decode), 2)
     row["peak_memory_mb"] = round(statistics.median(m.peak_mb for m in decode), 2)

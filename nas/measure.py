@@ -70,8 +70,16 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """High-water resident memory of this process image (VmHWM; ru_maxrss would carry over the
+    parent's peak across fork + exec)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (MB if sys.platform == "darwin" else 1024.0)
 
 

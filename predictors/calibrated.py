@@ -5,15 +5,18 @@ compute-bound, so one side of the roofline's max dominates each):
 
     decode_ms  = c0 + c_layer * (layers + MoE layers)
                  + sum over weight formats f of c_f * (weights in format f that one token reads)
-                 + c_kv * (KV-cache elements read)
-    prefill_ms = same terms with the weights' multiply-adds over the prompt (MoE: every expert
-                 runs on every prompt token) and the causal attention's
-    memory_mb  = m0 + m_w * (bytes of weights as the runtime holds them) + m_kv * (KV bytes)
+                 + c_expert * (routed experts' weights one token reads) + c_kv * (KV elements)
+    prefill_ms = the same terms with multiply-adds over the prompt (MoE: every expert runs on
+                 every prompt token) and the causal attention's
+    memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
 Weight formats are the exported graph's (nas.onnx_export): `float` (fp32 on CPUs: the embedding
-table, the LM head, the MoE experts, and 16-bit candidates' blocks), `int8` (dynamic quantization),
-`int4` (MatMulNBits). Each coefficient is the device's cost of one unit of that work: the inverse
-of an effective bandwidth or throughput, or a fixed overhead. Coefficients are fitted by
+table, the LM head, and 16-bit candidates' blocks), `int8` (dynamic quantization), `int4`
+(MatMulNBits); routed experts are float weights gathered per token, with their own coefficient.
+Each coefficient is the device's cost of one unit of that work: the inverse of an effective
+bandwidth or throughput, or a fixed overhead. Measured on ONNX Runtime's CPU provider, int4
+weights can take *more* memory than int8 (MatMulNBits keeps a prepacked copy), so each format's
+memory has its own coefficient rather than a bits-per-weight rule. Coefficients are fitted by
 non-negative least squares on relative error, so more work is never predicted faster.
 """
 
@@ -27,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nas.arch import ArchConfig, Candidate
+from nas.errors import NasError
 from nas.hardware import HardwareProfile
 from predictors.base import Estimate, Predictor
 from predictors.footprint import active_matmul_params
@@ -37,10 +41,19 @@ FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx_e
 QUANT_BYTES = {8: 1.0, 4: 0.5}
 QUANTITIES = ("decode_ms", "prefill_ms", "memory_mb")
 FEATURES = {
-    "decode_ms": ("fixed", "layers", "float_w", "int8_w", "int4_w", "kv"),
-    "prefill_ms": ("fixed", "layers", "float_mac", "int8_mac", "int4_mac", "attention"),
-    "memory_mb": ("fixed", "weight_mb", "kv_mb"),
+    "decode_ms": ("fixed", "layers", "float_w", "int8_w", "int4_w", "expert_w", "kv"),
+    "prefill_ms": (
+        "fixed",
+        "layers",
+        "float_mac",
+        "int8_mac",
+        "int4_mac",
+        "expert_mac",
+        "attention",
+    ),
+    "memory_mb": ("fixed", "float_mb", "int8_mb", "int4_mb", "kv_mb"),
 }
+FORMATS = ("float", "int8", "int4")
 
 
 def _expert_params(arch: ArchConfig, experts: int) -> int:
@@ -49,48 +62,41 @@ def _expert_params(arch: ArchConfig, experts: int) -> int:
 
 
 def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.ndarray]:
-    """The work each quantity's coefficients multiply, in millions of units (see module doc)."""
+    """The work each quantity's coefficients multiply (see module doc and `FEATURES`).
+
+    Weights in millions, multiply-adds in billions, bytes in MiB.
+    """
     arch, comp = candidate.arch, candidate.compression
     context, prompt = hardware.deploy.context_len, hardware.deploy.prompt_len
     float_bytes = FLOAT_BYTES.get(hardware.processor, 4.0)
     head = arch.vocab_size * arch.d_model  # the LM head, always float
     experts_active = _expert_params(arch, arch.experts_per_token)
     experts_all = _expert_params(arch, arch.n_experts)
-    # Block linear weights outside the experts (attention, dense MLPs, routers).
-    block = active_matmul_params(arch) - experts_active
     fmt = {16: "float", 8: "int8", 4: "int4"}[comp.weight_bits]
-    decode_w = {"float": float(head + experts_active), "int8": 0.0, "int4": 0.0}
+    # Block linear weights outside the experts (attention, dense MLPs, routers): `fmt`.
+    block = active_matmul_params(arch) - experts_active
+    decode_w = dict.fromkeys(FORMATS, 0.0) | {"float": float(head)}
     decode_w[fmt] += block
-    prefill_mac = {"float": float(head + prompt * experts_all), "int8": 0.0, "int4": 0.0}
+    prefill_mac = dict.fromkeys(FORMATS, 0.0) | {"float": float(head)}
     prefill_mac[fmt] += prompt * block
-    kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim
+    kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * context
     attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
-    # Weights as the runtime holds them: quantized blocks, float everything else; the LM head is
-    # a separate (transposed) copy of a tied embedding in the exported graph.
-    quant_bytes = (
-        QUANT_BYTES[comp.weight_bits] + 2.0 / comp.group_size if fmt != "float" else float_bytes
-    )
-    stored_block = arch.matmul_params - experts_all
-    weight_bytes = (
-        stored_block * quant_bytes
-        + (experts_all + 2 * head + (arch.params - arch.matmul_params - arch.embedding_params))
-        * float_bytes
-    )
+    # Weights as the runtime holds them: quantized blocks, float everything else (the LM head is
+    # a separate, transposed copy of a tied embedding in the exported graph).
+    norms = arch.params - arch.matmul_params - arch.embedding_params
+    stored = dict.fromkeys(FORMATS, 0.0)
+    stored["float"] = (experts_all + 2 * head + norms) * float_bytes
+    per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
+    stored[fmt] += (arch.matmul_params - experts_all) * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
-    floats, ints8, ints4 = ("float", "int8", "int4")
+    decode = [1.0, layers, *(decode_w[f] / 1e6 for f in FORMATS), experts_active / 1e6]
+    prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), prompt * experts_all / 1e9]
     return {
-        "decode_ms": np.array(
-            [
-                1.0,
-                layers,
-                *(decode_w[f] / 1e6 for f in (floats, ints8, ints4)),
-                kv_elements * context / 1e6,
-            ]
+        "decode_ms": np.array([*decode, kv_elements / 1e6]),
+        "prefill_ms": np.array([*prefill, attention / 1e9]),
+        "memory_mb": np.array(
+            [1.0, *(stored[f] / MB for f in FORMATS), kv_elements * float_bytes / MB]
         ),
-        "prefill_ms": np.array(
-            [1.0, layers, *(prefill_mac[f] / 1e9 for f in (floats, ints8, ints4)), attention / 1e9]
-        ),
-        "memory_mb": np.array([1.0, weight_bytes / MB, kv_elements * context * float_bytes / MB]),
     }
 
 
@@ -155,6 +161,12 @@ class CalibratedPredictor(Predictor):
 
     def __init__(self, hardware: HardwareProfile, calibration: dict[str, Any]) -> None:
         super().__init__(hardware)
+        for q in QUANTITIES:
+            if tuple(calibration.get(q, {}).get("features", ())) != FEATURES[q]:
+                raise NasError(
+                    f"the calibration of {hardware.name} was fitted with other {q} features than "
+                    f"this version uses; re-run python -m nas.calibrate hardware={hardware.name}"
+                )
         self.calibration = calibration
         self.fits = {
             q: Fit(tuple(calibration[q]["coef"]), float(calibration[q]["rel_std"]))

@@ -62,7 +62,7 @@ def rows_from(
 
 
 TRUE_COEF = {
-    "decode_ms": np.array([0.2, 0.05, 0.004, 0.002, 0.0015, 0.001]),
-    "prefill_ms": np.array([0.5, 0.1, 0.03, 0.02, 0.025, 0.01]),
-    "memory_mb": np.array([30.0, 1.1, 2.0]),
+    "decode_ms": np.array([0.2, 0.05, 0.004, 0.002, 0.0015, 0.006, 0.001]),
+    "prefill_ms": np.array([0.5, 0.1, 0.03, 0.02, 0.025, 0.05, 0.01]),
+    "memory_mb": np.array([30.0, 1.1, 1.3, 1.6, 2.0]),
 }

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nas.calibrate import fit_and_score, write_calibration
+from nas.errors import NasError
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
 from predictors.calibrated import CalibratedPredictor, fit_rows, nnls_relative, row_candidate
@@ -69,3 +70,11 @@ def test_accuracy_figures() -> None:
     assert acc["within_10pct"] == pytest.approx(0.75)
     assert acc["spearman"] == pytest.approx(1.0)
     assert acc["mape"] == pytest.approx((0 + 0.1 + 1 / 30 + 0.4 / 4.4) / 4)
+
+
+def test_a_calibration_from_another_version_is_refused_with_a_fix() -> None:
+    hw = profile()
+    calibration = fit_and_score(rows_from(TRUE_COEF, varied_candidates(20), hw), hw, SOURCE)
+    calibration["decode_ms"]["features"] = ["fixed", "bandwidth"]
+    with pytest.raises(NasError, match=r"re-run python -m nas\.calibrate hardware=local_cpu"):
+        CalibratedPredictor(hw, calibration)

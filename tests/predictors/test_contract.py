@@ -1,7 +1,7 @@
 """The contract every predictor passes (RooflineLatency, MemoryModel, CalibratedPredictor).
 
 Positive means, non-negative spreads, every declared quantity present, more work never predicted
-faster or smaller, fewer weight bits never predicted larger in memory.
+faster or smaller, quantized weights never predicted larger in memory than 16-bit ones.
 """
 
 from __future__ import annotations
@@ -62,15 +62,17 @@ def test_more_layers_never_predicted_faster_or_smaller(predictor: Predictor) -> 
             assert large[q].mean >= small[q].mean, q
 
 
-def test_fewer_bits_never_predicted_larger_in_memory(predictor: Predictor) -> None:
+def test_quantized_weights_never_predicted_larger_than_16_bit(predictor: Predictor) -> None:
+    """8- and 4-bit never above 16-bit. Between 8 and 4 bits no order is imposed: on ONNX
+    Runtime's CPU provider int4 (MatMulNBits, prepacked) measures larger than int8."""
     if "memory_mb" not in predictor.quantities:
         pytest.skip("predicts no memory")
     for candidate in varied_candidates(6, seed=5):
-        sizes = [
+        full, *quantized = (
             predictor.predict(Candidate(candidate.arch, CompressionConfig(b, g)))["memory_mb"].mean
             for b, g in ((16, 0), (8, 32), (4, 32))
-        ]
-        assert sizes == sorted(sizes, reverse=True)
+        )
+        assert all(q <= full for q in quantized)
 
 
 def test_says_whether_it_is_calibrated(predictor: Predictor) -> None:

@@ -1,0 +1,121 @@
+"""Latency/memory predictor accuracy on held-out ONNX Runtime measurements vs naive baselines.
+
+`python -m nas.bench predictor hardware=local_cpu [rounds=3] [reuse=true] [n_fit=20] [n_heldout=30]`
+
+Measures (or reuses, see nas.calibrate) the calibration set, fits the calibrated predictor on at
+most 20 architectures' measurements and scores it on the held-out ones, next to: the uncalibrated
+roofline prior (the hardware file's numbers) and naive baselines fitted on the same points
+(latency proportional to parameters, or to FLOPs). Prints share within ±10%, MAPE and Spearman
+for decode and prefill, the memory agreement, and the measurements' own round-to-round spread.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.arch import Candidate
+from nas.calibrate import fit_and_score, measured_rows, parse_args
+from nas.hardware import HardwareProfile
+from predictors import MemoryModel, RooflineLatency
+from predictors.accuracy import accuracy
+from predictors.calibrated import CalibratedPredictor, row_candidate
+from predictors.footprint import active_matmul_params
+
+
+def _flops(candidate: Candidate, hardware: HardwareProfile, quantity: str) -> float:
+    """2 x active weights (+ LM head) per token; x prompt length for prefill."""
+    arch = candidate.arch
+    per_token = 2.0 * (active_matmul_params(arch) + arch.vocab_size * arch.d_model)
+    return per_token * (hardware.deploy.prompt_len if quantity == "prefill_ms" else 1)
+
+
+def proportional(
+    fit: list[dict[str, Any]], quantity: str, size: Callable[[dict[str, Any]], float]
+) -> Callable[[dict[str, Any]], float]:
+    """Latency = k x size, k fitted on relative error (the median ratio over the fit rows)."""
+    k = statistics.median(float(r[quantity]) / size(r) for r in fit)
+    return lambda r: k * size(r)
+
+
+def evaluate(rows: list[dict[str, Any]], hardware: HardwareProfile) -> dict[str, Any]:
+    fit = [r for r in rows if r["split"] == "fit"]
+    held = [r for r in rows if r["split"] == "heldout"]
+    calibration = fit_and_score(
+        rows, hardware, {"device": hardware.name, "cpu_model": "", "date": ""}
+    )
+    calibrated = CalibratedPredictor(hardware, calibration)
+    prior = RooflineLatency(hardware)
+    report: dict[str, Any] = {"n_fit": len(fit), "n_heldout": len(held), "latency": {}}
+    for q in ("decode_ms", "prefill_ms"):
+        measured = [float(r[q]) for r in held]
+        predictors = {
+            "calibrated (ours)": lambda r, q=q: calibrated.predict(row_candidate(r))[q].mean,
+            "roofline prior (uncalibrated)": lambda r, q=q: prior.predict(row_candidate(r))[q].mean,
+            "naive: k x params": proportional(fit, q, lambda r: row_candidate(r).arch.params),
+            "naive: k x FLOPs": proportional(
+                fit, q, lambda r, q=q: _flops(row_candidate(r), hardware, q)
+            ),
+        }
+        report["latency"][q] = {
+            name: accuracy([f(r) for r in held], measured) for name, f in predictors.items()
+        }
+        spreads = [float(r[q.replace("_ms", "_spread")]) for r in rows]
+        report["latency"][q]["measurement spread"] = {
+            "median": statistics.median(spreads),
+            "share_over_10pct": float(np.mean([s > 0.10 for s in spreads])),
+            "range_ms": [min(float(r[q]) for r in rows), max(float(r[q]) for r in rows)],
+        }
+    analytic = MemoryModel(hardware)
+    report["memory"] = {
+        "calibrated (ours)": accuracy(
+            [calibrated.predict(row_candidate(r))["memory_mb"].mean for r in held],
+            [float(r["memory_mb"]) for r in held],
+        ),
+        "analytic MemoryModel (fp16 convention)": accuracy(
+            [analytic.predict(row_candidate(r))["memory_mb"].mean for r in held],
+            [float(r["memory_mb"]) for r in held],
+        ),
+    }
+    report["calibration"] = {k: calibration[k] for k in ("decode_ms", "prefill_ms", "memory_mb")}
+    return report
+
+
+def format_report(report: dict[str, Any], hardware: HardwareProfile) -> str:
+    lines = [
+        f"predictor accuracy on {hardware.name}: fit on {report['n_fit']} measured candidates, "
+        f"scored on {report['n_heldout']} held-out ones (other architectures)",
+        f"{'quantity':<11}{'predictor':<32}{'±10%':>7}{'MAPE':>8}{'Spearman':>10}{'worst':>8}",
+    ]
+    sections = [*report["latency"].items(), ("memory_mb", report["memory"])]
+    for q, table in sections:
+        for name, acc in table.items():
+            if name == "measurement spread":
+                continue
+            lines.append(
+                f"{q:<11}{name:<32}{acc['within_10pct']:>7.0%}{acc['mape']:>8.1%}"
+                f"{acc['spearman']:>10.3f}{acc['worst_rel_error']:>8.0%}"
+            )
+    for q, table in report["latency"].items():
+        s = table["measurement spread"]
+        lines.append(
+            f"{q}: measured {s['range_ms'][0]:.2f}-{s['range_ms'][1]:.1f} ms; round-to-round "
+            f"spread median {s['median']:.1%}, {s['share_over_10pct']:.0%} of models over 10%"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    own, hardware = parse_args(argv)
+    rows, store = measured_rows(own, hardware)
+    report = evaluate(rows, hardware)
+    print(format_report(report, hardware))
+    out = Path(store).with_name("bench_predictor.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"measurements: {store}; report: {out}")
+    return 0
