@@ -8,10 +8,11 @@ Two graphs per model, both with static shapes (latency is quoted at fixed condit
   `present_*` cache.
 
 Weights: fp32 (what ONNX Runtime's CPU kernels compute in), fp16 (`dtype="fp16"`, for GPUs), and
-weight-only integer formats through `quantize_onnx`: int8 via `onnxruntime.quantization`'s dynamic
-quantizer (per-channel scales) and int4 via its MatMulNBits quantizer (one scale per `group_size`
-weights). As in `predictors.footprint`, only the decoder blocks' linear layers are quantized; the
-embedding and the LM head stay in float.
+weight-only integer formats through `quantize_onnx`: int8 and int4 via `onnxruntime.quantization`'s
+MatMulNBits quantizer (one scale per `group_size` weights, the format nas.compression scores), or
+int8 via its dynamic quantizer (`method="dynamic"`, per-channel scales). As in
+`predictors.footprint`, only the decoder blocks' linear layers are quantized; the embedding and
+the LM head stay in float.
 
 Mixture of experts: the `transformers` expert kernel loops over data-dependent expert hits and does
 not export, so `exportable_moe` swaps in an equivalent formulation first (same logits, checked in
@@ -273,32 +274,43 @@ def lm_head_nodes(model) -> list[str]:  # model: onnx.ModelProto
     return names
 
 
-def quantize_onnx(src: str | Path, dst: str | Path, *, bits: int, group_size: int) -> Path:
+def quantize_onnx(
+    src: str | Path, dst: str | Path, *, bits: int, group_size: int, method: str = "nbits"
+) -> Path:
     """Weight-only quantization of the decoder blocks' MatMuls (the LM head stays float).
 
     Args:
         src: a float `.onnx` from `export_graph`.
         dst: where to write the quantized model.
-        bits: 8 -> `onnxruntime.quantization.quantize_dynamic` (int8 weights, per-channel scales,
-            activations quantized on the fly; `group_size` does not apply), 4 -> MatMulNBits
-            (int4 weights with one scale per `group_size` weights along the input dimension).
-        group_size: weights per scale for 4-bit; a power of two >= 16.
+        bits: 8 or 4.
+        group_size: weights per scale along the input dimension; a power of two >= 16.
+        method: "nbits" (default) -> `onnxruntime.quantization`'s MatMulNBits quantizer: int8 or
+            int4 weights with one scale per `group_size` weights, symmetric - the format
+            nas.compression scores, so the timed model is the scored one. "dynamic" (8-bit only)
+            -> `quantize_dynamic`: int8 weights with per-channel scales, activations quantized on
+            the fly (MatMulInteger); `group_size` does not apply.
     """
     import onnx
 
     src, dst = Path(src), Path(dst)
+    if bits not in (8, 4):
+        raise NasError(f"quantize_onnx handles 8 and 4 bits, got {bits}")
+    if method not in ("nbits", "dynamic") or (method == "dynamic" and bits != 8):
+        raise NasError(f"quantization method '{method}' unknown for {bits} bits; use nbits")
+    if method == "nbits" and (group_size < 16 or group_size & (group_size - 1)):
+        raise NasError(f"group_size must be a power of two >= 16, got {group_size}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(src))
     with _quiet_logs():
-        return _quantize(model, src, dst, bits=bits, group_size=group_size)
+        return _quantize(model, src, dst, bits=bits, group_size=group_size, method=method)
 
 
-def _quantize(model, src: Path, dst: Path, *, bits: int, group_size: int) -> Path:
+def _quantize(model, src: Path, dst: Path, *, bits: int, group_size: int, method: str) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     keep = lm_head_nodes(model)
-    if bits == 8:
+    if method == "dynamic":
         quantize_dynamic(
             str(src),
             str(dst),
@@ -309,16 +321,12 @@ def _quantize(model, src: Path, dst: Path, *, bits: int, group_size: int) -> Pat
             extra_options={"MatMulConstBOnly": True},
         )
         return dst
-    if bits == 4:
-        if group_size < 16 or group_size & (group_size - 1):
-            raise NasError(f"int4 group_size must be a power of two >= 16, got {group_size}")
-        quantizer = MatMulNBitsQuantizer(
-            model, block_size=group_size, is_symmetric=True, nodes_to_exclude=keep
-        )
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
-        return dst
-    raise NasError(f"quantize_onnx handles 8 and 4 bits, got {bits}")
+    quantizer = MatMulNBitsQuantizer(
+        model, bits=bits, block_size=group_size, is_symmetric=True, nodes_to_exclude=keep
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    return dst
 
 
 @contextlib.contextmanager

@@ -11,8 +11,8 @@ compute-bound, so one side of the roofline's max dominates each):
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
 Weight formats are the exported graph's (nas.onnx_export): `float` (fp32 on CPUs: the embedding
-table, the LM head, and 16-bit candidates' blocks), `int8` (dynamic quantization), `int4`
-(MatMulNBits); routed experts are float weights gathered per token, with their own coefficient.
+table, the LM head, and 16-bit candidates' blocks), `int8` and `int4`
+(both MatMulNBits); routed experts are float weights gathered per token, with their own coefficient.
 Each coefficient is the device's cost of one unit of that work: the inverse of an effective
 bandwidth or throughput, or a fixed overhead. Measured on ONNX Runtime's CPU provider, int4
 weights can take *more* memory than int8 (MatMulNBits keeps a prepacked copy), so each format's

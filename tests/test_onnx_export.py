@@ -68,12 +68,15 @@ def test_decode_graph_matches_pytorch_logits_and_cache(dense_decode) -> None:
     np.testing.assert_allclose(got[-1], expected[-1].numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize(("bits", "op"), [(8, "MatMulInteger"), (4, "MatMulNBits")])
+@pytest.mark.parametrize(
+    ("bits", "method", "op"),
+    [(8, "nbits", "MatMulNBits"), (4, "nbits", "MatMulNBits"), (8, "dynamic", "MatMulInteger")],
+)
 def test_quantization_replaces_block_matmuls_but_keeps_the_lm_head(
-    dense_decode, tmp_path: Path, bits: int, op: str
+    dense_decode, tmp_path: Path, bits: int, method: str, op: str
 ) -> None:
     _, path = dense_decode
-    out = quantize_onnx(path, tmp_path / f"q{bits}.onnx", bits=bits, group_size=16)
+    out = quantize_onnx(path, tmp_path / f"q{bits}.onnx", bits=bits, group_size=16, method=method)
     ops = _ops(out)
     # 7 linear layers per block (q, k, v, o, gate, up, down) are quantized.
     assert ops[op] == 7 * DENSE.n_layers
@@ -90,6 +93,8 @@ def test_quantize_rejects_unsupported_settings(dense_decode, tmp_path: Path) -> 
     _, path = dense_decode
     with pytest.raises(NasError, match="8 and 4 bits"):
         quantize_onnx(path, tmp_path / "q.onnx", bits=2, group_size=32)
+    with pytest.raises(NasError, match="method 'dynamic' unknown for 4 bits"):
+        quantize_onnx(path, tmp_path / "q.onnx", bits=4, group_size=32, method="dynamic")
     with pytest.raises(NasError, match="power of two"):
         quantize_onnx(path, tmp_path / "q.onnx", bits=4, group_size=24)
 
