@@ -238,6 +238,7 @@ def export_trial(
             predictor=device.get("latency_predictor", {}),
             compression_note=_compression_note(recipe),
             files=sorted(files),
+            recipe=recipe["recipe"],
         )
         (tmp / "README.md").write_text(render(facts))
         for path in tmp.iterdir():

@@ -41,6 +41,7 @@ class CardFacts:
     predictor: dict[str, Any]
     compression_note: str
     files: list[str]
+    recipe: dict[str, Any] | None = None  # the trial's recipe (nas.compression.Recipe.to_dict)
     versions: dict[str, str] = field(default_factory=package_versions)
 
 
@@ -138,6 +139,7 @@ def render(facts: CardFacts) -> str:
         "## Compression recipe (`compression.json`)",
         "",
         f"Weights: {_weights(c)}; sparsity: {_sparsity(c)}.",
+        _steps(facts.recipe),
         facts.compression_note,
         "",
         "## Provenance",
@@ -165,6 +167,21 @@ def _weights(c: dict[str, Any]) -> str:
     if c.get("weight_bits", 16) == 16:
         return "fp16"
     return f"int{c['weight_bits']}, one fp16 scale per {c['group_size']} weights"
+
+
+def _steps(recipe: dict[str, Any] | None) -> str:
+    if not recipe:
+        return "The trial recorded no step-by-step recipe."
+    order = recipe.get("order", ("structured", "sparsity", "recovery", "quantization"))
+    done = [f"{name} ({_step_detail(recipe[name])})" for name in order if recipe.get(name)]
+    if not done:
+        return "Recipe: no compression step."
+    return "Recipe, in order: " + "; ".join(done) + "."
+
+
+def _step_detail(step: dict[str, Any]) -> str:
+    shown = ("pattern", "bits", "group_size", "method", "backend", "steps", "heads", "ffn")
+    return ", ".join(f"{k} {step[k]}" for k in shown if step.get(k) not in (None, "", 0, 0.0))
 
 
 def _sparsity(c: dict[str, Any]) -> str:
