@@ -13,9 +13,11 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from nas.errors import NasError
@@ -49,6 +51,21 @@ def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
         for t in front
     ]
     return sorted(entries, key=lambda e: e["metrics"]["bpb"])
+
+
+def non_dominated(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Finished, feasible trials that no other such trial dominates (all objectives minimised):
+    what `study.best_trials` returns, from trials already in hand, without deep-copying the
+    whole study on every call (420 ms per trial at 400 trials)."""
+    pool = [
+        t for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None and is_feasible(t)
+    ]  # fmt: skip
+    if not pool:
+        return []
+    values = np.asarray([t.values for t in pool], dtype=float)
+    keep = [not np.any(np.all(values <= v, axis=1) & np.any(values < v, axis=1)) for v in values]
+    return [t for t, kept in zip(pool, keep, strict=True) if kept]
 
 
 def atomic_write(path: Path, text: str) -> None:
