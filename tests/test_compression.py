@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_plan_names_the_matrices_of_dense_and_moe_models() -> None:
 @pytest.mark.parametrize(
     "bad",
     [{"recovery_steps": "abc"}, {"recovery_steps": -1}, {"recovery_steps": 1.5},
-     {"distill": 1}, {"temperature": 0.0}, {"recovery_step": 3}],
+     {"distill": 1}, {"temperature": 0.0}, {"recovery_step": 3}, {"int8_activations": 1}],
 )  # fmt: skip
 def test_bad_compression_settings_are_refused(bad: dict) -> None:
     with pytest.raises(NasError) as info:
@@ -131,3 +132,22 @@ def test_the_cli_prints_one_line_for_a_bad_setting(smoke_overrides: list[str]) -
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: compression.recovery_steps")
+
+
+def test_int8_activations_are_scored_and_recorded() -> None:
+    arch = ArchConfig(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, ffn_dim=64, vocab_size=64)
+    candidate = Candidate(arch, CompressionConfig(weight_bits=4, group_size=32))
+    x = torch.randint(0, 64, (2, 12))
+    base = build_model(arch, max_positions=16).eval()
+    weight_only = compress(copy.deepcopy(base), candidate)
+    a8 = compress(
+        copy.deepcopy(base), candidate, settings=CompressionSettings(int8_activations=True)
+    )
+    assert a8.recipe.quantization.activations == "int8"
+    assert weight_only.recipe.quantization.activations == "float"
+    with torch.no_grad():
+        assert not torch.equal(a8.model(input_ids=x).logits, weight_only.model(input_ids=x).logits)
+        a8.remove_hooks()  # what is exported: the same weights, no activation hooks
+        torch.testing.assert_close(
+            a8.model(input_ids=x).logits, weight_only.model(input_ids=x).logits
+        )

@@ -10,10 +10,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from nas.compression.onnx_weights import _root_logging_kept
-from nas.compression.quantize import quantize_dequantize
+from nas.compression.quantize import quantize_activations, quantize_dequantize
 
 
-def _matmul_nbits(weight: torch.Tensor, bits: int, group: int) -> ort.InferenceSession:
+def _matmul_nbits(
+    weight: torch.Tensor, bits: int, group: int, accuracy_level: int | None = None
+) -> ort.InferenceSession:
     """A one-MatMul ONNX model (x @ weight.T) quantized by ONNX Runtime's MatMulNBits quantizer."""
     out_f, in_f = weight.shape
     graph = helper.make_graph(
@@ -27,7 +29,9 @@ def _matmul_nbits(weight: torch.Tensor, bits: int, group: int) -> ort.InferenceS
     with _root_logging_kept():
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-        quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=group, is_symmetric=True)
+        quantizer = MatMulNBitsQuantizer(
+            model, bits=bits, block_size=group, is_symmetric=True, accuracy_level=accuracy_level
+        )
         quantizer.process()
     proto: onnx.ModelProto = quantizer.model.model
     assert [n.op_type for n in proto.graph.node] == ["MatMulNBits"]
@@ -42,6 +46,19 @@ def test_scored_weights_equal_onnx_runtime_matmulnbits(bits: int, group: int) ->
     dequant = quantize_dequantize(weight, bits=bits, group_size=group)
     onnx_out = _matmul_nbits(weight, bits, group).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(onnx_out, (x @ dequant.T).numpy(), atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("bits", "group"), [(4, 32), (8, 128)])
+def test_int8_activations_match_onnx_runtime_accuracy_level_4(bits: int, group: int) -> None:
+    torch.manual_seed(4)
+    weight = torch.randn(48, 80)
+    x = torch.randn(3, 80) * torch.tensor([[0.1], [1.0], [5.0]])
+    dequant = quantize_dequantize(weight, bits=bits, group_size=group)
+    onnx_out = _matmul_nbits(weight, bits, group, 4).run(None, {"x": x.numpy()})[0]
+    emulated = quantize_activations(x, block=group) @ dequant.T
+    np.testing.assert_allclose(onnx_out, emulated.numpy(), atol=1e-4, rtol=1e-5)
+    # ...and that is measurably not the weight-only product.
+    assert np.abs(onnx_out - (x @ dequant.T).numpy()).max() > 1e-3
 
 
 @pytest.mark.parametrize(("bits", "group"), [(4, 32), (8, 64)])

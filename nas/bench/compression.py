@@ -7,8 +7,9 @@ One dense model (4 layers, 8 heads of 48 with 2 kv-heads, d_model 384, FFN 1024)
 on the proxy corpus (cached under `<cache_dir>/bench-compression/`); every variant starts from a
 copy of it: fp32, int8 g128, int4 g128, int4 g32, 50% unstructured, 2:4, 25% of heads pruned,
 25% of FFN channels pruned; and int8 g128 / int4 g32 again with ONNX Runtime's int8 activations
-("a8", accuracy_level=4: faster kernels; their bpb is the weight-only model's, not re-measured),
-and `nas.onnx_export`'s int8 (dynamic quantization, per-channel weights; bpb likewise not its own).
+("a8", accuracy_level=4: faster kernels; scored with the same int8 activations in torch), and
+`nas.onnx_export`'s int8 (dynamic quantization, per-channel weights; its bpb is the weight-only
+int8 model's, not its own).
 For each: held-out bits per byte, the decode-step ONNX graph (KV cache of the hardware's
 `context_len`) with the variant's weights, its file size, the predicted stored weight bytes, and
 decode latency measured with ONNX Runtime in a fresh process per invocation, `rounds`
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
-from nas.compression import StructuredSpec, compress
+from nas.compression import CompressionSettings, StructuredSpec, compress
 from nas.compression.matrices import block_matrices
 from nas.compression.onnx_weights import quantize_onnx_weights
 from nas.compression.prune import measured_sparsity
@@ -118,10 +119,16 @@ def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: P
     from nas.onnx_export import export_decode
 
     candidate = Candidate(arch=arch, compression=variant.compression)
+    settings_c = CompressionSettings(int8_activations=variant.accuracy_level == 4)
     done = compress(
-        copy.deepcopy(trained), candidate, structured=variant.structured, calibration=calib
+        copy.deepcopy(trained),
+        candidate,
+        structured=variant.structured,
+        calibration=calib,
+        settings=settings_c,
     )
     bpb = bits_per_byte(done.model, data, settings)
+    done.remove_hooks()  # the ONNX graph gets its activation quantization from accuracy_level
     slug = variant.name.replace("%", "pct").replace(" ", "-").replace(":", "of")
     float_path = out_dir / f"{slug}-fp32.onnx"
     export_decode(done.model, float_path, context_len=hardware.deploy.context_len)
@@ -149,7 +156,7 @@ def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: P
         "recipe": done.recipe.to_dict(),
         "params": done.arch.params,
         "bpb": bpb,
-        # a8 rows: the graph quantizes activations too; bpb is the weight-only model's
+        # a8: scored with int8 activations; dynamic: bpb is the weight-only model's
         "activations": "int8" if variant.accuracy_level or variant.dynamic_int8 else "fp32",
         "zeros": round(measured_sparsity(block_matrices(done.model)), 4),
         "onnx": str(path),

@@ -8,7 +8,7 @@ pruning returns a new, smaller one); pass a copy to keep the original.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -16,7 +16,7 @@ import torch
 from nas.arch import ArchConfig, Candidate
 from nas.compression.matrices import block_matrices
 from nas.compression.prune import BACKENDS, measured_sparsity, prune_matrices
-from nas.compression.quantize import quantize_matrices
+from nas.compression.quantize import int8_activation_hooks, quantize_matrices
 from nas.compression.recipe import (
     QuantStep,
     Recipe,
@@ -39,6 +39,9 @@ class CompressionSettings:
     recovery_lr: float = 3e-4
     distill: bool = False  # recovery learns from the uncompressed model as teacher
     temperature: float = 2.0
+    # Score int8/int4 models as ONNX Runtime runs them with accuracy_level=4: activations
+    # quantized to int8 per block of group_size (faster on CPUs; see BENCHMARKS.md).
+    int8_activations: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> CompressionSettings:
@@ -49,7 +52,13 @@ class CompressionSettings:
             raise NasError(
                 f"unknown compression keys {unknown}; use {list(cls.__dataclass_fields__)}"
             )
-        types = {"recovery_steps": int, "recovery_lr": float, "distill": bool, "temperature": float}
+        types = {
+            "recovery_steps": int,
+            "recovery_lr": float,
+            "distill": bool,
+            "temperature": float,
+            "int8_activations": bool,
+        }
         values: dict[str, Any] = {}
         for key, value in cfg.items():
             kind = types[key]
@@ -85,6 +94,13 @@ class Compressed:
     arch: ArchConfig
     recipe: Recipe
     recovery_losses: list[float]
+    # Forward pre-hooks that quantize activations (int8_activations); remove them before export.
+    hooks: list = field(default_factory=list)
+
+    def remove_hooks(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks.clear()
 
 
 def plan(candidate: Candidate, structured: StructuredSpec | None = None) -> Recipe:
@@ -186,11 +202,17 @@ def compress(
                 settings.temperature,
             ),
         )
+    hooks: list = []
     if recipe.quantization is not None:
+        if settings.int8_activations:
+            hooks = int8_activation_hooks(model, block=recipe.quantization.group_size)
+            recipe = _with(recipe, quantization=_with(recipe.quantization, activations="int8"))
         quantize_matrices(
             matrices, bits=recipe.quantization.bits, group_size=recipe.quantization.group_size
         )
-    return Compressed(model=model.eval(), arch=arch, recipe=recipe, recovery_losses=losses)
+    return Compressed(
+        model=model.eval(), arch=arch, recipe=recipe, recovery_losses=losses, hooks=hooks
+    )
 
 
 def _with(obj, **changes):

@@ -64,3 +64,31 @@ def quantize_matrices(matrices: list[Matrix], *, bits: int, group_size: int) -> 
     """Replace every matrix with its `bits`-bit round-to-nearest version, in place."""
     for matrix in matrices:
         matrix.set(quantize_dequantize(matrix.get(), bits=bits, group_size=group_size))
+
+
+def quantize_activations(x: torch.Tensor, *, block: int) -> torch.Tensor:
+    """`x` as ONNX Runtime's MatMulNBits sees it at `accuracy_level=4`: int8, symmetric, one scale
+    (max|x| / 127) per `block` consecutive input features of each row (checked against the kernel
+    in tests/test_compression_quantize.py). ONNX Runtime exposes no function for this step, so it
+    is written here."""
+    k = x.shape[-1]
+    pad = -k % block
+    padded = torch.nn.functional.pad(x, (0, pad)) if pad else x
+    blocks = padded.reshape(*padded.shape[:-1], -1, block)
+    scale = blocks.abs().amax(-1, keepdim=True).clamp_min(1e-30) / 127.0
+    codes = torch.round(blocks / scale).clamp(-127, 127)
+    return (codes * scale).reshape(padded.shape)[..., :k].to(x.dtype)
+
+
+def int8_activation_hooks(model: torch.nn.Module, *, block: int) -> list:
+    """Quantize the inputs of every `nn.Linear` inside the decoder blocks (the MatMuls the ONNX
+    quantizer turns into MatMulNBits); returns the hook handles."""
+
+    def pre_hook(_module, args):
+        return (quantize_activations(args[0], block=block), *args[1:])
+
+    return [
+        module.register_forward_pre_hook(pre_hook)
+        for module in model.model.layers.modules()
+        if isinstance(module, torch.nn.Linear)
+    ]

@@ -24,6 +24,9 @@ class QuantStep:
     symmetric: bool = True
     group_axis: str = "input"  # groups run along each output row's input weights
     backend: str = "onnxruntime MatMulNBits block quantizer"
+    # "float" (fp32 compute) or "int8": inputs quantized per block of group_size at run time
+    # (ONNX Runtime MatMulNBits accuracy_level=4)
+    activations: str = "float"
 
 
 @dataclass(frozen=True)
