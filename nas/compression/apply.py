@@ -33,7 +33,8 @@ from nas.proxy import ProxyData, ProxySettings, bits_per_byte
 
 @dataclass(frozen=True)
 class CompressionSettings:
-    """The `compression` config group: the optional recovery after pruning (default off)."""
+    """The `compression` config group: how compressed models are scored (defaults: no recovery
+    fine-tune, fp32 activations)."""
 
     recovery_steps: int = 0
     recovery_lr: float = 3e-4
