@@ -40,6 +40,7 @@ BENCH_KEYS = {
     "fill": 1000,
     "measure": 50,
     "storages": "sqlite",
+    "samplers": "tpe,random",
     "workers": "1,2",
 }
 
@@ -153,6 +154,28 @@ def _storage_url(kind: str, root: Path, name: str) -> str:
     raise NasError(f"storages: {kind!r} unknown; use sqlite, journal or a postgresql:// URL")
 
 
+def _measure(args: list[str], url: str, name: str, sampler: str, count: int) -> dict[str, Any]:
+    """Run `count` more trials; each one's finish-to-finish time is the engine's overhead."""
+    before = len(optuna.load_study(study_name=name, storage=open_storage(url)).trials)
+    started = time.perf_counter()
+    run_search(compose_config([*args, f"sampler={sampler}", f"study.n_trials={count}"]))
+    wall = time.perf_counter() - started
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+    new = sorted(trials[before:], key=lambda t: t.number)
+    # Finish to finish: the sampler, the objective (predictors, attributes), the tell and the
+    # callbacks of one trial; the first measured trial, which carries the start-up, is left out.
+    gaps = [
+        (b.datetime_complete - a.datetime_complete).total_seconds() * 1000
+        for a, b in itertools.pairwise(new)
+    ]
+    return {
+        "stored_before": before,
+        "wall_s": wall,
+        "ms_per_trial": _spread(gaps),
+        "ms_per_trial_p90": statistics.quantiles(gaps, n=10)[-1],
+    }
+
+
 def overhead(base: list[str], root: Path, opts: dict[str, Any], kind: str) -> dict[str, Any]:
     name = f"overhead-{int(time.time())}"
     url = _storage_url(kind, root, name)
@@ -162,35 +185,21 @@ def overhead(base: list[str], root: Path, opts: dict[str, Any], kind: str) -> di
         run_search(compose_config([*args, f"study.n_trials={opts['fill']}"]))
         fill_s = time.perf_counter() - started
         print(f"  {kind}: filled {opts['fill']} trials in {fill_s:.0f} s", flush=True)
-        started = time.perf_counter()
-        run_search(compose_config([*args, f"study.n_trials={opts['measure']}"]))
-        measure_s = time.perf_counter() - started
-        study = optuna.load_study(study_name=name, storage=open_storage(url))
-        trials = study.get_trials(deepcopy=False)
-        new = sorted(trials[opts["fill"] :], key=lambda t: t.number)
-        # Finish to finish: the sampler, the objective (predictors, attributes), the tell and
-        # the callbacks of one trial; the first measured trial also carries the start-up.
-        gaps = [
-            (b.datetime_complete - a.datetime_complete).total_seconds() * 1000
-            for a, b in itertools.pairwise(new)
-        ]
-        feasible = sum(1 for t in trials if all(v <= 0 for v in t.constraints.values()))
-        result = {
+        result: dict[str, Any] = {
             "storage": kind.split("@")[-1] if "://" in kind else kind,
             "stored_before": opts["fill"],
-            "feasible_stored": feasible,
             "fill_s": fill_s,
             "fill_ms_per_trial": 1000 * fill_s / opts["fill"],
-            "measure_wall_s": measure_s,
-            "ms_per_trial": _spread(gaps),
-            "ms_per_trial_p90": statistics.quantiles(gaps, n=10)[-1],
         }
-        print(
-            f"  {kind}: with {opts['fill']} trials stored, {statistics.median(gaps):.1f} ms per "
-            f"trial (median of {len(gaps)}; min {min(gaps):.1f}, max {max(gaps):.1f}, "
-            f"p90 {result['ms_per_trial_p90']:.1f})",
-            flush=True,
-        )
+        for sampler in str(opts["samplers"]).split(","):
+            result[sampler] = _measure(args, url, name, sampler, opts["measure"])
+            gaps, stored = result[sampler]["ms_per_trial"], result[sampler]["stored_before"]
+            print(
+                f"  {kind}, sampler={sampler}: with {stored} trials stored, "
+                f"{gaps['median']:.1f} ms per trial (median of {gaps['n']}; min {gaps['min']:.1f},"
+                f" max {gaps['max']:.1f}, p90 {result[sampler]['ms_per_trial_p90']:.1f})",
+                flush=True,
+            )
         return result
     finally:
         if kind.startswith("postgresql://"):
