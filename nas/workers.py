@@ -255,7 +255,7 @@ def run_trials(
                 # open_study holds this SQLite file's lock: a RUNNING trial is a dead process's.
                 recover_orphans(study, retries=retries, all_running=True)
                 _run_here(study, objective, n_trials, timeout, callbacks, catch, retries, url)
-            elif workers == 1:
+            elif workers == 1 or n_trials == 0:
                 _run_here(study, objective, n_trials, timeout, callbacks, catch, retries, url)
             else:
                 _run_pool(cfg, study, objective, n_trials, timeout, callbacks, catch, threads)
@@ -476,6 +476,7 @@ def _worker_main(
     _freeze_heap()
     owned = OwnedObjective(objective, spec["retries"])
     owned.on_start = lambda number: current.__setitem__(index, number)
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # SLURM: as on Ctrl-C
     try:
         while time.time() < spec["deadline"]:
             with slots.get_lock():
