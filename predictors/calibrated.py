@@ -175,8 +175,18 @@ class CalibratedPredictor(Predictor):
 
     @classmethod
     def load(cls, hardware: HardwareProfile, path: Path | None = None) -> CalibratedPredictor:
-        path = path or calibration_path(hardware.name)
-        return cls(hardware, json.loads(Path(path).read_text()))
+        path = Path(path or calibration_path(hardware.name))
+        try:
+            calibration = json.loads(path.read_text())
+            return cls(hardware, calibration)
+        except NasError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise NasError(
+                f"calibration file {path} is unreadable or corrupted ({type(err).__name__}: "
+                f"{err}); re-run python -m nas.calibrate hardware={hardware.name}, or delete it "
+                "to search with the uncalibrated prior"
+            ) from None
 
     @property
     def calibrated(self) -> bool:
