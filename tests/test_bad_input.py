@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from nas.errors import run_cli
 from nas.search import main
 from nas.study import open_storage
+from predictors.calibrated import calibration_path
 
 SECRET = "s3cr3t-pw"
 
@@ -223,3 +225,14 @@ def test_printed_config_hides_the_password(capsys: pytest.CaptureFixture[str]) -
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "postgresql://u:***@db/nas" in out and SECRET not in out
+
+
+def test_corrupted_calibration_file(stored: Stored, capsys: pytest.CaptureFixture[str]) -> None:
+    name = f"test-corrupt-{uuid.uuid4().hex[:8]}"  # a device of its own: no real file is touched
+    path = calibration_path(name)
+    path.write_text('{"decode_ms": {"features": ["flops", ')  # cut off mid-write
+    try:
+        line = refuse(stored, capsys, f"hardware.name={name}")
+    finally:
+        path.unlink()
+    assert "is unreadable or corrupted" in line and "python -m nas.calibrate" in line
