@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import socket
@@ -114,9 +115,14 @@ def owner_is_dead(trial: FrozenTrial) -> bool:
     return False
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial, reason: str, *, retries: int) -> bool:
+def requeue(
+    study: optuna.Study, trial: FrozenTrial, reason: str, *, retries: int, owned: bool = False
+) -> bool:
     """Fail `trial` if still running and queue a copy with the same parameters (WAITING).
 
+    Only the process whose RUNNING -> FAIL change went through queues the copy (storages make
+    that change once), so two processes that see the same dead worker queue one retry; a trial
+    already failed is queued only by its `owned` worker (Optuna fails it on Ctrl-C).
     Keeps Optuna's retry attributes (`failed_trial`, `retry_history`), so its tools see a retry.
     Returns False when another process got there first or the retries are used up.
     """
@@ -127,7 +133,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, reason: str, *, retries: in
                 return False
         except optuna.exceptions.UpdateFinishedTrialError:
             return False  # finished, or failed by another worker, meanwhile
-    elif trial.state != TrialState.FAIL:
+    elif trial.state != TrialState.FAIL or not owned:
         return False
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if len(history) > retries:
@@ -188,7 +194,7 @@ class OwnedObjective:
         """After an interrupt: the current trial is marked failed and re-queued for the resume."""
         if self.current is not None:
             trial = study._storage.get_trial(self.current)
-            requeue(study, trial, "was interrupted", retries=self.retries)
+            requeue(study, trial, "was interrupted", retries=self.retries, owned=True)
             self.current = None
 
 
@@ -214,7 +220,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def check_workers(cfg: DictConfig) -> tuple[int, int, int]:
-    """(workers, threads per worker, retries); refuses several writers on one SQLite file."""
+    """(workers, threads per worker, retries); refuses several writers on one SQLite file and,
+    for a pool, starts its forkserver."""
     url = str(cfg.study.storage)
     workers = require_int(cfg, "study.workers", minimum=1)
     retries = require_int(cfg, "study.retries", minimum=0)
@@ -225,6 +232,9 @@ def check_workers(cfg: DictConfig) -> tuple[int, int, int]:
             f"does not: add study.storage=journal:///{Path(cfg.runs_dir) / cfg.study.name}"
             "/study.journal (one machine) or study.storage=postgresql://... (many machines)"
         )
+    if workers > 1 and _context().get_start_method() == "forkserver":
+        # Start the forkserver now: its imports (torch, transformers) overlap the data set-up.
+        multiprocessing.forkserver.ensure_running()
     return workers, threads, retries
 
 

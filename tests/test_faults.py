@@ -30,11 +30,11 @@ def load(url: str, name: str) -> optuna.Study:
 
 
 def claimed_running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Running trials whose worker has started the objective (so: mid-trial)."""
+    """Running trials whose worker is training the candidate (so: mid-trial)."""
     return [
         t
         for t in study.get_trials(deepcopy=False, states=RUNNING)
-        if t.user_attrs.get("worker", {}).get("trial") == t.number
+        if t.user_attrs.get("worker", {}).get("trial") == t.number and "cache_key" in t.user_attrs
     ]
 
 
