@@ -7,6 +7,12 @@ equal training, and learning curves of models in this range rarely cross afterwa
 `python -m nas.bench early_stop`). Comparing at the same step, not against the other trial's final
 value, keeps the rule fair to a trial that has only seen a part of its budget.
 
+With `min_gain` set, a second test also stops a trial whose *projected* point adds less than
+`min_gain` (a share of the current hypervolume) to the finished trials' front: its bits per byte
+at the checkpoint is projected to the end of the run with a quantile (default: the median) of the
+finished trials' ratios (final objective / bpb at that step), so the projection carries the
+typical gain of the remaining steps and of compression. This targets hypervolume loss directly.
+
 A stopped trial is recorded as PRUNED (never a finished Pareto member) with its partial curve and
 the number of the trial that beat it.
 """
@@ -17,8 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 
+from nas.hypervolume import Reference, hypervolume
 from nas.proxies import checkpoint_steps
 from nas.study import is_feasible
 
@@ -31,6 +39,7 @@ class Finished:
     decode_ms: float
     memory_mb: float
     checkpoints: dict[int, float]  # steps done -> held-out bpb
+    values: tuple[float, ...] = ()  # the objectives (bpb, decode_ms, memory_mb)
 
 
 @dataclass(frozen=True)
@@ -40,10 +49,16 @@ class EarlyStopping:
     Args:
         fractions: where to check, as fractions of the proxy's steps.
         margin: bits per byte the other trial must be better by (0 = any amount).
+        min_gain: also stop when the projected hypervolume gain is below this share of the
+            current hypervolume (None = dominance only).
+        quantile: which ratio of the finished trials projects the end of the run (0.5 = the
+            median; lower = more optimistic about this trial, fewer stops).
     """
 
     fractions: tuple[float, ...] = (0.25, 0.5)
     margin: float = 0.0
+    min_gain: float | None = None
+    quantile: float = 0.5
 
     def steps(self, total_steps: int) -> list[int]:
         return checkpoint_steps(self.fractions, total_steps)
@@ -68,6 +83,34 @@ class EarlyStopping:
                 return other
         return None
 
+    def should_stop(
+        self,
+        step: int,
+        bpb: float,
+        decode_ms: float,
+        memory_mb: float,
+        finished: list[Finished],
+        reference: Reference | None,
+    ) -> str | None:
+        """Why this trial should stop at `step` (a short reason), or None to go on."""
+        other = self.beaten_by(step, bpb, decode_ms, memory_mb, finished)
+        if other is not None:
+            return f"trial {other.number} is no slower, no larger and was better at step {step}"
+        if self.min_gain is None or reference is None:
+            return None
+        ratios = [f.values[0] / f.checkpoints[step] for f in finished if step in f.checkpoints]
+        if len(ratios) < 3:
+            return None  # too few finished trials to project from
+        projected = (bpb * float(np.quantile(ratios, self.quantile)), decode_ms, memory_mb)
+        front = [f.values for f in finished]
+        now = hypervolume(front, reference)
+        gain = hypervolume([*front, projected], reference) - now
+        if now > 0 and gain < self.min_gain * now:
+            return (
+                f"projected hypervolume gain {gain / now:.2%} < {self.min_gain:.2%} at step {step}"
+            )
+        return None
+
 
 def finished_trials(study: optuna.Study) -> list[Finished]:
     """Feasible, fully trained, finished trials with their checkpoint values."""
@@ -76,17 +119,18 @@ def finished_trials(study: optuna.Study) -> list[Finished]:
         attrs = t.user_attrs
         if not (attrs.get("trained") and is_feasible(t) and attrs.get("checkpoints")):
             continue
-        out.append(from_attrs(t.number, attrs))
+        out.append(from_attrs(t.number, attrs, t.values))
     return out
 
 
-def from_attrs(number: int, attrs: dict[str, Any]) -> Finished:
+def from_attrs(number: int, attrs: dict[str, Any], values: Sequence[float] = ()) -> Finished:
     metrics = attrs["metrics"]
     return Finished(
         number=number,
         decode_ms=float(metrics["decode_ms"]),
         memory_mb=float(metrics["memory_mb"]),
         checkpoints={int(c[0]): float(c[1]) for c in attrs["checkpoints"]},
+        values=tuple(values),
     )
 
 
@@ -95,4 +139,10 @@ def make_early_stopping(cfg: dict[str, Any] | None) -> EarlyStopping | None:
     if not cfg or not cfg.get("enabled", False):
         return None
     fractions: Sequence[float] = cfg.get("checkpoints", (0.25, 0.5))
-    return EarlyStopping(fractions=tuple(float(f) for f in fractions), margin=float(cfg["margin"]))
+    gain = cfg.get("min_gain")
+    return EarlyStopping(
+        fractions=tuple(float(f) for f in fractions),
+        margin=float(cfg["margin"]),
+        min_gain=None if gain is None else float(gain),
+        quantile=float(cfg.get("quantile", 0.5)),
+    )

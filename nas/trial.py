@@ -19,6 +19,7 @@ import torch
 
 from nas.compression import CompressionSettings, plan, score_compressed
 from nas.early_stop import EarlyStopping, finished_trials
+from nas.hypervolume import Reference
 from nas.objectives import CheapMetrics, CheapObjectives
 from nas.proxies import QualityProxy, TrainProxy
 from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, train_proxy
@@ -106,7 +107,7 @@ class TrialObjective:
             checkpoints = set(self.proxy.checkpoint_steps(self.settings))
             if self.early_stop is not None:
                 checkpoints.update(self.early_stop.steps(self.settings.steps))
-            beaten: list[int] = []
+            reasons: list[str] = []
             try:
                 result = train_proxy(
                     candidate.arch,
@@ -115,7 +116,7 @@ class TrialObjective:
                     seed=self.seed,
                     device=self.device,
                     checkpoints=sorted(checkpoints),
-                    on_checkpoint=self._stop_rule(trial.study, cheap, beaten),
+                    on_checkpoint=self._stop_rule(trial.study, cheap, reasons),
                 )
             except ProxyDiverged as err:
                 trial.set_user_attr("fail_reason", str(err))
@@ -129,13 +130,10 @@ class TrialObjective:
                 trial.set_user_attr("trained", False)
                 trial.set_user_attr(
                     "early_stopped",
-                    {"step": result.stopped_at, "bpb": result.bpb, "beaten_by": beaten[0]},
+                    {"step": result.stopped_at, "bpb": result.bpb, "reason": reasons[0]},
                 )
                 trial.set_user_attr("metrics", {**metrics, "bpb_partial": result.bpb})
-                raise optuna.TrialPruned(
-                    f"stopped at step {result.stopped_at}: trial {beaten[0]} is no slower, "
-                    "no larger and had a lower bits per byte at that step"
-                )
+                raise optuna.TrialPruned(f"stopped early: {reasons[0]}")
             trial.set_user_attr("trained", True)
             # `bpb` is the compressed model's (what the device runs); the trained one's is kept.
             metrics["bpb_uncompressed"] = result.bpb
@@ -166,20 +164,22 @@ class TrialObjective:
         return metrics["bpb"], metrics["decode_ms"], metrics["memory_mb"]
 
     def _stop_rule(
-        self, study: optuna.Study, cheap: CheapMetrics, beaten: list[int]
+        self, study: optuna.Study, cheap: CheapMetrics, reasons: list[str]
     ) -> Callable[[int, float], bool] | None:
-        """The checkpoint callback of early stopping; appends the beating trial to `beaten`."""
+        """The checkpoint callback of early stopping; appends why it stopped to `reasons`."""
         if self.early_stop is None:
             return None
         rule = self.early_stop
+        stored = study.user_attrs.get("hypervolume_reference")
+        reference = Reference.from_dict(stored) if stored else None
 
         def stop(step: int, bpb: float) -> bool:
-            other = rule.beaten_by(
-                step, bpb, cheap.decode.mean, cheap.memory.mean, finished_trials(study)
+            reason = rule.should_stop(
+                step, bpb, cheap.decode.mean, cheap.memory.mean, finished_trials(study), reference
             )
-            if other is not None:
-                beaten.append(other.number)
-            return other is not None
+            if reason is not None:
+                reasons.append(reason)
+            return reason is not None
 
         return stop
 

@@ -42,6 +42,8 @@ def test_disabled_unless_enabled() -> None:
     assert make_early_stopping({"enabled": False, "margin": 0.0}) is None
     rule = make_early_stopping({"enabled": True, "checkpoints": [0.5], "margin": 0.1})
     assert rule == EarlyStopping(fractions=(0.5,), margin=0.1)
+    rule = make_early_stopping({"enabled": True, "margin": 0.0, "min_gain": 0.01})
+    assert rule is not None and rule.min_gain == 0.01
 
 
 def _study_with(overrides: list[str], margin: float) -> tuple[optuna.Study, Path]:
@@ -75,7 +77,7 @@ def test_dominated_trial_is_pruned_with_its_partial_curve(smoke_overrides: list[
     assert first.state == optuna.trial.TrialState.COMPLETE
     assert second.state == optuna.trial.TrialState.PRUNED
     stopped = second.user_attrs["early_stopped"]
-    assert stopped["beaten_by"] == first.number
+    assert stopped["reason"].startswith(f"trial {first.number} is no slower")
     assert stopped["step"] == 2  # 1/4 of the smoke budget's 6 steps, rounded
     assert second.user_attrs["trained"] is False
     assert [c[0] for c in second.user_attrs["checkpoints"]] == [2]
@@ -113,3 +115,18 @@ def test_replay_counts_compute_and_hypervolume() -> None:
     assert result["stopped"] == [(1, 15)]
     assert result["compute_saved"] == pytest.approx(45 / 180)
     assert result["hv_lost"] == pytest.approx(0.0)  # the stopped one was dominated anyway
+
+
+def test_gain_rule_stops_what_would_not_move_the_front() -> None:
+    reference = Reference(bpb=10.0, decode_ms=10.0, memory_mb=100.0)
+    finished = [
+        Finished(n, 1.0 + n, 10.0, {15: 5.0 + n}, values=(3.0 + n, 1.0 + n, 10.0)) for n in range(3)
+    ]
+    rule = EarlyStopping(min_gain=0.01)
+    # A little faster than all (not dominated), projected far worse in bpb: gain below 1%.
+    assert "projected hypervolume gain" in rule.should_stop(
+        15, 9.5, 0.99, 10.0, finished, reference
+    )
+    # Projected better than every finished trial: a real gain, keep training.
+    assert rule.should_stop(15, 4.0, 0.99, 10.0, finished, reference) is None
+    assert EarlyStopping().should_stop(15, 9.5, 0.99, 10.0, finished, reference) is None

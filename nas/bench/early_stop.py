@@ -1,7 +1,8 @@
 """Early stopping measured: proxy compute saved against hypervolume lost, on the same seeds.
 
     python -m nas.bench early_stop [hardware=pixel8] [budget=cpu] [seeds=3] [trials=30] [chunk=8]
-                                   [fractions=0.25,0.5] [margin=0.0] [runs_dir=runs]
+                                   [fractions=0.25] [margin=0.0] [min_gain=0.001]
+                                   [quantile=0.0] [runs_dir=runs]
 
 For each seed a real study (`nas.search`, the budget's proxy, compression included) is run to
 `trials` trials with held-out bits per byte recorded at 1/4, 1/2 and 3/4 of every proxy run and a
@@ -36,8 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "seeds": 3,
     "trials": 30,
     "chunk": 8,
-    "fractions": "0.25,0.5",
+    "fractions": "0.25",
     "margin": 0.0,
+    "min_gain": 0.001,  # < 0: dominance rule only
+    "quantile": 0.0,
 }
 RECORDED = (0.25, 0.5, 0.75)  # checkpoints measured in every bench trial
 NEVER = 1e9  # a margin no bits-per-byte difference reaches: the rule records but never stops
@@ -62,14 +65,14 @@ def replay(
     for t in sorted(trials, key=lambda t: t.number):
         if not counted(t) or t.user_attrs.get("cached_from") is not None:
             continue
-        record = from_attrs(t.number, t.user_attrs)
+        record = from_attrs(t.number, t.user_attrs, t.values)
         full_cost += steps + eval_cost  # without stopping: train, then one final evaluation
         all_points.append(t.values)
         stop_at = None
         for i, step in enumerate(checks):
             bpb = record.checkpoints.get(step)
-            if bpb is not None and rule.beaten_by(
-                step, bpb, record.decode_ms, record.memory_mb, finished
+            if bpb is not None and rule.should_stop(
+                step, bpb, record.decode_ms, record.memory_mb, finished, reference
             ):
                 stop_at, spent = step, step + (i + 1) * eval_cost
                 break
@@ -144,7 +147,13 @@ def main(argv: list[str]) -> int:
         return 0
 
     fractions = tuple(float(f) for f in str(opts["fractions"]).split(","))
-    rule = EarlyStopping(fractions=fractions, margin=float(opts["margin"]))
+    gain = float(opts["min_gain"])
+    rule = EarlyStopping(
+        fractions=fractions,
+        margin=float(opts["margin"]),
+        min_gain=gain if gain >= 0 else None,
+        quantile=float(opts["quantile"]),
+    )
     rows = {}
     for seed, name, storage, cfg in studies:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -172,7 +181,10 @@ def _finished(name: str, storage: str) -> int:
 
 
 def _print(rows: dict[int, dict[str, Any]], rule: EarlyStopping) -> None:
-    print(f"\nrule: checkpoints at {rule.fractions} of the steps, margin {rule.margin} bpb")
+    print(
+        f"\nrule: checkpoints at {rule.fractions} of the steps, margin {rule.margin} bpb, "
+        f"min hypervolume gain {rule.min_gain}"
+    )
     print(
         f"{'seed':>4} {'trained':>8} {'stopped':>8} {'compute saved':>14} {'HV all':>8} "
         f"{'HV kept':>8} {'HV lost':>8}"
