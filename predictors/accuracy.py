@@ -8,12 +8,13 @@ import numpy as np
 
 
 def accuracy(predicted: list[float], measured: list[float]) -> dict[str, Any]:
-    """Share within ±10%, mean absolute percentage error and Spearman rank correlation."""
+    """Shares within ±10% and ±15%, mean absolute percentage error and Spearman rank correlation."""
     pred, true = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
     rel = np.abs(pred / true - 1.0)
     return {
         "n": len(true),
         "within_10pct": float(np.mean(rel <= 0.10)),
+        "within_15pct": float(np.mean(rel <= 0.15)),
         "mape": float(np.mean(rel)),
         "spearman": spearman(pred, true),
         "worst_rel_error": float(rel.max()),

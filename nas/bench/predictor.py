@@ -1,6 +1,6 @@
 """Latency/memory predictor accuracy on held-out ONNX Runtime measurements vs naive baselines.
 
-`python -m nas.bench predictor hardware=local_cpu [rounds=3] [reuse=true] [n_fit=20] [n_heldout=30]`
+`python -m nas.bench predictor hardware=local_cpu [rounds=3] [reuse=true] [target=best|median]`
 
 Measures (or reuses, see nas.calibrate) the calibration set, fits the calibrated predictor on at
 most 20 architectures' measurements and scores it on the held-out ones, next to: the uncalibrated
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nas.arch import Candidate
-from nas.calibrate import fit_and_score, measured_rows, parse_args
+from nas.calibrate import fit_and_score, measured_rows, parse_args, with_target
 from nas.hardware import HardwareProfile
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
@@ -66,7 +66,12 @@ def evaluate(rows: list[dict[str, Any]], hardware: HardwareProfile) -> dict[str,
             name: accuracy([f(r) for r in held], measured) for name, f in predictors.items()
         }
         spreads = [float(r[q.replace("_ms", "_spread")]) for r in rows]
+        # The ceiling any predictor can reach here: the best round of rounds 1-2 against the best
+        # of the others, for the same graph (a perfect predictor of one is scored on the other).
+        rounds = [r[q.replace("_ms", "_rounds_ms")] for r in rows]
+        halves = [abs(min(x[:2]) / min(x[2:]) - 1.0) for x in rounds if len(x) >= 3]
         report["latency"][q]["measurement spread"] = {
+            "reproducible_within_10pct": float(np.mean([h <= 0.10 for h in halves])),
             "median": statistics.median(spreads),
             "share_over_10pct": float(np.mean([s > 0.10 for s in spreads])),
             "range_ms": [min(float(r[q]) for r in rows), max(float(r[q]) for r in rows)],
@@ -82,6 +87,11 @@ def evaluate(rows: list[dict[str, Any]], hardware: HardwareProfile) -> dict[str,
             [float(r["memory_mb"]) for r in held],
         ),
     }
+    # The high-water mark includes the transient copy made while ONNX Runtime loads the file.
+    report["memory"]["calibrated vs load peak (VmHWM)"] = accuracy(
+        [calibrated.predict(row_candidate(r))["memory_mb"].mean for r in held],
+        [float(r["peak_memory_mb"]) for r in held],
+    )
     report["calibration"] = {k: calibration[k] for k in ("decode_ms", "prefill_ms", "memory_mb")}
     return report
 
@@ -90,7 +100,8 @@ def format_report(report: dict[str, Any], hardware: HardwareProfile) -> str:
     lines = [
         f"predictor accuracy on {hardware.name}: fit on {report['n_fit']} measured candidates, "
         f"scored on {report['n_heldout']} held-out ones (other architectures)",
-        f"{'quantity':<11}{'predictor':<32}{'±10%':>7}{'MAPE':>8}{'Spearman':>10}{'worst':>8}",
+        f"{'quantity':<11}{'predictor':<40}{'±10%':>7}{'±15%':>7}{'MAPE':>8}{'Spearman':>10}"
+        f"{'worst':>8}",
     ]
     sections = [*report["latency"].items(), ("memory_mb", report["memory"])]
     for q, table in sections:
@@ -98,14 +109,17 @@ def format_report(report: dict[str, Any], hardware: HardwareProfile) -> str:
             if name == "measurement spread":
                 continue
             lines.append(
-                f"{q:<11}{name:<32}{acc['within_10pct']:>7.0%}{acc['mape']:>8.1%}"
+                f"{q:<11}{name:<40}{acc['within_10pct']:>7.0%}{acc['within_15pct']:>7.0%}"
+                f"{acc['mape']:>8.1%}"
                 f"{acc['spearman']:>10.3f}{acc['worst_rel_error']:>8.0%}"
             )
     for q, table in report["latency"].items():
         s = table["measurement spread"]
         lines.append(
             f"{q}: measured {s['range_ms'][0]:.2f}-{s['range_ms'][1]:.1f} ms; round-to-round "
-            f"spread median {s['median']:.1%}, {s['share_over_10pct']:.0%} of models over 10%"
+            f"spread median {s['median']:.1%}, {s['share_over_10pct']:.0%} of models over 10%; "
+            f"best of rounds 1-2 vs best of the rest within ±10%: "
+            f"{s['reproducible_within_10pct']:.0%} of graphs"
         )
     return "\n".join(lines)
 
@@ -113,7 +127,10 @@ def format_report(report: dict[str, Any], hardware: HardwareProfile) -> str:
 def main(argv: list[str]) -> int:
     own, hardware = parse_args(argv)
     rows, store = measured_rows(own, hardware)
-    report = evaluate(rows, hardware)
+    target = own.get("target", "best")
+    report = evaluate(with_target(rows, target), hardware)
+    report["target"] = target
+    print(f"latency target: each graph's {target} round of {len(rows[0]['decode_rounds_ms'])}")
     print(format_report(report, hardware))
     out = Path(store).with_name("bench_predictor.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
