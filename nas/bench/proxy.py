@@ -74,7 +74,10 @@ def architectures(vocab: int) -> list[ArchConfig]:
 
 def top_k_overlap(proxy: list[float], truth: list[float], k: int = 3) -> int:
     """How many of the truly best k (lowest) are among the proxy's best k."""
-    best = lambda xs: set(sorted(range(len(xs)), key=xs.__getitem__)[:k])  # noqa: E731
+
+    def best(xs: list[float]) -> set[int]:
+        return set(sorted(range(len(xs)), key=xs.__getitem__)[:k])
+
     return len(best(proxy) & best(truth))
 
 
