@@ -137,7 +137,9 @@ def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: P
     if variant.dynamic_int8:
         from nas.onnx_export import quantize_onnx
 
-        path = quantize_onnx(float_path, out_dir / f"{slug}.onnx", bits=8, group_size=128)
+        path = quantize_onnx(
+            float_path, out_dir / f"{slug}.onnx", bits=8, group_size=128, method="dynamic"
+        )
         float_path.unlink()
     elif comp.weight_bits < 16:
         path = quantize_onnx_weights(
