@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
             "proxy.early_stop.enabled=true",
             f"proxy.early_stop.checkpoints=[{','.join(map(str, RECORDED))}]",
             f"proxy.early_stop.margin={NEVER}",
+            "proxy.early_stop.min_gain=null",  # record only: no live stopping in these runs
         ]
         storage = f"sqlite:///{out_root / name / 'study.db'}"
         have = _finished(name, storage)
@@ -176,7 +177,7 @@ def _finished(name: str, storage: str) -> int:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         return 0
-    states = (optuna.trial.TrialState.COMPLETE,)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=states))
 
 
