@@ -183,7 +183,8 @@ def main(argv: list[str]) -> int:
         trials = min(opts["trials"], caps.get(name, opts["trials"]))
         curves[name], seconds[name] = [], []
         for seed in range(opts["seeds"]):
-            path = store / f"{name}-seed{seed}-n{trials}-{tag}.json"
+            variant = hashlib.sha256(str(as_dict(sampler_cfg)).encode()).hexdigest()[:8]
+            path = store / f"{name}-{variant}-seed{seed}-n{trials}-{tag}.json"
             if not path.exists():
                 points, spent = run_one(make_sampler(sampler_cfg, seed), objective, trials)
                 atomic_write(path, json.dumps({"hv": history(points, reference), "s": spent}))
