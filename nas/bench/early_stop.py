@@ -1,7 +1,7 @@
 """Early stopping measured: proxy compute saved against hypervolume lost, on the same seeds.
 
     python -m nas.bench early_stop [hardware=pixel8] [budget=cpu] [seeds=3] [trials=30] [chunk=8]
-                                   [fractions=0.25] [margin=0.0] [min_gain=0.001]
+                                   [fractions=0.5] [margin=0.0] [min_gain=0.001]
                                    [quantile=0.0] [runs_dir=runs]
 
 For each seed a real study (`nas.search`, the budget's proxy, compression included) is run to
@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "seeds": 3,
     "trials": 30,
     "chunk": 8,
-    "fractions": "0.25",
+    "fractions": "0.5",
     "margin": 0.0,
     "min_gain": 0.001,  # < 0: dominance rule only
     "quantile": 0.0,
