@@ -53,6 +53,7 @@ def _study_with(overrides: list[str], margin: float) -> tuple[optuna.Study, Path
             "study.name=ES",
             "study.n_trials=2",
             "proxy.early_stop.enabled=true",
+            "proxy.early_stop.checkpoints=[0.25,0.5]",
             f"proxy.early_stop.margin={margin}",
         ]
     )
