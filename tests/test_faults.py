@@ -172,7 +172,9 @@ def test_ctrl_c_marks_the_running_trial_and_says_how_to_resume(
     smoke_overrides: list[str], tiny: list[str]
 ) -> None:
     args = [*smoke_overrides, *tiny, "study.name=C", "proxy.steps=150"]
-    cfg = compose_config([*args, "study.n_trials=5"])
+    # Far more trials than the watcher needs: on a fast idle machine a short run could otherwise
+    # finish before the watcher sees a running trial after a finished one.
+    cfg = compose_config([*args, "study.n_trials=40"])
     url = str(cfg.study.storage)
 
     def press_ctrl_c() -> None:
