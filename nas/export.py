@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from tokenizers import Tokenizer
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 from nas.arch import ArchConfig, CompressionConfig
+from nas.cli import configure_logging
 from nas.corpus import SPECIAL_TOKENS
 from nas.errors import NasError, redact, run_cli
 from nas.lookup import StudyRef, load, resolve, split_args
@@ -305,9 +305,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    configure_logging()
     for item in run_export(argv):
         print(f"trial {item.trial}: {item.params:,} parameters -> {item.path}")
     print(

@@ -14,9 +14,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 from plotly.offline import get_plotlyjs
 
+from nas.cli import configure_logging
 from nas.errors import run_cli
 from nas.lookup import load, resolve, split_args
 from nas.pareto import _bits, _experts, atomic_write
@@ -198,9 +198,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    configure_logging()
     # PED-ANOVA reminds that it ranks parameters for *low* values: what minimised objectives want.
     warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
     overrides, own = split_args(argv, ("out",))

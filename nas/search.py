@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from nas import __version__
+from nas.cli import configure_logging
 from nas.compression import CompressionSettings
 from nas.config import as_dict, compose_config, require_float, require_int
 from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
@@ -301,12 +301,9 @@ def main(argv: list[str]) -> int:
     if "--cfg" in argv:
         print(redact(OmegaConf.to_yaml(cfg)))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_logging()
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())  # no database password in any log line
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # `group=True` and metric names are marked experimental; they are stable in what we use.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     run_search(cfg)
     return 0
 
