@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 
 import optuna
 
@@ -14,3 +16,19 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Silence libraries that log at INFO/WARNING for every node they touch (ONNX Runtime's
+    quantizers) and restore the root logger they reconfigure on import (`basicConfig(INFO)`)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+        root.handlers[:] = handlers
+        root.setLevel(level)

@@ -39,6 +39,7 @@ import torch
 from transformers import DynamicCache
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.cli import quiet_logs
 from nas.errors import NasError
 from nas.models import build_model
 
@@ -275,7 +276,13 @@ def lm_head_nodes(model) -> list[str]:  # model: onnx.ModelProto
 
 
 def quantize_onnx(
-    src: str | Path, dst: str | Path, *, bits: int, group_size: int, method: str = "nbits"
+    src: str | Path,
+    dst: str | Path,
+    *,
+    bits: int,
+    group_size: int,
+    method: str = "nbits",
+    accuracy_level: int | None = None,
 ) -> Path:
     """Weight-only quantization of the decoder blocks' MatMuls (the LM head stays float).
 
@@ -289,6 +296,9 @@ def quantize_onnx(
             nas.compression scores, so the timed model is the scored one. "dynamic" (8-bit only)
             -> `quantize_dynamic`: int8 weights with per-channel scales, activations quantized on
             the fly (MatMulInteger); `group_size` does not apply.
+        accuracy_level: "nbits" only; 4 lets ONNX Runtime quantize activations to int8 on the
+            fly (faster integer kernels, other numerics than the scored weight-only model); the
+            default computes in fp32 with exactly the scored weights.
     """
     import onnx
 
@@ -301,11 +311,15 @@ def quantize_onnx(
         raise NasError(f"group_size must be a power of two >= 16, got {group_size}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(src))
-    with _quiet_logs():
-        return _quantize(model, src, dst, bits=bits, group_size=group_size, method=method)
+    with quiet_logs():
+        return _quantize(
+            model, src, dst, bits=bits, group_size=group_size, method=method, level=accuracy_level
+        )
 
 
-def _quantize(model, src: Path, dst: Path, *, bits: int, group_size: int, method: str) -> Path:
+def _quantize(
+    model, src: Path, dst: Path, *, bits: int, group_size: int, method: str, level: int | None
+) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -322,22 +336,16 @@ def _quantize(model, src: Path, dst: Path, *, bits: int, group_size: int, method
         )
         return dst
     quantizer = MatMulNBitsQuantizer(
-        model, bits=bits, block_size=group_size, is_symmetric=True, nodes_to_exclude=keep
+        model,
+        bits=bits,
+        block_size=group_size,
+        is_symmetric=True,
+        accuracy_level=level,
+        nodes_to_exclude=keep,
     )
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
     return dst
-
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """The quantizers log every node they skip (INFO) and advise pre-processing (root WARNING)."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
 
 
 # --- a candidate, end to end ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from nas.compression.onnx_weights import _root_logging_kept
+from nas.cli import quiet_logs
 from nas.compression.quantize import quantize_activations, quantize_dequantize
 
 
@@ -26,7 +26,7 @@ def _matmul_nbits(
         [numpy_helper.from_array(weight.numpy().T.copy(), "B")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with _root_logging_kept():
+    with quiet_logs():
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         quantizer = MatMulNBitsQuantizer(
@@ -102,15 +102,14 @@ def test_exported_int_model_computes_what_was_scored(tmp_path, bits: int, group:
     ONNX Runtime's logits are the scored torch model's (the int weights are identical)."""
     from nas.arch import ArchConfig, Candidate, CompressionConfig
     from nas.compression import compress
-    from nas.compression.onnx_weights import quantize_onnx_weights
     from nas.models import build_model
-    from nas.onnx_export import example_inputs, export_decode
+    from nas.onnx_export import example_inputs, export_decode, quantize_onnx
 
     arch = ArchConfig(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=128, vocab_size=96)
     candidate = Candidate(arch, CompressionConfig(weight_bits=bits, group_size=group))
     model = compress(build_model(arch, seed=3), candidate).model
     float_path = export_decode(model, tmp_path / "decode.onnx", context_len=8)
-    quant_path = quantize_onnx_weights(float_path, tmp_path / "q.onnx", bits=bits, group_size=group)
+    quant_path = quantize_onnx(float_path, tmp_path / "q.onnx", bits=bits, group_size=group)
     session = ort.InferenceSession(str(quant_path), providers=["CPUExecutionProvider"])
     assert any(n.op_type == "MatMulNBits" for n in onnx.load(str(quant_path)).graph.node)
     inputs = example_inputs(arch, "decode", length=8)

@@ -31,7 +31,6 @@ import torch
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.compression import CompressionSettings, StructuredSpec, compress
 from nas.compression.matrices import block_matrices
-from nas.compression.onnx_weights import quantize_onnx_weights
 from nas.compression.prune import measured_sparsity
 from nas.config import compose_config
 from nas.errors import NasError
@@ -116,7 +115,7 @@ def trained_model(arch, data, settings, *, seed: int, cache: Path, tag: str) -> 
 
 def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: Path, calib):
     """Compress a copy, score it, and write its decode graph; returns the row (no latency yet)."""
-    from nas.onnx_export import export_decode
+    from nas.onnx_export import export_decode, quantize_onnx
 
     candidate = Candidate(arch=arch, compression=variant.compression)
     settings_c = CompressionSettings(int8_activations=variant.accuracy_level == 4)
@@ -135,14 +134,12 @@ def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: P
     path = float_path
     comp = variant.compression
     if variant.dynamic_int8:
-        from nas.onnx_export import quantize_onnx
-
         path = quantize_onnx(
             float_path, out_dir / f"{slug}.onnx", bits=8, group_size=128, method="dynamic"
         )
         float_path.unlink()
     elif comp.weight_bits < 16:
-        path = quantize_onnx_weights(
+        path = quantize_onnx(
             float_path,
             out_dir / f"{slug}.onnx",
             bits=comp.weight_bits,
