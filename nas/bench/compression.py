@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.bench import split_options
 from nas.compression import CompressionSettings, StructuredSpec, compress
 from nas.compression.matrices import block_matrices
 from nas.compression.prune import measured_sparsity
@@ -74,22 +75,6 @@ def bench_arch(vocab_size: int) -> ArchConfig:
     return ArchConfig(
         n_layers=4, n_heads=8, n_kv_heads=2, head_dim=48, ffn_dim=1024, vocab_size=vocab_size
     )
-
-
-def _split(argv: list[str]) -> tuple[dict[str, int], list[str]]:
-    own, rest = dict(BENCH_KEYS), []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key in own:
-            try:
-                own[key] = int(value)
-            except ValueError:
-                raise NasError(f"{key} must be an integer, got '{value}'") from None
-        else:
-            rest.append(arg)
-    if own["steps"] < 1 or own["rounds"] < 1 or own["runs"] < 1:
-        raise NasError("steps, rounds and runs must be >= 1")
-    return own, rest
 
 
 def trained_model(arch, data, settings, *, seed: int, cache: Path, tag: str) -> torch.nn.Module:
@@ -200,7 +185,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    own, overrides = _split(argv)
+    own, overrides = split_options(argv, BENCH_KEYS)
+    if min(own["steps"], own["rounds"], own["runs"]) < 1:
+        raise NasError("steps, rounds and runs must be >= 1")
     cfg = compose_config(["budget=cpu", "hardware=local_cpu", *overrides])
     hardware = HardwareProfile.from_config(dict(cfg.hardware))
     settings = replace(proxy_settings(cfg), steps=own["steps"])

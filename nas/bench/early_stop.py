@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 
+from nas.bench import split_options
 from nas.config import compose_config
 from nas.early_stop import EarlyStopping, Finished, from_attrs
 from nas.hypervolume import Reference, counted, hypervolume
@@ -95,22 +96,8 @@ def replay(
     }
 
 
-def _options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    opts = dict(DEFAULTS)
-    overrides = []
-    for item in argv:
-        key, _, value = item.partition("=")
-        if key in opts:
-            opts[key] = type(DEFAULTS[key])(value)
-        else:
-            overrides.append(item)
-    if not any(o.startswith("budget=") for o in overrides):
-        overrides.append("budget=cpu")
-    return opts, overrides
-
-
 def main(argv: list[str]) -> int:
-    opts, overrides = _options(argv)
+    opts, overrides = split_options(argv, DEFAULTS, budget="cpu")
     base = compose_config(overrides)
     out_root = Path(base.runs_dir) / "bench" / "early_stop"
     cache = str(base.get("cache_dir") or Path(base.runs_dir) / ".cache")

@@ -21,9 +21,9 @@ from typing import Any
 from scipy.stats import kendalltau, spearmanr
 
 from nas.arch import ArchConfig
+from nas.bench import split_options
 from nas.bench._runs import RunSpec, describe, run_all
 from nas.config import compose_config
-from nas.errors import NasError
 from nas.pareto import atomic_write
 from nas.proxies import ExtrapolateProxy, ParamsProxy, TrainProxy, checkpoint_steps
 from nas.proxy import ProxyResult
@@ -93,23 +93,6 @@ def fidelity(scores: dict[str, list[float]], truth: list[float]) -> dict[str, di
     }
 
 
-def _split(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    opts: dict[str, Any] = dict(BENCH_KEYS)
-    overrides = []
-    for item in argv:
-        key, _, value = item.partition("=")
-        if key in opts:
-            try:
-                opts[key] = type(BENCH_KEYS[key])(value)
-            except ValueError:
-                raise NasError(f"{key} must be a number, got {value!r}") from None
-        else:
-            overrides.append(item)
-    if not any(o.startswith("budget=") for o in overrides):
-        overrides.append("budget=cpu")
-    return opts, overrides
-
-
 def _result(record: dict[str, Any]) -> ProxyResult:
     return ProxyResult(
         bpb=record["bpb"],
@@ -121,7 +104,7 @@ def _result(record: dict[str, Any]) -> ProxyResult:
 
 
 def main(argv: list[str]) -> int:
-    opts, overrides = _split(argv)
+    opts, overrides = split_options(argv, BENCH_KEYS, budget="cpu")
     cfg = compose_config(overrides)
     runs_dir = Path(cfg.runs_dir)
     data, tokenizer, info = prepare_data(cfg, Path(cfg.get("cache_dir") or runs_dir / ".cache"))

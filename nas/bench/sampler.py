@@ -28,6 +28,7 @@ from typing import Any
 import optuna
 
 from nas.arch import ArchConfig, CompressionConfig
+from nas.bench import split_options
 from nas.bench._quality import QualityModel, fit_compression, fit_quality
 from nas.config import as_dict, compose_config
 from nas.errors import NasError
@@ -119,22 +120,8 @@ def make_objective(space: Any, cheap: CheapObjectives, quality: QualityModel, un
     return objective
 
 
-def _options(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    opts: dict[str, Any] = dict(DEFAULTS)
-    overrides = []
-    for item in argv:
-        key, _, value = item.partition("=")
-        if key in opts:
-            opts[key] = value if isinstance(DEFAULTS[key], str) else int(value)
-        else:
-            overrides.append(item)
-    if not any(o.startswith("budget=") for o in overrides):
-        overrides.append("budget=cpu")
-    return opts, overrides
-
-
 def main(argv: list[str]) -> int:
-    opts, overrides = _options(argv)
+    opts, overrides = split_options(argv, DEFAULTS, budget="cpu")
     cfg = compose_config(overrides)
     runs_dir = Path(cfg.runs_dir)
     cache = Path(cfg.get("cache_dir") or runs_dir / ".cache")

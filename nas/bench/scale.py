@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 
+from nas.bench import split_options
 from nas.config import compose_config
 from nas.errors import NasError
 from nas.pareto import atomic_write
@@ -43,23 +44,6 @@ BENCH_KEYS = {
     "samplers": "tpe,random",
     "workers": "1,2",
 }
-
-
-def _split(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    opts: dict[str, Any] = dict(BENCH_KEYS)
-    overrides = []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key in BENCH_KEYS:
-            if isinstance(BENCH_KEYS[key], int):
-                if not value.isdigit():
-                    raise NasError(f"{key} must be a whole number, got {value!r}")
-                opts[key] = int(value)
-            else:
-                opts[key] = value
-        else:
-            overrides.append(arg)
-    return opts, overrides
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -207,7 +191,10 @@ def overhead(base: list[str], root: Path, opts: dict[str, Any], kind: str) -> di
 
 
 def main(argv: list[str]) -> int:
-    opts, overrides = _split(argv)
+    opts, overrides = split_options(argv, BENCH_KEYS)
+    negative = [k for k, v in opts.items() if isinstance(v, int) and v < 0]
+    if negative:
+        raise NasError(f"{negative[0]} must be a whole number >= 0, got {opts[negative[0]]}")
     base_cfg = compose_config(["budget=smoke", *overrides])
     runs_dir = Path(base_cfg.runs_dir)
     root = runs_dir / "bench" / "scale"
