@@ -31,16 +31,8 @@ COMPRESSION_KEYS = ("weight_bits", "group_size", "sparsity", "sparsity_pattern")
 
 
 def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
-    """Feasible, trained, finished trials that no other such trial dominates, best bpb first.
-
-    A trial that reused an earlier trial's training (`cached_from`) is the same configuration
-    with the same values: the earlier trial stands for both.
-    """
-    front = [
-        t
-        for t in study.best_trials
-        if is_feasible(t) and t.user_attrs.get("trained") and "cached_from" not in t.user_attrs
-    ]
+    """The front's entries, best bpb first."""
+    front = front_members(study.get_trials(deepcopy=False))
     entries = [
         {
             "trial": t.number,
@@ -66,6 +58,17 @@ def non_dominated(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.tri
     values = np.asarray([t.values for t in pool], dtype=float)
     keep = [not np.any(np.all(values <= v, axis=1) & np.any(values < v, axis=1)) for v in values]
     return [t for t, kept in zip(pool, keep, strict=True) if kept]
+
+
+def front_members(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Feasible, trained, finished trials that no other dominates. A trial that reused an
+    earlier trial's training (`cached_from`) has the same configuration and values: the earlier
+    trial stands for both."""
+    return [
+        t
+        for t in non_dominated(trials)
+        if t.user_attrs.get("trained") and "cached_from" not in t.user_attrs
+    ]
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -17,7 +17,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from nas.hypervolume import Reference, counted, study_hypervolume
-from nas.pareto import non_dominated
+from nas.pareto import front_members
 from nas.study import is_feasible
 
 log = logging.getLogger("nas.search")
@@ -91,7 +91,7 @@ class SearchProgress:
         """Count what the study holds now; `done` is this run's finished trials."""
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         trained = [t for t in trials if counted(t)]
-        front = [t for t in non_dominated(trials) if counted(t)]  # no deep copies
+        front = front_members(trials)  # no deep copies
         elapsed = time.monotonic() - self.started
         per_trial = elapsed / self.done if self.done else float("nan")
         eta = max(0, self.total - self.done) * per_trial if self.done else float("nan")
