@@ -13,32 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import PretrainedConfig
 
-from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.arch import Candidate, CompressionConfig
+from nas.models import arch_from_config
 from nas.proxy import ProxyData, ProxySettings
 
 CALIBRATION_WINDOWS = 8  # token windows that rank experts by routing weight
-
-
-def arch_from_config(config: PretrainedConfig) -> ArchConfig:
-    """The `ArchConfig` of a Llama or Qwen3-MoE config (the inverse of `nas.models.hf_config`)."""
-    n_experts = int(getattr(config, "num_experts", 1) or 1)
-    moe = n_experts > 1
-    d_model = config.num_attention_heads * config.head_dim
-    return ArchConfig(
-        n_layers=config.num_hidden_layers,
-        n_heads=config.num_attention_heads,
-        n_kv_heads=config.num_key_value_heads,
-        head_dim=config.head_dim,
-        ffn_dim=config.moe_intermediate_size if moe else config.intermediate_size,
-        vocab_size=config.vocab_size,
-        n_experts=n_experts,
-        experts_per_token=config.num_experts_per_tok if moe else 1,
-        moe_every=config.decoder_sparse_step if moe else 1,
-        tie_embeddings=bool(config.tie_word_embeddings),
-        hidden_size=0 if config.hidden_size == d_model else config.hidden_size,
-    )
 
 
 def _not_applied(reason: str) -> dict[str, Any]:

@@ -53,6 +53,26 @@ def hf_config(arch: ArchConfig, *, max_positions: int = 4096) -> PretrainedConfi
     )
 
 
+def arch_from_config(config: PretrainedConfig) -> ArchConfig:
+    """The `ArchConfig` of a Llama or Qwen3-MoE config (the inverse of `nas.models.hf_config`)."""
+    n_experts = int(getattr(config, "num_experts", 1) or 1)
+    moe = n_experts > 1
+    d_model = config.num_attention_heads * config.head_dim
+    return ArchConfig(
+        n_layers=config.num_hidden_layers,
+        n_heads=config.num_attention_heads,
+        n_kv_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        ffn_dim=config.moe_intermediate_size if moe else config.intermediate_size,
+        vocab_size=config.vocab_size,
+        n_experts=n_experts,
+        experts_per_token=config.num_experts_per_tok if moe else 1,
+        moe_every=config.decoder_sparse_step if moe else 1,
+        tie_embeddings=bool(config.tie_word_embeddings),
+        hidden_size=0 if config.hidden_size == d_model else config.hidden_size,
+    )
+
+
 def build_model(arch: ArchConfig, *, seed: int = 0, max_positions: int = 4096) -> torch.nn.Module:
     """A freshly initialised causal LM for `arch` (fp32, on the CPU, deterministic in `seed`)."""
     torch.manual_seed(seed)

@@ -41,7 +41,7 @@ from transformers import DynamicCache
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.cli import quiet_logs
 from nas.errors import NasError
-from nas.models import build_model
+from nas.models import arch_from_config, build_model
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +189,7 @@ def export_graph(
     if length < 2:
         raise NasError(f"{phase} length must be >= 2, got {length}")
     model = _as_model(model_or_arch, seed).to(FLOAT_DTYPES[dtype]).eval()
-    cfg = model.config
-    arch_view = ArchConfig(
-        n_layers=cfg.num_hidden_layers,
-        n_heads=cfg.num_attention_heads,
-        n_kv_heads=cfg.num_key_value_heads,
-        head_dim=cfg.head_dim,
-        ffn_dim=cfg.intermediate_size,
-        vocab_size=cfg.vocab_size,
-    )
+    arch_view = arch_from_config(model.config)
     args = example_inputs(arch_view, phase, length=length, dtype=FLOAT_DTYPES[dtype])
     present = cache_names(arch_view.n_layers, "present")
     if phase == "decode":
