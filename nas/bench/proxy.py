@@ -1,13 +1,14 @@
 """Rank fidelity of every quality proxy against longer training (Kendall tau, Spearman, top-3).
 
-    python -m nas.bench proxy [budget=cpu] [factor=8] [archs=16] [workers=2] [limit=N]
+    python -m nas.bench proxy [budget=cpu] [factor=8] [archs=16] [workers=2] [limit=N] [truth=1]
 
 Sixteen architectures spread over the space (dense and MoE, 1-4 layers, d_model 16-256, multi-query
 to full multi-head, tied and untied) are trained twice from the same initialisation: once with the
 budget's proxy settings (held-out bits per byte measured at 1/4, 1/2, 3/4 and the end) and once
 `factor` x longer with the same schedule shape, scored on `truth_windows` held-out windows: the
 ground truth. Runs are cached under `<runs_dir>/.cache/bench-proxy/`; `limit=N` starts at most N
-new runs, so the bench can be run in chunks. Writes `<runs_dir>/bench/proxy.json`.
+new runs, so the bench can be run in chunks; `truth=0` runs only the short proxy runs (all that
+`python -m nas.bench sampler` needs) and stops there. Writes `<runs_dir>/bench/proxy.json`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ BENCH_KEYS = {
     "truth_windows": 256,
     "horizon": 8.0,
     "archs": 16,
+    "truth": 1,  # 0: only the short proxy runs (the sampler bench's quality model needs no truth)
 }
 FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -117,7 +119,10 @@ def main(argv: list[str]) -> int:
     specs = []
     for arch in archs:
         specs.append(RunSpec(arch, short, tuple(checkpoint_steps(FRACTIONS, short.steps)), 0, tag))
-        specs.append(RunSpec(arch, long, tuple(checkpoint_steps(FRACTIONS, long.steps)), 0, tag))
+        if opts["truth"]:
+            specs.append(
+                RunSpec(arch, long, tuple(checkpoint_steps(FRACTIONS, long.steps)), 0, tag)
+            )
     print(
         f"proxy bench: {len(archs)} architectures; proxy {short.steps} steps x "
         f"{short.batch_size} x {short.seq_len} tokens; truth {long.steps} steps, "
@@ -128,6 +133,9 @@ def main(argv: list[str]) -> int:
     records, missing = run_all(specs, data, cache, workers=opts["workers"], limit=limit)
     if missing:
         print(f"{missing} runs still to do; run the same command again to continue")
+        return 0
+    if not opts["truth"]:
+        print(f"{len(records)} short proxy runs cached in {cache}; truth=1 adds the long runs")
         return 0
 
     proxies = [
