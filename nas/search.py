@@ -26,7 +26,7 @@ from nas.corpus import encode, load_corpus, load_tokenizer, token_bytes
 from nas.early_stop import make_early_stopping
 from nas.errors import NasError, RedactingFilter, redact, run_cli
 from nas.hardware import HardwareProfile
-from nas.hypervolume import Reference
+from nas.hypervolume import Reference, space_reference
 from nas.objectives import CheapObjectives
 from nas.pareto import atomic_write, format_table, pareto_entries, write_front
 from nas.progress import SearchProgress
@@ -158,14 +158,16 @@ def run_search(cfg: DictConfig) -> SearchResult:
         retries=require_int(cfg, "study.retries", minimum=0),
     )
     # What the report and the live hypervolume need, kept in the study itself so that a study
-    # still running (or shared through a database) can be reported on.
-    reference = Reference(
-        bpb=data.uniform_bpb(settings),
-        decode_ms=hardware.deploy.max_decode_ms,
-        memory_mb=hardware.deploy.max_memory_mb,
-    )
+    # still running (or shared through a database) can be reported on. A resumed study keeps the
+    # reference it was started with (older studies: the device limits), so its numbers stay
+    # comparable with what it reported before.
+    stored = study.user_attrs.get("hypervolume_reference")
+    if stored:
+        reference = Reference.from_dict(stored)
+    else:
+        reference = space_reference(space, cheap, hardware.deploy, data.uniform_bpb(settings))
+        study.set_user_attr("hypervolume_reference", reference.to_dict())
     study.set_user_attr("device", _device_info(hardware, cheap))
-    study.set_user_attr("hypervolume_reference", reference.to_dict())
     device = resolve_device(str(cfg.device))
     objective = TrialObjective(
         space=space,

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 import pytest
 
-from nas.hypervolume import Reference, counted, hypervolume, hypervolume_history
+from nas.config import as_dict, compose_config
+from nas.hardware import HardwareProfile
+from nas.hypervolume import (
+    Reference,
+    counted,
+    hypervolume,
+    hypervolume_history,
+    space_nadir,
+    space_reference,
+)
+from nas.objectives import CheapObjectives
+from nas.search import build_space
+from predictors import MemoryModel, RooflineLatency
 
 REF = Reference(bpb=8.0, decode_ms=50.0, memory_mb=2000.0)
 
@@ -64,3 +78,64 @@ def test_history_grows_only_with_counted_non_dominated_trials() -> None:
 
 def test_reference_round_trips_through_a_dict() -> None:
     assert Reference.from_dict(REF.to_dict()) == REF
+
+
+# The reference point of new studies: the search space's own nadir (nas.hypervolume's doc).
+
+
+def priced_space(budget: str) -> tuple[Any, CheapObjectives, HardwareProfile]:
+    cfg = compose_config([f"budget={budget}", "hardware=pixel8"])
+    hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
+    cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
+    return build_space(cfg, int(cfg.budget.vocab_size)), cheap, hardware
+
+
+def sampled(space: Any, n: int) -> list[Any]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(space.suggest(trial))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_space_nadir_is_the_largest_cost_of_any_candidate() -> None:
+    space, cheap, _ = priced_space("smoke")
+    candidates = sampled(space, 300)
+    for quantity in ("decode", "memory"):
+        nadir = space_nadir(space, lambda c, q=quantity: getattr(cheap(c), q).mean)
+        largest = max(getattr(cheap(c), quantity).mean for c in candidates)
+        assert nadir >= largest - 1e-9  # no sampled candidate beyond it
+        assert nadir <= largest * 1.05  # and not an overestimate: the smoke space is small
+
+
+def test_latency_and_memory_move_the_hypervolume() -> None:
+    # Same bpb, the space's fastest vs slowest (and smallest vs largest) candidate: with the
+    # device limits as reference both differed by < 2% at budget=cpu; they must now count.
+    space, cheap, hardware = priced_space("cpu")
+    reference = space_reference(space, cheap, hardware.deploy, uniform_bpb=4.0)
+    metrics = [cheap(c) for c in sampled(space, 200)]
+    fast, slow = min(m.decode.mean for m in metrics), max(m.decode.mean for m in metrics)
+    small, large = min(m.memory.mean for m in metrics), max(m.memory.mean for m in metrics)
+    assert hypervolume([(3.0, fast, 80.0)], reference) > 2 * hypervolume(
+        [(3.0, slow, 80.0)], reference
+    )
+    assert hypervolume([(3.0, 0.8, small)], reference) > 2 * hypervolume(
+        [(3.0, 0.8, large)], reference
+    )
+    # A front of a fast model and a better, slower one covers more than either alone.
+    both = hypervolume([(3.0, fast, small), (2.8, slow, large)], reference)
+    assert both > hypervolume([(2.8, slow, large)], reference)
+    assert both > hypervolume([(3.0, fast, small)], reference)
+
+
+def test_reference_never_exceeds_the_device_limits() -> None:
+    space, cheap, hardware = priced_space("gpu")  # its largest models are over the Pixel 8's
+    reference = space_reference(space, cheap, hardware.deploy, uniform_bpb=4.0)
+    assert reference.decode_ms == hardware.deploy.max_decode_ms
+    assert reference.memory_mb == hardware.deploy.max_memory_mb
+    space, cheap, hardware = priced_space("smoke")
+    reference = space_reference(space, cheap, hardware.deploy, uniform_bpb=4.0)
+    assert reference.decode_ms < hardware.deploy.max_decode_ms
+    assert reference.memory_mb < hardware.deploy.max_memory_mb

@@ -141,3 +141,20 @@ def test_resumed_study_refuses_other_settings(smoke_overrides: list[str]) -> Non
     db = Path(changed.study.storage.removeprefix("sqlite:///"))
     count = sqlite3.connect(db).execute("select count(*) from trials").fetchone()[0]
     assert count == 1  # nothing stored was lost or added
+
+
+def test_new_study_stores_the_space_reference_and_a_resumed_one_keeps_its_own(
+    smoke_overrides: list[str],
+) -> None:
+    cfg = compose_config([*smoke_overrides, "study.name=ref", "study.n_trials=1"])
+    run_search(cfg)
+    study = optuna.load_study(study_name="ref", storage=cfg.study.storage)
+    stored = study.user_attrs["hypervolume_reference"]
+    # The smoke space's nadir, well inside the Pixel 8's limits (50 ms, 2048 MB).
+    assert 0 < stored["decode_ms"] < 50 and 0 < stored["memory_mb"] < 2048
+    # A study started before the space reference kept the device limits: resuming keeps them.
+    legacy = {**stored, "decode_ms": 50.0, "memory_mb": 2048.0}
+    study.set_user_attr("hypervolume_reference", legacy)
+    run_search(cfg)
+    study = optuna.load_study(study_name="ref", storage=cfg.study.storage)
+    assert study.user_attrs["hypervolume_reference"] == legacy

@@ -33,7 +33,7 @@ from nas.bench._quality import QualityModel, fit_compression, fit_quality
 from nas.config import as_dict, compose_config
 from nas.errors import NasError
 from nas.hardware import HardwareProfile
-from nas.hypervolume import Reference, hypervolume
+from nas.hypervolume import Reference, hypervolume, space_reference
 from nas.objectives import CheapObjectives
 from nas.pareto import atomic_write
 from nas.search import build_space, prepare_data, proxy_settings
@@ -139,13 +139,13 @@ def main(argv: list[str]) -> int:
     data, _, info = prepare_data(cfg, cache)
     space = build_space(cfg, info["vocab_size"])
     uniform = data.uniform_bpb(settings)  # as the search: untrained bpb, also the reference
-    reference = Reference(
-        bpb=uniform,
-        decode_ms=hardware.deploy.max_decode_ms,
-        memory_mb=hardware.deploy.max_memory_mb,
-    )
+    reference = space_reference(space, cheap, hardware.deploy, uniform)
     objective = make_objective(space, cheap, quality, uniform)
     names = [n for n in str(opts["samplers"]).split(",") if n]
+    print(
+        f"reference point: bpb {reference.bpb:.4f}, decode {reference.decode_ms:.4g} ms, "
+        f"memory {reference.memory_mb:.4g} MB (nas.hypervolume: the space's nadir)"
+    )
     print(
         f"sampler bench on {hardware.name}, budget {cfg.budget.name}: {opts['trials']} trials x "
         f"{opts['seeds']} seeds; quality model fitted to {quality.n} proxy runs "
