@@ -1,7 +1,7 @@
 """Search strategies compared: hypervolume against trials, several seeds, on our own objectives.
 
     python -m nas.bench sampler [hardware=pixel8] [budget=cpu] [trials=100] [seeds=3]
-                                [samplers=tpe,nsga2,gp,random] [runs_dir=runs]
+                                [samplers=tpe,nsga2,gp,random] [cap=gp:40] [runs_dir=runs]
 
 Each trial samples a candidate from the real search space, prices it with the real cheap objectives
 (exact parameters, memory and roofline latency of the hardware file, device limits as constraints)
@@ -10,7 +10,9 @@ bench's short runs, so run `python -m nas.bench proxy` first), so that hundreds 
 seconds, not hours. Hypervolume uses the study's own reference point (`nas.hypervolume`). For each
 sampler the bench prints the median hypervolume after 10/25/50/100 trials and how many trials it
 needs to reach random search's 100-trial hypervolume of the same seed. Writes
-`<runs_dir>/bench/sampler.json`.
+`<runs_dir>/bench/sampler.json`. A sampler variant is named by its group and settings, e.g.
+`samplers=tpe/n_startup_trials=5/group=false,random`; `cap=gp:40` runs at most 40 trials of a slow
+sampler.
 """
 
 from __future__ import annotations
@@ -71,13 +73,24 @@ def compression_effects(root: Path) -> tuple[list[CompressionConfig], list[float
     return configs, deltas
 
 
+def sampler_config(name: str, overrides: list[str]) -> Any:
+    """The config of `name`: a sampler group (`tpe`) or a variant of one with its own settings
+    (`tpe/n_startup_trials=5/group=false`), so that settings are compared without a file each."""
+    group, *settings = name.split("/")
+    return compose_config(
+        [*overrides, f"sampler={group}", *(f"sampler.{s}" for s in settings)]
+    ).sampler
+
+
 def run_one(
     sampler: optuna.samplers.BaseSampler,
     objective: Any,
     trials: int,
+    reference: Reference,
 ) -> tuple[list[tuple[float, float, float] | None], float]:
     """Objective vectors of feasible trials (None for infeasible ones), and sampler seconds."""
     study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES), sampler=sampler)
+    study.set_user_attr("hypervolume_reference", reference.to_dict())  # as nas.search does
     started = time.perf_counter()
     study.optimize(objective, n_trials=trials)
     seconds = time.perf_counter() - started
@@ -166,14 +179,17 @@ def main(argv: list[str]) -> int:
     curves: dict[str, list[list[float]]] = {}
     seconds: dict[str, list[float]] = {}
     for name in names:
-        sampler_cfg = compose_config([*overrides, f"sampler={name}"]).sampler
-        trials = min(opts["trials"], caps.get(name, opts["trials"]))
+        sampler_cfg = sampler_config(name, overrides)
+        trials = min(opts["trials"], caps.get(name.split("/")[0], opts["trials"]))
         curves[name], seconds[name] = [], []
         for seed in range(opts["seeds"]):
             variant = hashlib.sha256(str(as_dict(sampler_cfg)).encode()).hexdigest()[:8]
-            path = store / f"{name}-{variant}-seed{seed}-n{trials}-{tag}.json"
+            label = name.replace("/", "+")  # a variant's settings, not folders
+            path = store / f"{label}-{variant}-seed{seed}-n{trials}-{tag}.json"
             if not path.exists():
-                points, spent = run_one(make_sampler(sampler_cfg, seed), objective, trials)
+                points, spent = run_one(
+                    make_sampler(sampler_cfg, seed), objective, trials, reference
+                )
                 atomic_write(path, json.dumps({"hv": history(points, reference), "s": spent}))
             record = json.loads(path.read_text())
             curves[name].append(record["hv"])

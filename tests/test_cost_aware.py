@@ -1,0 +1,133 @@
+"""The cost-aware sampler's contract: valid, feasible, new candidates, reproducible, selectable."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import optuna
+import pytest
+
+from nas.config import as_dict, compose_config
+from nas.cost_aware import CostAwareSampler
+from nas.hardware import HardwareProfile
+from nas.objectives import CheapObjectives
+from nas.search import build_space
+from nas.study import make_sampler
+from predictors import MemoryModel, RooflineLatency
+
+# Eight candidates: 1 layer, 1 or 2 heads, fp16 or int4, tied or untied.
+SMALL = [
+    "search_space.n_layers=[1]",
+    "search_space.n_heads=[1,2]",
+    "search_space.head_dim=[16]",
+    "search_space.n_kv_heads=[1]",
+    "search_space.ffn_ratio=[2.0]",
+    "search_space.n_experts=[1]",
+    "search_space.weight_bits=[16,4]",
+    "search_space.group_size=[32]",
+    "search_space.sparsity=[none]",
+]
+
+
+def setting(
+    max_decode_ms: float | None = None, overrides: tuple[str, ...] = ()
+) -> tuple[Any, CheapObjectives, Any]:
+    cfg = compose_config(["budget=smoke", "hardware=pixel8", *overrides])
+    hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
+    deploy = hardware.deploy
+    if max_decode_ms is not None:  # 20 tokens/s = 50 ms; the smoke space decodes in 0.33-0.45
+        deploy = dataclasses.replace(deploy, min_tokens_per_s=1000.0 / max_decode_ms)
+    cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
+    return build_space(cfg, int(cfg.budget.vocab_size)), cheap, deploy
+
+
+def run(
+    seed: int, trials: int = 10, max_decode_ms: float | None = None, small: bool = False
+) -> optuna.Study:
+    space, cheap, deploy = setting(max_decode_ms, tuple(SMALL) if small else ())
+    sampler = CostAwareSampler(
+        space=space, cheap=cheap, deploy=deploy, n_startup_trials=3, n_candidates=48, seed=seed
+    )
+    study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        candidate = space.suggest(trial)
+        metrics = cheap(candidate)
+        for name, excess in metrics.violations(deploy).items():
+            trial.set_constraint(name, excess)
+        trial.set_user_attr("candidate", repr(candidate))
+        bpb = 4.0 - 0.1 * math.log(candidate.arch.non_embedding_params)  # a smooth landscape
+        return bpb, metrics.decode.mean, metrics.memory.mean
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study.optimize(objective, n_trials=trials)
+    return study
+
+
+def test_proposals_are_valid_and_within_the_device_limits() -> None:
+    space, _, _ = setting()
+    # About half of the smoke space decodes slower than 0.36 ms on the Pixel 8 prior.
+    study = run(seed=1, trials=12, max_decode_ms=0.36)  # without the filter: 4 over
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for t in study.trials:
+        candidate = space.candidate_from_params(t.params)  # the space's own parameters only
+        assert candidate.arch.n_heads % candidate.arch.n_kv_heads == 0
+        assert t.constraints["decode_excess_ms"] <= 0, "proposed a candidate over the limit"
+
+
+def test_no_candidate_is_proposed_twice() -> None:
+    keys = [tuple(sorted(t.params.items())) for t in run(seed=0, trials=8, small=True).trials]
+    assert len(set(keys)) == 8, "proposed a candidate twice while new ones were left"
+
+
+def test_infeasible_trials_do_not_break_it() -> None:
+    # Trials another sampler enqueued over the limit are finished but never learnt from.
+    space, cheap, deploy = setting(max_decode_ms=0.40)
+    slow = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    over = []
+    while len(over) < 4:
+        trial = slow.ask()
+        candidate = space.suggest(trial)
+        slow.tell(trial, 0.0)
+        if cheap(candidate).decode.mean > 0.40:
+            over.append(trial.params)
+    sampler = CostAwareSampler(
+        space=space, cheap=cheap, deploy=deploy, n_startup_trials=2, n_candidates=32, seed=1
+    )
+    study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
+    for params in over:
+        study.enqueue_trial(params)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        metrics = cheap(space.suggest(trial))
+        for name, excess in metrics.violations(deploy).items():
+            trial.set_constraint(name, excess)
+        return 9.0, metrics.decode.mean, metrics.memory.mean
+
+    study.optimize(objective, n_trials=10)
+    after = study.trials[len(over) :]
+    assert all(t.constraints["decode_excess_ms"] <= 0 for t in after)
+
+
+def test_a_seed_reproduces_the_proposals() -> None:
+    first = [t.params for t in run(seed=3).trials]
+    assert first == [t.params for t in run(seed=3).trials]
+    assert first != [t.params for t in run(seed=4).trials]
+
+
+def test_parameters_outside_the_plan_are_sampled_at_random() -> None:
+    space, cheap, deploy = setting()
+    sampler = CostAwareSampler(space=space, cheap=cheap, deploy=deploy, n_candidates=8, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True), n_trials=3)
+    assert all(1e-4 <= t.params["lr"] <= 1e-2 for t in study.trials)
+
+
+@pytest.mark.parametrize("budget", ["smoke", "cpu"])
+def test_selectable_as_sampler_cost_aware(budget: str) -> None:
+    cfg = compose_config([f"budget={budget}", "sampler=cost_aware"])
+    sampler = make_sampler(cfg.sampler, seed=0)
+    assert isinstance(sampler, CostAwareSampler)
+    assert sampler.space.choices() == build_space(cfg, int(cfg.budget.vocab_size)).choices()
