@@ -17,12 +17,14 @@ from typing import Any
 import optuna
 import torch
 
+from nas.arch import Candidate
 from nas.compression import CompressionSettings, plan, score_compressed
 from nas.early_stop import EarlyStopping, finished_trials
 from nas.hypervolume import Reference
 from nas.objectives import CheapMetrics, CheapObjectives
 from nas.proxies import QualityProxy, TrainProxy
 from nas.proxy import ProxyData, ProxyDiverged, ProxySettings, train_proxy
+from nas.study import record
 from search_spaces import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -69,37 +71,58 @@ class TrialObjective:
         # Another proxy scores differently: part of the key (the default `train` keeps old keys).
         scorer = () if self.proxy.name == "train" else (self.proxy.identity(),)
         key = candidate.key(self.proxy_identity, *recovery, *scorer)
-        trial.set_user_attr("arch", candidate.arch.to_dict())
-        trial.set_user_attr("compression", candidate.compression.to_dict())
-        trial.set_user_attr("recipe", plan(candidate).to_dict())  # measured below when trained
-        for name, excess in violations.items():
-            trial.set_constraint(name, excess)
-        trial.set_user_attr("cache_key", key)
-        metrics: dict[str, Any] = {**cheap.as_metrics(), "calibrated": self.cheap.calibrated}
+        # What the trial is, stored before it trains (one write: `nas.study.record`), so that a
+        # running trial shows its candidate; what it measured is stored once at the end.
+        record(
+            trial,
+            {
+                "arch": candidate.arch.to_dict(),
+                "compression": candidate.compression.to_dict(),
+                "recipe": plan(candidate).to_dict(),  # measured below when trained
+                "cache_key": key,
+            },
+            violations,
+        )
+        result: dict[str, Any] = {}
+        try:
+            return self._score(trial, candidate, cheap, violations, key, result)
+        finally:
+            record(trial, result)
 
+    def _score(
+        self,
+        trial: optuna.Trial,
+        candidate: Candidate,
+        cheap: CheapMetrics,
+        violations: dict[str, float],
+        key: str,
+        result: dict[str, Any],
+    ) -> tuple[float, float, float]:
+        """The objectives; the user attributes to store go into `result`, also on failure."""
+        metrics: dict[str, Any] = {**cheap.as_metrics(), "calibrated": self.cheap.calibrated}
         if any(v > 0 for v in violations.values()):
             over = [
                 name.removesuffix("_excess_mb").removesuffix("_excess_ms")
                 for name, v in violations.items()
                 if v > 0
             ]
-            trial.set_user_attr("trained", False)
-            trial.set_user_attr("skipped", f"over the device limit: {', '.join(over)}")
+            result["trained"] = False
+            result["skipped"] = f"over the device limit: {', '.join(over)}"
             metrics["bpb"] = self.data.uniform_bpb(self.settings)
             metrics["bpb_uncompressed"] = metrics["bpb"]
         elif (previous := self._trained_before(trial.study, key)) is not None:
-            trial.set_user_attr("trained", True)
-            trial.set_user_attr("cached_from", previous.number)
+            result["trained"] = True
+            result["cached_from"] = previous.number
             metrics["bpb"] = previous.user_attrs["metrics"]["bpb"]
             metrics["bpb_uncompressed"] = previous.user_attrs["metrics"].get(
                 "bpb_uncompressed", metrics["bpb"]
             )
-            trial.set_user_attr("recipe", previous.user_attrs.get("recipe"))
-            trial.set_user_attr("learning_curve", previous.user_attrs.get("learning_curve", []))
-            trial.set_user_attr("checkpoints", previous.user_attrs.get("checkpoints", []))
+            result["recipe"] = previous.user_attrs.get("recipe")
+            result["learning_curve"] = previous.user_attrs.get("learning_curve", [])
+            result["checkpoints"] = previous.user_attrs.get("checkpoints", [])
         elif not self.proxy.trains:
             # Training-free proxy: `trained` here means "scored by the selected proxy".
-            trial.set_user_attr("trained", True)
+            result["trained"] = True
             metrics["bpb"] = self.proxy.score(candidate.arch, None)
             metrics["bpb_uncompressed"] = metrics["bpb"]
             metrics["quality_proxy"] = self.proxy.name  # a rank score, not bits per byte
@@ -109,7 +132,7 @@ class TrialObjective:
                 checkpoints.update(self.early_stop.steps(self.settings.steps))
             reasons: list[str] = []
             try:
-                result = train_proxy(
+                run = train_proxy(
                     candidate.arch,
                     self.data,
                     self.settings,
@@ -119,48 +142,47 @@ class TrialObjective:
                     on_checkpoint=self._stop_rule(trial.study, cheap, reasons),
                 )
             except ProxyDiverged as err:
-                trial.set_user_attr("fail_reason", str(err))
+                result["fail_reason"] = str(err)
                 raise
-            trial.set_user_attr("learning_curve", result.curve)
-            trial.set_user_attr("checkpoints", result.checkpoints)
-            trial.set_user_attr("train_seconds", round(result.seconds, 3))
-            trial.set_user_attr("train_tokens", result.tokens)
-            if result.stopped_at is not None:
+            result["learning_curve"] = run.curve
+            result["checkpoints"] = run.checkpoints
+            result["train_seconds"] = round(run.seconds, 3)
+            result["train_tokens"] = run.tokens
+            if run.stopped_at is not None:
                 # Recorded honestly: PRUNED, never a finished Pareto member; partial curve kept.
-                trial.set_user_attr("trained", False)
-                trial.set_user_attr(
-                    "early_stopped",
-                    {"step": result.stopped_at, "bpb": result.bpb, "reason": reasons[0]},
-                )
-                trial.set_user_attr("metrics", {**metrics, "bpb_partial": result.bpb})
+                result["trained"] = False
+                result["early_stopped"] = {
+                    "step": run.stopped_at,
+                    "bpb": run.bpb,
+                    "reason": reasons[0],
+                }
+                result["metrics"] = {**metrics, "bpb_partial": run.bpb}
                 raise optuna.TrialPruned(f"stopped early: {reasons[0]}")
-            trial.set_user_attr("trained", True)
+            result["trained"] = True
             # `bpb` is the compressed model's (what the device runs); the trained one's is kept.
-            metrics["bpb_uncompressed"] = result.bpb
+            metrics["bpb_uncompressed"] = run.bpb
             compressed_bpb, recipe = score_compressed(
-                result.model,
+                run.model,
                 candidate,
                 self.data,
                 self.settings,
                 settings=self.compression,
                 seed=self.seed,
             )
-            result.model = None  # free it before the next trial
+            run.model = None  # free it before the next trial
             if compressed_bpb is not None and not math.isfinite(compressed_bpb):
                 reason = f"compressed model's held-out bits per byte is {compressed_bpb}"
-                trial.set_user_attr("fail_reason", reason)
+                result["fail_reason"] = reason
                 raise ProxyDiverged(reason)
-            metrics["bpb"] = result.bpb if compressed_bpb is None else compressed_bpb
+            metrics["bpb"] = run.bpb if compressed_bpb is None else compressed_bpb
             if not isinstance(self.proxy, TrainProxy):
                 # Another proxy's score (e.g. extrapolated bpb) is the objective; a compression
                 # penalty measured on the trained model carries over as a difference.
-                metrics["bpb"] = self.proxy.score(candidate.arch, result) + (
-                    metrics["bpb"] - result.bpb
-                )
+                metrics["bpb"] = self.proxy.score(candidate.arch, run) + (metrics["bpb"] - run.bpb)
             metrics["quality_proxy"] = self.proxy.name
-            trial.set_user_attr("recipe", recipe.to_dict())
-            metrics["train_loss"] = result.train_loss
-        trial.set_user_attr("metrics", metrics)
+            result["recipe"] = recipe.to_dict()
+            metrics["train_loss"] = run.train_loss
+        result["metrics"] = metrics
         return metrics["bpb"], metrics["decode_ms"], metrics["memory_mb"]
 
     def _stop_rule(
@@ -185,7 +207,10 @@ class TrialObjective:
 
     @staticmethod
     def _trained_before(study: optuna.Study, key: str) -> optuna.trial.FrozenTrial | None:
-        for done in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        # The study's per-trial snapshot (taken when the sampler read the trials) saves a storage
+        # read per trial; a twin finished by another worker since then is merely trained twice.
+        complete = (optuna.trial.TrialState.COMPLETE,)
+        for done in study._get_trials(deepcopy=False, states=complete, use_cache=True):
             attrs = done.user_attrs
             if attrs.get("cache_key") == key and attrs.get("trained"):
                 return done
