@@ -13,11 +13,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 from tqdm.auto import tqdm
 
-from nas.hypervolume import Reference, counted, study_hypervolume
-from nas.pareto import front_members
+from nas.hypervolume import Reference, counted, hypervolume
 from nas.study import is_feasible
 
 log = logging.getLogger("nas.search")
@@ -48,6 +48,72 @@ class Snapshot:
         out["s/trial"] = f"{self.seconds_per_trial:.1f}"
         out["eta"] = format_seconds(self.eta_s)
         return out
+
+
+class _Front:
+    """A non-dominated set kept up to date one point at a time (all objectives minimised).
+
+    Exact, because dominance is transitive: a point a newcomer dominates stays dominated. A long
+    study then costs one vectorised comparison against the front per trial, not a sort of every
+    trial."""
+
+    def __init__(self) -> None:
+        self.points = np.empty((0, 0))
+        self.items: list[optuna.trial.FrozenTrial] = []
+
+    def add(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Offer a trial; True when the front changed."""
+        v = np.asarray(trial.values, dtype=float)
+        if not self.items:
+            self.points, self.items = v[None, :], [trial]
+            return True
+        p = self.points
+        if np.any(np.all(p <= v, axis=1) & np.any(p < v, axis=1)):
+            return False
+        keep = ~(np.all(v <= p, axis=1) & np.any(v < p, axis=1))
+        self.points = np.vstack([p[keep], v])
+        self.items = [t for t, k in zip(self.items, keep, strict=True) if k] + [trial]
+        return True
+
+
+class _Tally:
+    """Counts of the finished trials seen so far; each trial is looked at once."""
+
+    def __init__(self, reference: Reference | None) -> None:
+        self.reference = reference
+        self.seen: set[int] = set()
+        self.feasible = 0
+        self.best_bpb = float("nan")
+        self.front = _Front()  # finished and feasible: `nas.pareto.front_members`' pool
+        self.counted = _Front()  # what the hypervolume counts
+        self.hypervolume: float | None = None if reference is None else 0.0
+
+    def update(self, study: optuna.Study) -> None:
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        grew = False
+        for trial in trials:
+            if trial.number in self.seen or trial.values is None:
+                continue
+            self.seen.add(trial.number)
+            if not is_feasible(trial):
+                continue
+            self.feasible += 1
+            self.front.add(trial)
+            if counted(trial):
+                if not trial.values[0] >= self.best_bpb:  # also replaces the initial nan
+                    self.best_bpb = trial.values[0]
+                grew |= self.counted.add(trial)
+        if grew and self.reference is not None:  # once per update: the first one sees them all
+            self.hypervolume = hypervolume(self.counted.points, self.reference)
+
+    @property
+    def pareto(self) -> int:
+        """As `nas.pareto.front_members`: trained, and not a reused duplicate of another."""
+        return sum(
+            1
+            for t in self.front.items
+            if t.user_attrs.get("trained") and "cached_from" not in t.user_attrs
+        )
 
 
 def format_seconds(seconds: float) -> str:
@@ -83,29 +149,28 @@ class SearchProgress:
         self.timeout_s = timeout_s
         self.started = time.monotonic()
         self.done = 0
+        self.tally = _Tally(reference)
         self.bar = tqdm(
             total=total, unit="trial", desc="search", disable=self.quiet, dynamic_ncols=True
         )
 
     def snapshot(self, study: optuna.Study) -> Snapshot:
         """Count what the study holds now; `done` is this run's finished trials."""
-        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        trained = [t for t in trials if counted(t)]
-        front = front_members(trials)  # no deep copies
+        tally = self.tally
+        tally.update(study)  # only trials not seen before: other workers' included
         elapsed = time.monotonic() - self.started
         per_trial = elapsed / self.done if self.done else float("nan")
         eta = max(0, self.total - self.done) * per_trial if self.done else float("nan")
         if self.timeout_s is not None:
             eta = min(eta, max(0.0, self.timeout_s - elapsed))
-        hv = None if self.reference is None else study_hypervolume(trained, self.reference)
         return Snapshot(
             done=self.done,
             total=self.total,
-            finished=len(trials),
-            feasible=sum(1 for t in trials if is_feasible(t)),
-            pareto=len(front),
-            hypervolume=hv,
-            best_bpb=min((t.values[0] for t in trained), default=float("nan")),
+            finished=len(tally.seen),
+            feasible=tally.feasible,
+            pareto=tally.pareto,
+            hypervolume=tally.hypervolume,
+            best_bpb=tally.best_bpb,
             seconds_per_trial=per_trial,
             eta_s=eta,
         )

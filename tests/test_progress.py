@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import optuna
 import pytest
 
@@ -85,3 +86,42 @@ def test_format_seconds() -> None:
     assert format_seconds(65) == "1:05"
     assert format_seconds(3725) == "1:02:05"
     assert format_seconds(float("nan")) == "?"
+
+
+def test_incremental_counts_equal_a_full_recount() -> None:
+    """The per-trial tally (each trial looked at once) agrees with recounting the whole study,
+    also when trials arrive several at a time (other workers) and with duplicates."""
+    from nas.hypervolume import study_hypervolume
+    from nas.pareto import front_members
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = np.random.default_rng(0)
+    study = optuna.create_study(directions=["minimize"] * 3)
+    progress = SearchProgress(200, quiet=True, reference=REF)
+    for batch in range(40):
+        for _ in range(int(rng.integers(1, 5))):
+            values = [
+                float(rng.uniform(1, 8)),
+                float(rng.uniform(1, 50)),
+                float(rng.uniform(1, 2e3)),
+            ]
+            if rng.random() < 0.1 and study.trials:  # a cached duplicate of an earlier trial
+                earlier = study.trials[int(rng.integers(len(study.trials)))]
+                if earlier.user_attrs["trained"]:
+                    study.add_trial(
+                        optuna.trial.create_trial(
+                            values=earlier.values,
+                            constraints=earlier.constraints,
+                            user_attrs={"trained": True, "cached_from": earlier.number},
+                        )
+                    )
+                    continue
+            add(study, values, feasible=bool(rng.random() < 0.8), trained=True)
+        state = progress.snapshot(study)
+        trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert state.finished == len(trials)
+        assert state.pareto == len(front_members(trials)), batch
+        assert state.hypervolume == pytest.approx(study_hypervolume(trials, REF), rel=1e-12)
+        feasible = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+        assert state.feasible == len(feasible)
+        assert state.best_bpb == min(t.values[0] for t in feasible)
