@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import signal
@@ -49,6 +50,13 @@ Callback = Callable[[optuna.Study, FrozenTrial], None]
 IDLE, HOLDING = -1, -2  # a worker's `current` slot: idle, or holding a slot with no trial yet
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 POLL_S = 0.5
+# Imported once by the forkserver, so that no worker pays for them: transformers loads its model
+# code lazily, and the first model a fresh process builds took ~1 s of imports.
+PRELOAD = [
+    "nas.search",
+    "transformers.models.llama.modeling_llama",
+    "transformers.models.qwen3_moe.modeling_qwen3_moe",
+]
 TRAINED_S = 0.5  # an objective this long built and trained a model
 
 
@@ -338,7 +346,7 @@ def _context() -> multiprocessing.context.BaseContext:
     threads or database connections (plain fork would)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["nas.search"])
+        ctx.set_forkserver_preload(PRELOAD)
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -394,7 +402,9 @@ def _run_pool(
                     restarts += 1
                     procs[index] = start(index, restarts)
             _report_new(study, seen, callbacks)
-            time.sleep(POLL_S)
+            # Wake as soon as a worker exits (the last one: the run is over), else every POLL_S.
+            if procs:
+                multiprocessing.connection.wait([p.sentinel for p in procs.values()], POLL_S)
         _report_new(study, seen, callbacks)
         if slots.value > 0 and time.time() < deadline:
             log.warning("workers kept failing; %d trials were not run", slots.value)
@@ -483,7 +493,9 @@ def _worker_main(
     # Distinct seeds: workers with one seed would propose the same candidates.
     seed = spec["seed"] + 7919 * (index + 1) + 104729 * generation
     study.sampler = make_sampler(spec["sampler"], seed)
-    _freeze_heap()
+    # As `_freeze_heap`, without its collection (0.2 s): a forked worker's heap holds no garbage
+    # worth collecting before its first trial.
+    gc.freeze()
     owned = OwnedObjective(objective, spec["retries"])
     owned.on_start = lambda number: current.__setitem__(index, number)
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # SLURM: as on Ctrl-C
