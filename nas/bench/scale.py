@@ -1,6 +1,6 @@
 """Trials per hour with 1 and 2 local workers, and the engine's own overhead per trial.
 
-    python -m nas.bench scale [trials=24] [repeats=3] [fill=1000] [measure=50]
+    python -m nas.bench scale [trials=150] [repeats=3] [fill=1000] [measure=50]
                               [storages=sqlite] [runs_dir=runs] [KEY=VALUE overrides ...]
 
 Throughput: `trials` candidates are drawn once from the `budget=smoke` space and queued into
@@ -36,7 +36,7 @@ from nas.study import OBJECTIVES, open_storage
 from nas.workers import available_cores
 
 BENCH_KEYS = {
-    "trials": 24,
+    "trials": 150,
     "repeats": 3,
     "fill": 1000,
     "measure": 50,
@@ -74,8 +74,13 @@ def _candidates(base: list[str], count: int, seed: int = 0) -> list[dict[str, An
 
 def throughput(base: list[str], root: Path, opts: dict[str, Any]) -> dict[str, Any]:
     params = _candidates(base, opts["trials"])
-    run_search(compose_config([*base, "study.name=warm", "study.n_trials=0"]))  # warm caches
     counts = [int(w) for w in str(opts["workers"]).split(",")]
+    # Warm the caches (tokenizer, token streams) and start the worker pool's forkserver, whose
+    # imports (torch, transformers) a command pays once, as this process paid its own imports
+    # before the 1-worker runs.
+    warm = f"journal:///{root / 'warm' / 'study.journal'}"
+    warm_up = ["study.name=warm", "study.n_trials=0", f"study.storage={warm}"]
+    run_search(compose_config([*base, *warm_up, f"study.workers={max(counts)}"]))
     runs: dict[int, list[dict[str, float]]] = {w: [] for w in counts}
     for repeat in range(opts["repeats"]):
         for workers in counts:
