@@ -174,7 +174,7 @@ class CostAwareSampler(BaseSampler):
         ]
         x, y = np.array(rows), np.array([t.values[0] for t in done])
         coef, spread = _ridge(x, y)
-        front = [tuple(t.values) for t in done]
+        front = _non_dominated([tuple(t.values) for t in done])  # what the gain is measured on
         reference = self._reference(study, y)
         now = hypervolume(front, reference)
         gains = []
@@ -212,6 +212,13 @@ def _counted(trial: FrozenTrial) -> bool:
         and is_feasible(trial)
         and bool(trial.user_attrs.get("trained", True))
     )
+
+
+def _non_dominated(points: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
+    """The points no other one dominates (all objectives minimised)."""
+    p = np.array(points)
+    keep = [not np.any(np.all(p <= p[i], axis=1) & np.any(p < p[i], axis=1)) for i in range(len(p))]
+    return [points[i] for i in range(len(points)) if keep[i]]
 
 
 def _cost_front(costs: list[tuple[float, float, float]]) -> list[int]:

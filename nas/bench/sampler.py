@@ -1,7 +1,8 @@
 """Search strategies compared: hypervolume against trials, several seeds, on our own objectives.
 
-    python -m nas.bench sampler [hardware=pixel8] [budget=cpu] [trials=100] [seeds=3]
-                                [samplers=tpe,nsga2,gp,random] [cap=gp:40] [runs_dir=runs]
+    python -m nas.bench sampler [hardware=pixel8] [budget=cpu] [trials=100] [seeds=5]
+                                [samplers=cost_aware,tpe,nsga2,gp,random] [cap=gp:40]
+                                [noise=0.0] [runs_dir=runs]
 
 Each trial samples a candidate from the real search space, prices it with the real cheap objectives
 (exact parameters, memory and roofline latency of the hardware file, device limits as constraints)
@@ -10,9 +11,13 @@ bench's short runs, so run `python -m nas.bench proxy` first), so that hundreds 
 seconds, not hours. Hypervolume uses the study's own reference point (`nas.hypervolume`). For each
 sampler the bench prints the median hypervolume after 10/25/50/100 trials and how many trials it
 needs to reach random search's 100-trial hypervolume of the same seed. Writes
-`<runs_dir>/bench/sampler.json`. A sampler variant is named by its group and settings, e.g.
-`samplers=tpe/n_startup_trials=5/group=false,random`; `cap=gp:40` runs at most 40 trials of a slow
-sampler.
+`<runs_dir>/bench/sampler.json`.
+
+`noise=SIGMA` adds a Gaussian error of SIGMA bpb to every candidate's quality (fixed per candidate
+and seed), as real proxy runs scatter around any fitted model; without it the landscape is as
+smooth as the ridge fit. A sampler variant is named by its group and settings, e.g.
+`samplers=tpe/n_startup_trials=5/group=false,random`; `cap=gp:40` runs at most 40 trials of a
+slow sampler.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
 from nas.arch import ArchConfig, CompressionConfig
@@ -42,7 +48,13 @@ from nas.search import build_space, prepare_data, proxy_settings
 from nas.study import OBJECTIVES, make_sampler
 from predictors import MemoryModel, RooflineLatency
 
-DEFAULTS = {"trials": 100, "seeds": 3, "samplers": "tpe,nsga2,gp,random", "cap": "gp:40"}
+DEFAULTS = {
+    "trials": 100,
+    "seeds": 5,
+    "samplers": "cost_aware,tpe,nsga2,gp,random",
+    "cap": "gp:40",
+    "noise": 0.0,  # bpb; e.g. the quality model's leave-one-out error, to mimic real runs
+}
 MARKS = (10, 25, 50, 100)
 
 
@@ -116,7 +128,14 @@ def trials_to_reach(curve: list[float], target: float) -> int | None:
     return next((i + 1 for i, v in enumerate(curve) if v >= target - 1e-12), None)
 
 
-def make_objective(space: Any, cheap: CheapObjectives, quality: QualityModel, uniform: float):
+def make_objective(
+    space: Any,
+    cheap: CheapObjectives,
+    quality: QualityModel,
+    uniform: float,
+    noise: float = 0.0,
+    seed: int = 0,
+):
     deploy = cheap.latency.hardware.deploy
 
     def objective(trial: optuna.Trial) -> tuple[float, float, float]:
@@ -128,6 +147,9 @@ def make_objective(space: Any, cheap: CheapObjectives, quality: QualityModel, un
         # As the real trial: an infeasible candidate is never trained and scores "uniform".
         infeasible = any(v > 0 for v in violations.values())
         bpb = uniform if infeasible else quality.predict(candidate.arch, candidate.compression)
+        if noise and not infeasible:  # the same candidate draws the same error in one seed
+            digest = hashlib.sha256(f"{seed}{candidate!r}".encode()).digest()
+            bpb += noise * float(np.random.default_rng(list(digest[:8])).standard_normal())
         return bpb, metrics.decode.mean, metrics.memory.mean
 
     return objective
@@ -153,7 +175,6 @@ def main(argv: list[str]) -> int:
     space = build_space(cfg, info["vocab_size"])
     uniform = data.uniform_bpb(settings)  # as the search: untrained bpb, also the reference
     reference = space_reference(space, cheap, hardware.deploy, uniform)
-    objective = make_objective(space, cheap, quality, uniform)
     names = [n for n in str(opts["samplers"]).split(",") if n]
     print(
         f"reference point: bpb {reference.bpb:.4f}, decode {reference.decode_ms:.4g} ms, "
@@ -173,6 +194,7 @@ def main(argv: list[str]) -> int:
     tag = hashlib.sha256(
         json.dumps(
             [quality.coef.tolist(), quality.compression, reference.to_dict(), hardware.name]
+            + ([opts["noise"]] if opts["noise"] else [])
         ).encode()
     ).hexdigest()[:12]
     store = runs_dir / "bench" / "sampler-curves"
@@ -183,6 +205,7 @@ def main(argv: list[str]) -> int:
         trials = min(opts["trials"], caps.get(name.split("/")[0], opts["trials"]))
         curves[name], seconds[name] = [], []
         for seed in range(opts["seeds"]):
+            objective = make_objective(space, cheap, quality, uniform, opts["noise"], seed)
             variant = hashlib.sha256(str(as_dict(sampler_cfg)).encode()).hexdigest()[:8]
             label = name.replace("/", "+")  # a variant's settings, not folders
             path = store / f"{label}-{variant}-seed{seed}-n{trials}-{tag}.json"
