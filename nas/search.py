@@ -46,7 +46,7 @@ Searches small-LM architectures and compression for a device. Common overrides:
   hardware=NAME          pixel8 (default), rpi5, iphone15pro, jetson_orin_nano, laptop_x86,
                          local_cpu, a100, h100, h200
   budget=NAME            auto (default: gpu with CUDA, else cpu), cpu, gpu, smoke
-  sampler=NAME           tpe (default), nsga2, random
+  sampler=NAME           cost_aware (default), tpe, nsga2, gp, random
   study.name=NAME        default: <hardware>-<search_space>-<budget>; the same name resumes
   study.n_trials=N       trials to add in this run      study.timeout_s=S   stop starting trials
   study.storage=URL      default sqlite:///runs/<name>/study.db; postgresql://... to share
