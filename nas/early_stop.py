@@ -9,7 +9,7 @@ value, keeps the rule fair to a trial that has only seen a part of its budget.
 
 With `min_gain` set, a second test also stops a trial whose *projected* point adds less than
 `min_gain` (a share of the current hypervolume) to the finished trials' front: its bits per byte
-at the checkpoint is projected to the end of the run with a quantile (default: the median) of the
+at the checkpoint is projected to the end of the run with a quantile (configured: 0.25) of the
 finished trials' ratios (final objective / bpb at that step), so the projection carries the
 typical gain of the remaining steps and of compression. This targets hypervolume loss directly.
 

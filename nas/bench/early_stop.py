@@ -1,6 +1,7 @@
 """Early stopping measured: proxy compute saved against hypervolume lost, on the same seeds.
 
-    python -m nas.bench early_stop [hardware=pixel8] [budget=cpu] [seeds=3] [trials=30] [chunk=8]
+    python -m nas.bench early_stop [hardware=pixel8] [budget=cpu] [sampler=tpe] [seeds=3]
+                                   [trials=30] [chunk=8]
                                    [fractions=0.5] [margin=0.0] [min_gain=0.001]
                                    [quantile=0.0] [runs_dir=runs]
 
@@ -106,8 +107,11 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     studies = []
     budget_left = opts["chunk"]
+    # Studies of a sampler other than TPE (the default until 2026-11-29) get its name as suffix.
+    sampler = next((o.partition("=")[2] for o in overrides if o.startswith("sampler=")), "")
+    suffix = "" if sampler == "tpe" else f"-{sampler or 'default'}"
     for seed in range(opts["seeds"]):
-        name = f"es-{base.hardware.name}-{base.budget.name}-seed{seed}"
+        name = f"es-{base.hardware.name}-{base.budget.name}-seed{seed}{suffix}"
         cfg_overrides = [
             *overrides,
             f"runs_dir={out_root}",
