@@ -71,6 +71,32 @@ def front_members(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.tri
     ]
 
 
+class IncrementalFront:
+    """A non-dominated set kept up to date one point at a time (all objectives minimised).
+
+    Exact, because dominance is transitive: a point a newcomer dominates stays dominated. A long
+    study then costs one vectorised comparison against the front per trial, not a sort of every
+    trial."""
+
+    def __init__(self) -> None:
+        self.points = np.empty((0, 0))
+        self.items: list[optuna.trial.FrozenTrial] = []
+
+    def add(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Offer a trial; True when the front changed."""
+        v = np.asarray(trial.values, dtype=float)
+        if not self.items:
+            self.points, self.items = v[None, :], [trial]
+            return True
+        p = self.points
+        if np.any(np.all(p <= v, axis=1) & np.any(p < v, axis=1)):
+            return False
+        keep = ~(np.all(v <= p, axis=1) & np.any(v < p, axis=1))
+        self.points = np.vstack([p[keep], v])
+        self.items = [t for t, k in zip(self.items, keep, strict=True) if k] + [trial]
+        return True
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write via a temporary file, fsync and rename: a failed write (full disk, unwritable
     folder, a crash) never leaves a truncated file, and the old file stays as it was."""

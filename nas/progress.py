@@ -13,11 +13,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import optuna
 from tqdm.auto import tqdm
 
 from nas.hypervolume import Reference, counted, hypervolume
+from nas.pareto import IncrementalFront
 from nas.study import is_feasible
 
 log = logging.getLogger("nas.search")
@@ -50,32 +50,6 @@ class Snapshot:
         return out
 
 
-class _Front:
-    """A non-dominated set kept up to date one point at a time (all objectives minimised).
-
-    Exact, because dominance is transitive: a point a newcomer dominates stays dominated. A long
-    study then costs one vectorised comparison against the front per trial, not a sort of every
-    trial."""
-
-    def __init__(self) -> None:
-        self.points = np.empty((0, 0))
-        self.items: list[optuna.trial.FrozenTrial] = []
-
-    def add(self, trial: optuna.trial.FrozenTrial) -> bool:
-        """Offer a trial; True when the front changed."""
-        v = np.asarray(trial.values, dtype=float)
-        if not self.items:
-            self.points, self.items = v[None, :], [trial]
-            return True
-        p = self.points
-        if np.any(np.all(p <= v, axis=1) & np.any(p < v, axis=1)):
-            return False
-        keep = ~(np.all(v <= p, axis=1) & np.any(v < p, axis=1))
-        self.points = np.vstack([p[keep], v])
-        self.items = [t for t, k in zip(self.items, keep, strict=True) if k] + [trial]
-        return True
-
-
 class _Tally:
     """Counts of the finished trials seen so far; each trial is looked at once."""
 
@@ -84,8 +58,8 @@ class _Tally:
         self.seen: set[int] = set()
         self.feasible = 0
         self.best_bpb = float("nan")
-        self.front = _Front()  # finished and feasible: `nas.pareto.front_members`' pool
-        self.counted = _Front()  # what the hypervolume counts
+        self.front = IncrementalFront()  # finished and feasible: `nas.pareto.front_members`' pool
+        self.counted = IncrementalFront()  # what the hypervolume counts
         self.hypervolume: float | None = None if reference is None else 0.0
 
     def update(self, study: optuna.Study) -> None:
