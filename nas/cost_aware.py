@@ -41,11 +41,14 @@ from nas.arch import Candidate
 from nas.hardware import DeployBudget, HardwareProfile
 from nas.hypervolume import Reference, hypervolume, space_reference
 from nas.objectives import CheapObjectives
+from nas.pareto import IncrementalFront
 from nas.study import is_feasible
 from predictors.factory import latency_predictor, memory_predictor
 from search_spaces import SearchSpace
 
 RIDGE = 1.0  # one-hot codes are shrunk hard: a few finished trials, dozens of codes
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
 
 class _RandomProbe:
@@ -94,6 +97,12 @@ class CostAwareSampler(BaseSampler):
         self._random = RandomSampler(seed=seed)
         self._plans: dict[int, dict[str, Any]] = {}  # trial id -> the parameters proposed
         self._nadir: Reference | None = None
+        # What finished trials taught, read once each (`_catch_up`), and memoised prices.
+        self._seen: set[int] = set()
+        self._tried: set[tuple[tuple[str, str], ...]] = set()
+        self._done: list[tuple[set[tuple[str, str]], float, tuple[float, ...]]] = []
+        self._front = IncrementalFront()
+        self._prices: dict[Any, tuple[Candidate, tuple[float, float, float]] | None] = {}
 
     def reseed_rng(self) -> None:
         self._rng.seed()
@@ -139,51 +148,89 @@ class CostAwareSampler(BaseSampler):
     # -- the plan -----------------------------------------------------------------------------
 
     def _plan(self, study: optuna.Study) -> dict[str, Any]:
-        trials = study.get_trials(deepcopy=False)
-        tried = {_key(t.params) for t in trials if t.params}
+        # The study's per-trial snapshot of its trials (one storage read, shared with the
+        # objective's cache lookup).
+        trials = study._get_trials(deepcopy=False, use_cache=True)
+        self._catch_up(trials)
+        unfinished = [t for t in trials if t.state in _UNFINISHED and t.params]
+        tried = self._tried | {_key(t.params) for t in unfinished}
         pool: list[tuple[dict[str, Any], Candidate, tuple[float, float, float]]] = []
         for _ in range(self.n_candidates):
             probe = _RandomProbe(self._rng)
             candidate = self.space.suggest(probe)  # type: ignore[arg-type]  # duck-typed trial
-            if _key(probe.params) in tried:
+            key = _key(probe.params)
+            if key in tried:
                 continue
-            metrics = self.cheap(candidate)
-            if any(v > 0 for v in metrics.violations(self.deploy).values()):
-                continue
-            cost = (metrics.decode.mean, metrics.memory.mean, float(metrics.non_embedding_params))
-            pool.append((probe.params, candidate, cost))
+            priced = self._priced(key, candidate)
+            if priced is not None:
+                pool.append((probe.params, *priced))
         if not pool:
             return {}  # nothing new and feasible drawn: random sampling decides
-        done = [t for t in trials if _counted(t)]
-        if len(done) < self.n_startup_trials:
+        if len(self._done) < self.n_startup_trials:
             front = _cost_front([c for _, _, c in pool])
             return pool[front[self._rng.randint(len(front))]][0]
-        return pool[self._best(study, done, pool)][0]
+        return pool[self._best(study, pool)][0]
+
+    def _catch_up(self, trials: list[FrozenTrial]) -> None:
+        """Read the trials finished since the last proposal, once each: a finished trial never
+        changes, and re-reading a thousand of them per proposal was most of its time."""
+        for t in trials:
+            if t.state not in _FINISHED or t._trial_id in self._seen:
+                continue
+            self._seen.add(t._trial_id)
+            if t.params:
+                self._tried.add(_key(t.params))
+            if _counted(t):
+                try:
+                    arch = self.space.candidate_from_params(t.params).arch
+                except ValueError:  # parameters of another space: nothing to learn from
+                    continue
+                codes = {(k, repr(v)) for k, v in t.params.items()}
+                self._done.append((codes, math.log(arch.non_embedding_params), tuple(t.values)))
+                self._front.add(t)
+
+    def _priced(
+        self, key: tuple[tuple[str, str], ...], candidate: Candidate
+    ) -> tuple[Candidate, tuple[float, float, float]] | None:
+        """The candidate and its (decode, memory, non-embedding params), or None when it is over
+        a device limit; memoised, since random pools draw the same candidates again."""
+        if key not in self._prices:
+            metrics = self.cheap(candidate)
+            over = any(v > 0 for v in metrics.violations(self.deploy).values())
+            cost = (metrics.decode.mean, metrics.memory.mean, float(metrics.non_embedding_params))
+            self._prices[key] = None if over else (candidate, cost)
+        return self._prices[key]
 
     def _best(
         self,
         study: optuna.Study,
-        done: list[FrozenTrial],
         pool: list[tuple[dict[str, Any], Candidate, tuple[float, float, float]]],
     ) -> int:
         """Index of the pool candidate with the largest predicted hypervolume gain."""
-        codes = sorted({(k, repr(v)) for t in done for k, v in t.params.items()})
-        rows = [
-            self._features(t.params, self.space.candidate_from_params(t.params), codes)
-            for t in done
-        ]
-        x, y = np.array(rows), np.array([t.values[0] for t in done])
+        codes = sorted(set().union(*(c for c, _, _ in self._done)))
+        x, y = self._design(codes)
         coef, spread = _ridge(x, y)
-        front = _non_dominated([tuple(t.values) for t in done])  # what the gain is measured on
         reference = self._reference(study, y)
-        now = hypervolume(front, reference)
-        gains = []
-        for params, candidate, (decode, memory, _) in pool:
-            bpb = float(self._features(params, candidate, codes) @ coef) - self.optimism * spread
-            gains.append(hypervolume([*front, (bpb, decode, memory)], reference) - now)
+        points = np.array(
+            [
+                (float(self._features(p, c, codes) @ coef) - self.optimism * spread, d, m)
+                for p, c, (d, m, _) in pool
+            ]
+        )
+        gains = hypervolume_gains(self._front.points, points, reference)
         best = max(gains)
         ties = [i for i, g in enumerate(gains) if g >= best - 1e-12]
         return ties[self._rng.randint(len(ties))]
+
+    def _design(self, codes: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Features and bits per byte of the finished trials, in `_features`' layout."""
+        column = {code: 2 + i for i, code in enumerate(codes)}
+        x = np.zeros((len(self._done), 2 + len(codes)))
+        x[:, 0] = 1.0
+        for row, (trial_codes, log_params, _) in enumerate(self._done):
+            x[row, 1] = log_params
+            x[row, [column[c] for c in trial_codes]] = 1.0
+        return x, np.array([values[0] for _, _, values in self._done])
 
     def _features(
         self, params: dict[str, Any], candidate: Candidate, codes: list[tuple[str, str]]
@@ -214,11 +261,18 @@ def _counted(trial: FrozenTrial) -> bool:
     )
 
 
-def _non_dominated(points: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
-    """The points no other one dominates (all objectives minimised)."""
-    p = np.array(points)
-    keep = [not np.any(np.all(p <= p[i], axis=1) & np.any(p < p[i], axis=1)) for i in range(len(p))]
-    return [points[i] for i in range(len(points)) if keep[i]]
+def hypervolume_gains(front: np.ndarray, points: np.ndarray, reference: Reference) -> list[float]:
+    """Hypervolume each point would add to `front`, one at a time. A point that a front point
+    dominates (or equals) adds exactly nothing and costs no hypervolume computation: on a long
+    study that is almost every candidate."""
+    if len(front) == 0:
+        return [hypervolume([p], reference) for p in points]
+    now = hypervolume(front, reference)
+    covered = np.all(front[None, :, :] <= points[:, None, :], axis=2).any(axis=1)
+    return [
+        0.0 if cover else hypervolume([*front, p], reference) - now
+        for p, cover in zip(points, covered, strict=True)
+    ]
 
 
 def _cost_front(costs: list[tuple[float, float, float]]) -> list[int]:

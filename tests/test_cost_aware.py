@@ -6,12 +6,14 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 
 from nas.config import as_dict, compose_config
-from nas.cost_aware import CostAwareSampler
+from nas.cost_aware import CostAwareSampler, _ridge
 from nas.hardware import HardwareProfile
+from nas.hypervolume import hypervolume
 from nas.objectives import CheapObjectives
 from nas.search import build_space
 from nas.study import make_sampler
@@ -44,10 +46,14 @@ def setting(
 
 
 def run(
-    seed: int, trials: int = 10, max_decode_ms: float | None = None, small: bool = False
+    seed: int,
+    trials: int = 10,
+    max_decode_ms: float | None = None,
+    small: bool = False,
+    cls: type[CostAwareSampler] = CostAwareSampler,
 ) -> optuna.Study:
     space, cheap, deploy = setting(max_decode_ms, tuple(SMALL) if small else ())
-    sampler = CostAwareSampler(
+    sampler = cls(
         space=space, cheap=cheap, deploy=deploy, n_startup_trials=3, n_candidates=48, seed=seed
     )
     study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
@@ -131,3 +137,40 @@ def test_selectable_as_sampler_cost_aware(budget: str) -> None:
     sampler = make_sampler(cfg.sampler, seed=0)
     assert isinstance(sampler, CostAwareSampler)
     assert sampler.space.choices() == build_space(cfg, int(cfg.budget.vocab_size)).choices()
+
+
+class RecountingSampler(CostAwareSampler):
+    """The proposal rule written plainly: every finished trial re-read, every candidate's gain a
+    full hypervolume computation. The sampler's bookkeeping must not change a single proposal."""
+
+    def _best(self, study: optuna.Study, pool: list) -> int:
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and all(v <= 0 for v in t.constraints.values())
+        ]
+        codes = sorted({(k, repr(v)) for t in done for k, v in t.params.items()})
+        rows = [
+            self._features(t.params, self.space.candidate_from_params(t.params), codes)
+            for t in done
+        ]
+        x, y = np.array(rows), np.array([t.values[0] for t in done])
+        coef, spread = _ridge(x, y)
+        values = np.array([t.values for t in done])
+        front = [v for v in values if not np.any(np.all(values <= v, 1) & np.any(values < v, 1))]
+        reference = self._reference(study, y)
+        now = hypervolume(front, reference)
+        gains = []
+        for params, candidate, (decode, memory, _) in pool:
+            bpb = float(self._features(params, candidate, codes) @ coef) - self.optimism * spread
+            gains.append(hypervolume([*front, (bpb, decode, memory)], reference) - now)
+        best = max(gains)
+        ties = [i for i, g in enumerate(gains) if g >= best - 1e-12]
+        return ties[self._rng.randint(len(ties))]
+
+
+def test_bookkeeping_changes_no_proposal() -> None:
+    fast = [t.params for t in run(seed=2, trials=40).trials]
+    assert fast == [t.params for t in run(seed=2, trials=40, cls=RecountingSampler).trials]
+    assert len({str(p) for p in fast}) == 40
