@@ -181,7 +181,7 @@ def run_search(cfg: DictConfig) -> SearchResult:
         early_stop=make_early_stopping(as_dict(cfg.proxy).get("early_stop")),
         compression=CompressionSettings.from_config(as_dict(cfg.get("compression") or {})),
     )
-    resumed = len(study.trials)
+    resumed = len(study.get_trials(deepcopy=False))  # `study.trials` deep-copies them all
     log.info(
         "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "
         "proxy: %d steps x %d x %d tokens on %s",

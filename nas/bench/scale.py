@@ -41,7 +41,7 @@ BENCH_KEYS = {
     "fill": 1000,
     "measure": 50,
     "storages": "sqlite",
-    "samplers": "tpe,random",
+    "samplers": "cost_aware,tpe,random",
     "workers": "1,2",
 }
 
