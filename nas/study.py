@@ -196,7 +196,8 @@ def record(
     Optuna's API commits once per attribute and reads the trial back before each constraint; a
     trial here sets about a dozen, and with a thousand stored trials those round trips were a
     third of the engine's time per trial. On an RDB storage (SQLite, PostgreSQL) they go through
-    the storage's own row writer in one transaction; other storages take them one at a time.
+    the storage's own row writer in one transaction, on a journal file in one append (one lock,
+    one fsync); other storages take them one at a time.
     `tests/test_study.py` checks that both paths store the same trial.
     """
     from optuna.storages._cached_storage import _CachedStorage
@@ -210,22 +211,51 @@ def record(
     system = {f"{_CONSTRAINTS_KEY}:{key}": value for key, value in constraints.items()}
     storage = trial.storage
     backend = storage._backend if isinstance(storage, _CachedStorage) else storage
-    if not isinstance(backend, optuna.storages.RDBStorage):
+    if isinstance(backend, optuna.storages.RDBStorage):
+        with _create_scoped_session(backend.scoped_session) as session:
+            for model, values in (
+                (models.TrialUserAttributeModel, attrs),
+                (models.TrialSystemAttributeModel, system),
+            ):
+                for key, value in values.items():
+                    backend._set_trial_attr_without_commit(
+                        session, model, trial._trial_id, key, value
+                    )
+    elif isinstance(backend, optuna.storages.JournalStorage):
+        _journal_record(backend, trial._trial_id, attrs, system)
+    else:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         for key, value in constraints.items():
             trial.set_constraint(key, value)
         return
-    with _create_scoped_session(backend.scoped_session) as session:
-        for model, values in (
-            (models.TrialUserAttributeModel, attrs),
-            (models.TrialSystemAttributeModel, system),
-        ):
-            for key, value in values.items():
-                backend._set_trial_attr_without_commit(session, model, trial._trial_id, key, value)
     # The trial's own view, as `Trial.set_user_attr` and `Trial.set_constraint` keep it.
     trial._cached_frozen_trial.user_attrs.update(attrs)
     trial._cached_frozen_trial.system_attrs.update(system)
+
+
+def _journal_record(
+    storage: optuna.storages.JournalStorage,
+    trial_id: int,
+    attrs: Mapping[str, Any],
+    system: Mapping[str, Any],
+) -> None:
+    """The journal's own log entries, one per attribute as its `set_trial_*_attr` writes them,
+    appended in one locked, fsynced write instead of one each."""
+    from optuna.storages.journal._storage import JournalOperation
+
+    worker = storage._replay_result.worker_id
+    logs = [
+        {"op_code": op, "worker_id": worker, "trial_id": trial_id, field: {key: value}}
+        for op, field, values in (
+            (JournalOperation.SET_TRIAL_USER_ATTR, "user_attr", attrs),
+            (JournalOperation.SET_TRIAL_SYSTEM_ATTR, "system_attr", system),
+        )
+        for key, value in values.items()
+    ]
+    with storage._thread_lock:
+        storage._backend.append_logs(logs)
+        storage._sync_with_backend()
 
 
 def make_sampler(

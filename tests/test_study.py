@@ -51,8 +51,9 @@ def test_record_on_postgresql(pg_study: str) -> None:
     _both_ways(open_storage(postgres_url()), pg_study)
 
 
-def test_record_refuses_a_finished_trial(tmp_path: Path) -> None:
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path}/s.db"))
+@pytest.mark.parametrize("url", ["sqlite:///{}/s.db", "journal:///{}/s.journal"])
+def test_record_refuses_a_finished_trial(url: str, tmp_path: Path) -> None:
+    study = optuna.create_study(storage=open_storage(url.format(tmp_path)))
     trial = study.ask()
     study.tell(trial, 1.0)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):

@@ -75,12 +75,13 @@ def _candidates(base: list[str], count: int, seed: int = 0) -> list[dict[str, An
 def throughput(base: list[str], root: Path, opts: dict[str, Any]) -> dict[str, Any]:
     params = _candidates(base, opts["trials"])
     counts = [int(w) for w in str(opts["workers"]).split(",")]
-    # Warm the caches (tokenizer, token streams) and start the worker pool's forkserver, whose
-    # imports (torch, transformers) a command pays once, as this process paid its own imports
-    # before the 1-worker runs.
+    # Warm-up, paid once per command by either worker count: the caches (tokenizer, token
+    # streams), this process's first models (transformers loads its model code lazily) and the
+    # worker pool's forkserver with its imports.
     warm = f"journal:///{root / 'warm' / 'study.journal'}"
-    warm_up = ["study.name=warm", "study.n_trials=0", f"study.storage={warm}"]
-    run_search(compose_config([*base, *warm_up, f"study.workers={max(counts)}"]))
+    warm_up = ["study.name=warm", f"study.storage={warm}"]
+    run_search(compose_config([*base, *warm_up, "study.n_trials=4"]))
+    run_search(compose_config([*base, *warm_up, "study.n_trials=0", "study.workers=2"]))
     runs: dict[int, list[dict[str, float]]] = {w: [] for w in counts}
     for repeat in range(opts["repeats"]):
         for workers in counts:
