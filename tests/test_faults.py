@@ -46,10 +46,12 @@ def kill_when_mid_trial(url: str, name: str, kill: dict, *, pid: int | None = No
         time.sleep(0.1)
         try:
             study = study or load(url, name)
+            running = claimed_running(study)
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         except KeyError:
             continue  # not created yet
-        running = claimed_running(study)
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        except Exception:  # e.g. "database is locked" mid-commit: poll again
+            continue
         if running and done:
             victim = max(running, key=lambda t: t.datetime_start)  # the most time left
             os.kill(pid or victim.user_attrs["worker"]["pid"], signal.SIGKILL)
@@ -184,10 +186,13 @@ def test_ctrl_c_marks_the_running_trial_and_says_how_to_resume(
             time.sleep(0.1)
             try:
                 study = study or load(url, "C")
+                done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                running = claimed_running(study)
             except KeyError:
                 continue
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if done and claimed_running(study):
+            except Exception:  # e.g. "database is locked" mid-commit: poll again
+                continue
+            if done and running:
                 os.kill(os.getpid(), signal.SIGINT)  # what a terminal sends on Ctrl-C
                 return
 
