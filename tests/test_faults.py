@@ -201,6 +201,9 @@ def test_ctrl_c_marks_the_running_trial_and_says_how_to_resume(
                 os.kill(os.getpid(), signal.SIGINT)  # what a terminal sends on Ctrl-C
                 return
 
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background by a
+    # non-interactive shell (`cmd &`, as some CI runners do) inherits SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     try:
         run_search(cfg)
@@ -208,6 +211,8 @@ def test_ctrl_c_marks_the_running_trial_and_says_how_to_resume(
         message = str(err)
     else:
         pytest.fail(f"the run was never interrupted; watcher: {watch}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "interrupted" in message and "Run the same command again to resume" in message
     assert "\n" not in message
     trials = load(url, "C").get_trials(deepcopy=False)
