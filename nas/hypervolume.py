@@ -44,6 +44,7 @@ import numpy as np
 import optuna
 from optuna._hypervolume import compute_hypervolume
 
+from nas.pareto import IncrementalFront
 from nas.study import OBJECTIVES, is_feasible
 
 if TYPE_CHECKING:
@@ -164,14 +165,12 @@ def hypervolume_history(
 ) -> list[tuple[int, float]]:
     """(trial number, hypervolume of all counted trials up to it), in trial order."""
     history: list[tuple[int, float]] = []
-    front: list[np.ndarray] = []  # kept non-dominated: a long study recomputes only on news
+    front = IncrementalFront()  # a long study recomputes the volume only when the front moves
     value = 0.0
     for trial in sorted(trials, key=lambda t: t.number):
         if trial.state != optuna.trial.TrialState.COMPLETE:
             continue
-        point = np.asarray(trial.values, dtype=float) if counted(trial) else None
-        if point is not None and not any(np.all(p <= point) for p in front):
-            front = [p for p in front if not np.all(point <= p)] + [point]
-            value = hypervolume(front, reference)
+        if counted(trial) and front.add(trial):
+            value = hypervolume(front.points, reference)
         history.append((trial.number, value))
     return history

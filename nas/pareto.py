@@ -46,29 +46,25 @@ def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 def non_dominated(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Finished, feasible trials that no other such trial dominates (all objectives minimised):
-    what `study.best_trials` returns, from trials already in hand, without deep-copying the
-    whole study on every call (420 ms per trial at 400 trials)."""
-    pool = [
-        t for t in trials
-        if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None and is_feasible(t)
-    ]  # fmt: skip
-    if not pool:
-        return []
-    values = np.asarray([t.values for t in pool], dtype=float)
-    keep = [not np.any(np.all(values <= v, axis=1) & np.any(values < v, axis=1)) for v in values]
-    return [t for t, kept in zip(pool, keep, strict=True) if kept]
+    """Finished, feasible trials that no other such trial dominates (all objectives minimised),
+    in trial order: what `study.best_trials` returns, from trials already in hand, without
+    deep-copying the whole study on every call (420 ms per trial at 400 trials)."""
+    front = IncrementalFront()
+    for t in trials:
+        if t.state == optuna.trial.TrialState.COMPLETE and t.values is not None and is_feasible(t):
+            front.add(t)
+    return front.items
+
+
+def stands_for_itself(trial: optuna.trial.FrozenTrial) -> bool:
+    """A front trial that is reported: trained, and not a reuse of an earlier trial's training
+    (`cached_from`: same configuration and values, so the earlier trial stands for both)."""
+    return bool(trial.user_attrs.get("trained")) and "cached_from" not in trial.user_attrs
 
 
 def front_members(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Feasible, trained, finished trials that no other dominates. A trial that reused an
-    earlier trial's training (`cached_from`) has the same configuration and values: the earlier
-    trial stands for both."""
-    return [
-        t
-        for t in non_dominated(trials)
-        if t.user_attrs.get("trained") and "cached_from" not in t.user_attrs
-    ]
+    """Feasible, trained, finished trials that no other dominates (see `stands_for_itself`)."""
+    return [t for t in non_dominated(trials) if stands_for_itself(t)]
 
 
 class IncrementalFront:
@@ -76,7 +72,7 @@ class IncrementalFront:
 
     Exact, because dominance is transitive: a point a newcomer dominates stays dominated. A long
     study then costs one vectorised comparison against the front per trial, not a sort of every
-    trial."""
+    trial. Equal points are all kept; `items` stay in the order they were added."""
 
     def __init__(self) -> None:
         self.points = np.empty((0, 0))

@@ -17,7 +17,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from nas.hypervolume import Reference, counted, hypervolume
-from nas.pareto import IncrementalFront
+from nas.pareto import IncrementalFront, stands_for_itself
 from nas.study import is_feasible
 
 log = logging.getLogger("nas.search")
@@ -82,12 +82,8 @@ class _Tally:
 
     @property
     def pareto(self) -> int:
-        """As `nas.pareto.front_members`: trained, and not a reused duplicate of another."""
-        return sum(
-            1
-            for t in self.front.items
-            if t.user_attrs.get("trained") and "cached_from" not in t.user_attrs
-        )
+        """As `nas.pareto.front_members`."""
+        return sum(1 for t in self.front.items if stands_for_itself(t))
 
 
 def format_seconds(seconds: float) -> str:

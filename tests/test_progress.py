@@ -92,7 +92,6 @@ def test_incremental_counts_equal_a_full_recount() -> None:
     """The per-trial tally (each trial looked at once) agrees with recounting the whole study,
     also when trials arrive several at a time (other workers) and with duplicates."""
     from nas.hypervolume import study_hypervolume
-    from nas.pareto import front_members
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = np.random.default_rng(0)
@@ -120,8 +119,37 @@ def test_incremental_counts_equal_a_full_recount() -> None:
         state = progress.snapshot(study)
         trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
         assert state.finished == len(trials)
-        assert state.pareto == len(front_members(trials)), batch
+        assert state.pareto == len(_front_by_brute_force(trials)), batch
         assert state.hypervolume == pytest.approx(study_hypervolume(trials, REF), rel=1e-12)
         feasible = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
         assert state.feasible == len(feasible)
         assert state.best_bpb == min(t.values[0] for t in feasible)
+
+
+def _front_by_brute_force(trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """Trained, feasible, not reused trials that no feasible trial dominates, pair by pair."""
+    pool = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [
+        t.number
+        for t in pool
+        if t.user_attrs["trained"]
+        and "cached_from" not in t.user_attrs
+        and not any(dominates(o.values, t.values) for o in pool)
+    ]
+
+
+def test_pareto_front_members_match_a_pairwise_check() -> None:
+    from nas.pareto import front_members
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = np.random.default_rng(1)
+    study = optuna.create_study(directions=["minimize"] * 3)
+    for _ in range(120):
+        values = [float(rng.integers(1, 6)), float(rng.integers(1, 6)), float(rng.integers(1, 6))]
+        add(study, values, feasible=bool(rng.random() < 0.8), trained=True)  # ties and duplicates
+    trials = study.get_trials()
+    assert [t.number for t in front_members(trials)] == _front_by_brute_force(trials)
