@@ -100,7 +100,7 @@ class CostAwareSampler(BaseSampler):
         # What finished trials taught, read once each (`_catch_up`), and memoised prices.
         self._seen: set[int] = set()
         self._tried: set[tuple[tuple[str, str], ...]] = set()
-        self._done: list[tuple[set[tuple[str, str]], float, tuple[float, ...]]] = []
+        self._done: list[tuple[set[tuple[str, str]], float, float]] = []  # codes, log params, bpb
         self._front = IncrementalFront()
         self._prices: dict[Any, tuple[Candidate, tuple[float, float, float]] | None] = {}
 
@@ -185,8 +185,8 @@ class CostAwareSampler(BaseSampler):
                     arch = self.space.candidate_from_params(t.params).arch
                 except ValueError:  # parameters of another space: nothing to learn from
                     continue
-                codes = {(k, repr(v)) for k, v in t.params.items()}
-                self._done.append((codes, math.log(arch.non_embedding_params), tuple(t.values)))
+                log_params = math.log(arch.non_embedding_params)
+                self._done.append((_codes(t.params), log_params, t.values[0]))
                 self._front.add(t)
 
     def _priced(
@@ -208,35 +208,19 @@ class CostAwareSampler(BaseSampler):
     ) -> int:
         """Index of the pool candidate with the largest predicted hypervolume gain."""
         codes = sorted(set().union(*(c for c, _, _ in self._done)))
-        x, y = self._design(codes)
+        x = _design([(c, log_params) for c, log_params, _ in self._done], codes)
+        y = np.array([bpb for _, _, bpb in self._done])
         coef, spread = _ridge(x, y)
         reference = self._reference(study, y)
-        points = np.array(
-            [
-                (float(self._features(p, c, codes) @ coef) - self.optimism * spread, d, m)
-                for p, c, (d, m, _) in pool
-            ]
+        pool_x = _design(
+            [(_codes(p), math.log(c.arch.non_embedding_params)) for p, c, _ in pool], codes
         )
+        bpb = pool_x @ coef - self.optimism * spread
+        points = np.array([(b, d, m) for b, (_, _, (d, m, _)) in zip(bpb, pool, strict=True)])
         gains = hypervolume_gains(self._front.points, points, reference)
         best = max(gains)
         ties = [i for i, g in enumerate(gains) if g >= best - 1e-12]
         return ties[self._rng.randint(len(ties))]
-
-    def _design(self, codes: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
-        """Features and bits per byte of the finished trials, in `_features`' layout."""
-        column = {code: 2 + i for i, code in enumerate(codes)}
-        x = np.zeros((len(self._done), 2 + len(codes)))
-        x[:, 0] = 1.0
-        for row, (trial_codes, log_params, _) in enumerate(self._done):
-            x[row, 1] = log_params
-            x[row, [column[c] for c in trial_codes]] = 1.0
-        return x, np.array([values[0] for _, _, values in self._done])
-
-    def _features(
-        self, params: dict[str, Any], candidate: Candidate, codes: list[tuple[str, str]]
-    ) -> np.ndarray:
-        onehot = [1.0 if k in params and repr(params[k]) == v else 0.0 for k, v in codes]
-        return np.array([1.0, math.log(candidate.arch.non_embedding_params), *onehot])
 
     def _reference(self, study: optuna.Study, bpbs: np.ndarray) -> Reference:
         stored = study.user_attrs.get("hypervolume_reference")
@@ -248,7 +232,26 @@ class CostAwareSampler(BaseSampler):
 
 
 def _key(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, repr(v)) for k, v in params.items()))
+    return tuple(sorted(_codes(params)))
+
+
+def _codes(params: dict[str, Any]) -> set[tuple[str, str]]:
+    """A candidate's parameter values as (name, repr) codes: its one-hot features and its key."""
+    return {(k, repr(v)) for k, v in params.items()}
+
+
+def _design(
+    rows: list[tuple[set[tuple[str, str]], float]], codes: list[tuple[str, str]]
+) -> np.ndarray:
+    """Ridge features of (codes, log non-embedding params) rows: intercept, log params, then a
+    one-hot column per code in `codes` (a value no finished trial had gets no column)."""
+    column = {code: 2 + i for i, code in enumerate(codes)}
+    x = np.zeros((len(rows), 2 + len(codes)))
+    x[:, 0] = 1.0
+    for row, (row_codes, log_params) in enumerate(rows):
+        x[row, 1] = log_params
+        x[row, [column[c] for c in row_codes if c in column]] = 1.0
+    return x
 
 
 def _counted(trial: FrozenTrial) -> bool:

@@ -151,10 +151,12 @@ class RecountingSampler(CostAwareSampler):
             and all(v <= 0 for v in t.constraints.values())
         ]
         codes = sorted({(k, repr(v)) for t in done for k, v in t.params.items()})
-        rows = [
-            self._features(t.params, self.space.candidate_from_params(t.params), codes)
-            for t in done
-        ]
+
+        def features(params: dict, candidate: Any) -> np.ndarray:
+            onehot = [1.0 if k in params and repr(params[k]) == v else 0.0 for k, v in codes]
+            return np.array([1.0, math.log(candidate.arch.non_embedding_params), *onehot])
+
+        rows = [features(t.params, self.space.candidate_from_params(t.params)) for t in done]
         x, y = np.array(rows), np.array([t.values[0] for t in done])
         coef, spread = _ridge(x, y)
         values = np.array([t.values for t in done])
@@ -163,7 +165,7 @@ class RecountingSampler(CostAwareSampler):
         now = hypervolume(front, reference)
         gains = []
         for params, candidate, (decode, memory, _) in pool:
-            bpb = float(self._features(params, candidate, codes) @ coef) - self.optimism * spread
+            bpb = float(features(params, candidate) @ coef) - self.optimism * spread
             gains.append(hypervolume([*front, (bpb, decode, memory)], reference) - now)
         best = max(gains)
         ties = [i for i, g in enumerate(gains) if g >= best - 1e-12]
