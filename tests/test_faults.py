@@ -38,6 +38,12 @@ def claimed_running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     ]
 
 
+def claim_and_die(script: str) -> None:
+    """Run `script` (which claims a trial, then SIGKILLs itself) in a fresh process."""
+    dead = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert dead.returncode == -signal.SIGKILL, dead.stderr
+
+
 def kill_when_mid_trial(url: str, name: str, kill: dict, *, pid: int | None = None) -> None:
     """Poll the study; once one trial is finished and another is running, SIGKILL its worker."""
     deadline = time.time() + 300
@@ -133,8 +139,7 @@ def test_dead_process_trial_is_failed_and_retried_on_resume(
         "trial.set_user_attr('worker', owner_record(trial.number))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    dead = subprocess.run([sys.executable, "-c", claim], capture_output=True, timeout=120)
-    assert dead.returncode == -signal.SIGKILL, dead.stderr
+    claim_and_die(claim)
     before = load(url, "D").get_trials(deepcopy=False)
     assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
 
@@ -158,8 +163,7 @@ def test_stale_heartbeat_on_postgres_fails_and_requeues(pg_url: str, pg_study: s
         "storage.record_heartbeat(trial._trial_id)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    dead = subprocess.run([sys.executable, "-c", claim], capture_output=True, timeout=120)
-    assert dead.returncode == -signal.SIGKILL, dead.stderr
+    claim_and_die(claim)
     storage = open_storage(url, heartbeat_s=1, grace_s=2, retries=1)
     study = optuna.load_study(study_name=pg_study, storage=storage)
     assert study.trials[0].state == TrialState.RUNNING
