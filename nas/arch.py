@@ -1,15 +1,16 @@
 """The architecture and compression of one candidate, and what they cost.
 
 `ArchConfig` is the single description that every part of the engine shares: the search space
-produces it, the predictors price it, `nas.models` turns it into a `transformers` model, and export
-writes it out. Its parameter counts are analytic and match `sum(p.numel())` of the built model
-exactly (tests/test_arch.py proves it for dense, GQA, MoE, tied and untied).
+produces it, the predictors price it, `nas.quality.models` turns it into a `transformers` model,
+and export writes it out. Its parameter counts are analytic and match `sum(p.numel())` of the
+built model exactly (tests/test_arch.py proves it for dense, GQA, MoE, tied and untied).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -188,3 +189,39 @@ class Candidate:
         """A stable hash of the candidate (and of whatever else decides its result)."""
         payload = json.dumps([self.to_dict(), *extra], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- one-line labels, as tables, plots and model cards show a candidate ---------------------------
+def experts_label(arch: Mapping[str, Any]) -> str:
+    """`dense`, or `KofE` experts per token (`/kL`: MoE every k-th layer)."""
+    if arch.get("n_experts", 1) == 1:
+        return "dense"
+    every = "" if arch.get("moe_every", 1) == 1 else f"/{arch['moe_every']}L"
+    return f"{arch['experts_per_token']}of{arch['n_experts']}{every}"
+
+
+def bits_label(compression: Mapping[str, Any]) -> str:
+    """`fp16`, or `int8g128`: weight bits and group size."""
+    if compression.get("weight_bits", 16) == 16:
+        return "fp16"
+    return f"int{compression['weight_bits']}g{compression['group_size']}"
+
+
+def is_compressed(compression: Mapping[str, Any]) -> bool:
+    return (
+        compression.get("weight_bits", 16) < 16
+        or compression.get("sparsity_pattern", "none") != "none"
+    )
+
+
+def label(arch: Mapping[str, Any], compression: Mapping[str, Any]) -> str:
+    """One line: shape and compression, e.g. `2L d64 h4/2 ffn176 moe 2of4 int4 2:4`."""
+    experts = "" if arch.get("n_experts", 1) == 1 else f" moe {experts_label(arch)}"
+    bits = compression.get("weight_bits", 16)
+    quant = "fp16" if bits == 16 else f"int{bits}"
+    sparse = compression.get("sparsity_pattern", "none")
+    heads = f"h{arch.get('n_heads')}/{arch.get('n_kv_heads')}"
+    return (
+        f"{arch.get('n_layers')}L d{arch.get('d_model')} {heads} ffn{arch.get('ffn_dim')}"
+        f"{experts} {quant}{'' if sparse == 'none' else ' ' + sparse}"
+    )

@@ -1,7 +1,9 @@
 """A target device as the predictors see it, read from `hydra_configs/hardware/<name>.yaml`.
 
 Every number about a device lives in its YAML file next to its source; this module only gives the
-numbers types and names.
+numbers types, names and valid ranges. The dataclasses are also the Hydra schema of the
+`hardware` config group (`nas.config`), so a profile is type-checked and range-checked once,
+when the configuration is composed.
 """
 
 from __future__ import annotations
@@ -9,67 +11,68 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
+from nas.config.rules import at_least, between, one_of, typed
 from nas.errors import NasError
 
 
-@dataclass(frozen=True)
+@dataclass
 class RooflinePrior:
     """Free parameters of the latency model, before calibration on real measurements."""
 
-    bandwidth_efficiency: float
-    compute_efficiency: float
-    per_token_ms: float
-    per_layer_ms: float
-    runtime_overhead_mb: float
-    rel_spread: float
+    bandwidth_efficiency: float = field(default=MISSING, metadata=between(0.0, 1.0))
+    compute_efficiency: float = field(default=MISSING, metadata=between(0.0, 1.0))
+    per_token_ms: float = field(default=MISSING, metadata=at_least(0.0))
+    per_layer_ms: float = field(default=MISSING, metadata=at_least(0.0))
+    runtime_overhead_mb: float = field(default=MISSING, metadata=at_least(0.0))
+    rel_spread: float = field(default=MISSING, metadata=at_least(0.0))
 
 
-@dataclass(frozen=True)
+@dataclass
 class DeployBudget:
     """What the model may cost on the device, and the conditions latency is quoted at."""
 
-    max_memory_mb: float
-    context_len: int
-    prompt_len: int
-    min_tokens_per_s: float
+    max_memory_mb: float = field(default=MISSING, metadata=at_least(0.0, exclusive=True))
+    context_len: int = field(default=MISSING, metadata=at_least(1))
+    prompt_len: int = field(default=MISSING, metadata=at_least(1))
+    min_tokens_per_s: float = field(default=MISSING, metadata=at_least(0.0, exclusive=True))
 
     @property
     def max_decode_ms(self) -> float:
         return 1000.0 / self.min_tokens_per_s
 
 
-@dataclass(frozen=True)
+@dataclass
+class EnergyCosts:
+    """Energy per unit of work, for the per-token estimate of `predictors.energy`."""
+
+    pj_per_byte: float = field(default=MISSING, metadata=at_least(0.0, exclusive=True))
+    pj_per_flop: float = field(default=MISSING, metadata=at_least(0.0, exclusive=True))
+    source: str = ""
+
+
+@dataclass
 class HardwareProfile:
-    name: str
-    description: str
-    processor: str  # cpu | gpu
-    threads: int
-    peak_gflops: dict[str, float]  # by compute dtype: fp32, fp16, int8
-    memory_gb: float
-    bandwidth_gbs: float
-    prior: RooflinePrior
-    deploy: DeployBudget
+    name: str = MISSING
+    description: str = MISSING
+    processor: str = field(default=MISSING, metadata=one_of("cpu", "gpu"))
+    threads: int = field(default=MISSING, metadata=at_least(1))
+    peak_gflops: dict[str, float] = field(default_factory=dict)  # by compute dtype
+    memory_gb: float = field(default=MISSING, metadata=at_least(0.0, exclusive=True))
+    bandwidth_gbs: float = field(default=MISSING, metadata=at_least(0.0, exclusive=True))
+    prior: RooflinePrior = field(default_factory=RooflinePrior)
+    deploy: DeployBudget = field(default_factory=DeployBudget)
+    energy: EnergyCosts = field(default_factory=EnergyCosts)
     sources: dict[str, str] = field(default_factory=dict)
-    sparse_kernels: tuple[str, ...] = ()  # sparsity patterns with speed-up kernels here
-    sparse_storage: tuple[str, ...] = ()  # sparsity patterns stored compressed here
+    sparse_kernels: list[str] = field(default_factory=list)  # sparsity patterns sped up here
+    sparse_storage: list[str] = field(default_factory=list)  # sparsity patterns stored compressed
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> HardwareProfile:
+        """A profile from a plain mapping (a hardware YAML's content), checked like the config."""
+        name = cfg.get("name", "?") if isinstance(cfg, dict) else "?"
         try:
-            return cls(
-                name=cfg["name"],
-                description=cfg["description"],
-                processor=cfg["processor"],
-                threads=int(cfg["threads"]),
-                peak_gflops={k: float(v) for k, v in cfg["peak_gflops"].items()},
-                memory_gb=float(cfg["memory_gb"]),
-                bandwidth_gbs=float(cfg["bandwidth_gbs"]),
-                prior=RooflinePrior(**cfg["prior"]),
-                deploy=DeployBudget(**cfg["deploy"]),
-                sources=dict(cfg.get("sources", {})),
-                sparse_kernels=tuple(cfg.get("sparse_kernels", ())),
-                sparse_storage=tuple(cfg.get("sparse_storage", ())),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            name = cfg.get("name", "?") if isinstance(cfg, dict) else "?"
+            return typed(cls, cfg, prefix="hardware")
+        except NasError as err:
             raise NasError(f"hardware profile '{name}' is malformed: {err}") from None

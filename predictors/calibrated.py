@@ -10,7 +10,7 @@ compute-bound, so one side of the roofline's max dominates each):
                  every prompt token) and the causal attention's
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
-Weight formats are the exported graph's (nas.onnx_export): `float` (fp32 on CPUs: the embedding
+Weight formats are the exported graph's (nas.onnx.export): `float` (fp32 on CPUs: the embedding
 table, the LM head, and 16-bit candidates' blocks), `int8` and `int4`
 (both MatMulNBits); routed experts are float weights gathered per token, with their own coefficient.
 Each coefficient is the device's cost of one unit of that work: the inverse of an effective
@@ -38,7 +38,7 @@ from predictors.footprint import active_matmul_params
 
 CALIBRATIONS = Path(__file__).parent / "calibrations"
 MB = 1024.0 * 1024.0
-FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx_export)
+FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx.export)
 QUANT_BYTES = {8: 1.0, 4: 0.5}
 QUANTITIES = ("decode_ms", "prefill_ms", "memory_mb")
 FEATURES = {

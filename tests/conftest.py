@@ -67,7 +67,7 @@ def pg_study() -> Iterator[str]:
     """A unique study name on the test server, deleted after the test."""
     import optuna
 
-    from nas.study import open_storage
+    from nas.study.storage import open_storage
 
     url = postgres_url()
     name = f"test-{uuid.uuid4().hex[:12]}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nas.arch import ArchConfig, CompressionConfig
-from nas.models import build_model, count_params
+from nas.quality.models import build_model, count_params
 
 ARCHS = {
     "dense-mha-tied": dict(n_layers=2, n_heads=4, n_kv_heads=4, head_dim=8, ffn_dim=48),

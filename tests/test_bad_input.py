@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 from nas.errors import run_cli
-from nas.search import main
-from nas.study import open_storage
+from nas.search.__main__ import main
+from nas.study.storage import open_storage
 from predictors.calibrated import calibration_path
 
 SECRET = "s3cr3t-pw"

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.config import compose_config
+from nas.config.compose import load_settings
 from nas.errors import NasError
-from nas.hardware import HardwareProfile
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "hydra_configs"
 GROUPS = ("hardware", "search_space", "budget", "proxy", "sampler", "study")
@@ -24,22 +23,22 @@ def _options(group: str) -> list[str]:
     "group, option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
 )
 def test_every_group_option_composes(group: str, option: str) -> None:
-    cfg = compose_config([f"{group}={option}", "budget=smoke"] if group != "budget" else
+    cfg = load_settings([f"{group}={option}", "budget=smoke"] if group != "budget" else
                          [f"budget={option}"])  # fmt: skip
-    assert cfg[group] is not None
+    assert getattr(cfg, group)
     assert cfg.study.name and cfg.study.storage.startswith("sqlite:///")
 
 
 @pytest.mark.parametrize("option", _options("hardware"))
 def test_hardware_profiles_have_sources_and_budgets(option: str) -> None:
-    profile = HardwareProfile.from_config(dict(compose_config([f"hardware={option}"]).hardware))
+    profile = load_settings([f"hardware={option}"]).hardware
     assert profile.sources.get("compute") and profile.sources.get("memory")
     assert profile.deploy.max_memory_mb > 0 and profile.deploy.max_decode_ms > 0
     assert profile.deploy.prompt_len <= profile.deploy.context_len
 
 
 def test_pixel8_budget_is_2gb_and_20_tokens_per_s() -> None:
-    deploy = compose_config(["hardware=pixel8"]).hardware.deploy
+    deploy = load_settings(["hardware=pixel8"]).hardware.deploy
     assert deploy.max_memory_mb == 2048 and deploy.min_tokens_per_s == 20
 
 
@@ -47,12 +46,12 @@ def test_auto_budget_picks_cpu_without_cuda() -> None:
     import torch
 
     expected = "gpu" if torch.cuda.is_available() else "cpu"
-    assert compose_config([]).budget.name == expected
-    assert compose_config(["budget=auto"]).budget.name == expected
+    assert load_settings([]).budget.name == expected
+    assert load_settings(["budget=auto"]).budget.name == expected
 
 
 def test_study_name_and_storage_derive_from_choices() -> None:
-    cfg = compose_config(["hardware=rpi5", "budget=smoke", "runs_dir=/tmp/x"])
+    cfg = load_settings(["hardware=rpi5", "budget=smoke", "runs_dir=/tmp/x"])
     assert cfg.study.name == "rpi5-slm-smoke"
     assert cfg.study.storage == "sqlite:////tmp/x/rpi5-slm-smoke/study.db"
 
@@ -62,14 +61,14 @@ def test_study_name_and_storage_derive_from_choices() -> None:
     [
         ("hardware=pixel9", "unknown hardware 'pixel9'; choose one of: a100,"),
         ("budget=huge", "unknown budget 'huge'; choose one of: cpu, gpu, smoke"),
-        ("proxy.lrr=1", "unknown key 'proxy.lrr'; 'proxy' has: name, corpus"),
+        ("proxy.lrr=1", "unknown key 'proxy.lrr'; 'proxy' has: steps, seq_len, batch_size, eval"),
         ("nonsense=1", "unknown key 'nonsense'; the top level has: hardware"),
         ("hardware.deploy.max_ram=3", "unknown key 'hardware.deploy.max_ram'"),
     ],
 )
 def test_bad_override_names_the_valid_choices(override: str, expected: str) -> None:
     with pytest.raises(NasError) as err:
-        compose_config([override])
+        load_settings([override])
     assert str(err.value).startswith(expected)
 
 

@@ -7,9 +7,10 @@ BENCHMARKS.md.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from nas.errors import NasError
+from nas.cli import split_own
 
 
 def split_options(
@@ -17,18 +18,11 @@ def split_options(
 ) -> tuple[dict[str, Any], list[str]]:
     """A benchmark's own `KEY=VALUE` options (the keys of `defaults`, typed like their default)
     apart from the Hydra overrides it passes on; `budget` is added when none is given."""
-    opts, overrides = dict(defaults), []
-    for item in argv:
-        key, _, value = item.partition("=")
-        if key not in defaults:
-            overrides.append(item)
-            continue
-        kind = type(defaults[key])
-        try:
-            opts[key] = kind(value)
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise NasError(f"{key} must be {what}, got {value!r}") from None
+    schema = dataclasses.make_dataclass(
+        "BenchOptions",
+        [(key, type(value), dataclasses.field(default=value)) for key, value in defaults.items()],
+    )
+    options, overrides = split_own(argv, schema)
     if budget and not any(o.startswith("budget=") for o in overrides):
         overrides.append(f"budget={budget}")
-    return opts, overrides
+    return dataclasses.asdict(options), overrides

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.arch import ArchConfig
-from nas.pareto import atomic_write
-from nas.proxy import ProxyData, ProxySettings, train_proxy
+from nas.files import atomic_write
+from nas.quality.training import ProxyData, ProxySettings, train_proxy
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ on the proxy corpus (cached under `<cache_dir>/bench-compression/`); every varia
 copy of it: fp32, int8 g128, int4 g128, int4 g32, 50% unstructured, 2:4, 25% of heads pruned,
 25% of FFN channels pruned; and int8 g128 / int4 g32 again with ONNX Runtime's int8 activations
 ("a8", accuracy_level=4: faster kernels; scored with the same int8 activations in torch), and
-`nas.onnx_export`'s int8 (dynamic quantization, per-channel weights; its bpb is the weight-only
+`nas.onnx.export`'s int8 (dynamic quantization, per-channel weights; its bpb is the weight-only
 int8 model's, not its own).
 For each: held-out bits per byte, the decode-step ONNX graph (KV cache of the hardware's
 `context_len`) with the variant's weights, its file size, the predicted stored weight bytes, and
@@ -33,13 +33,12 @@ from nas.bench import split_options
 from nas.compression import CompressionSettings, StructuredSpec, compress
 from nas.compression.matrices import block_matrices
 from nas.compression.prune import measured_sparsity
-from nas.config import compose_config
+from nas.config.compose import load_settings
 from nas.errors import NasError
-from nas.hardware import HardwareProfile
-from nas.models import build_model
-from nas.pareto import atomic_write
-from nas.proxy import bits_per_byte, train_proxy
-from nas.search import prepare_data, proxy_settings
+from nas.files import atomic_write
+from nas.quality.data import prepare_data
+from nas.quality.models import build_model
+from nas.quality.training import bits_per_byte, train_proxy
 from predictors.footprint import stored_weight_bytes
 
 BENCH_KEYS = {"steps": 300, "rounds": 3, "runs": 60, "seed": 0}
@@ -52,7 +51,7 @@ class Variant:
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     structured: StructuredSpec | None = None
     accuracy_level: int | None = None  # 4: ONNX Runtime computes with int8 activations
-    dynamic_int8: bool = False  # nas.onnx_export's int8 instead: per-channel, int8 activations
+    dynamic_int8: bool = False  # nas.onnx.export's int8 instead: per-channel, int8 activations
 
 
 VARIANTS = (
@@ -100,7 +99,7 @@ def trained_model(arch, data, settings, *, seed: int, cache: Path, tag: str) -> 
 
 def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: Path, calib):
     """Compress a copy, score it, and write its decode graph; returns the row (no latency yet)."""
-    from nas.onnx_export import export_decode, quantize_onnx
+    from nas.onnx.export import export_decode, quantize_onnx
 
     candidate = Candidate(arch=arch, compression=variant.compression)
     settings_c = CompressionSettings(int8_activations=variant.accuracy_level == 4)
@@ -151,7 +150,7 @@ def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: P
 
 def measure_rows(rows: list[dict[str, Any]], *, rounds: int, runs: int, threads: int) -> None:
     """Decode latency: `rounds` fresh-process invocations per graph, interleaved across graphs."""
-    from nas.measure import measure_isolated
+    from nas.onnx.measure import measure_isolated
 
     for row in rows:
         row["decode_ms_runs"] = []
@@ -188,11 +187,11 @@ def main(argv: list[str]) -> int:
     own, overrides = split_options(argv, BENCH_KEYS)
     if min(own["steps"], own["rounds"], own["runs"]) < 1:
         raise NasError("steps, rounds and runs must be >= 1")
-    cfg = compose_config(["budget=cpu", "hardware=local_cpu", *overrides])
-    hardware = HardwareProfile.from_config(dict(cfg.hardware))
-    settings = replace(proxy_settings(cfg), steps=own["steps"])
+    cfg = load_settings(["budget=cpu", "hardware=local_cpu", *overrides])
+    hardware = cfg.hardware
+    settings = replace(cfg.proxy.training, steps=own["steps"])
     cache = Path(cfg.cache_dir)
-    data, _, info = prepare_data(cfg, cache)
+    data, _, info = prepare_data(cfg.proxy, cache)
     arch = bench_arch(info["vocab_size"])
     torch.manual_seed(own["seed"])
     trained = trained_model(

@@ -7,9 +7,10 @@
 
 For each seed a real study (`nas.search`, the budget's proxy, compression included) is run to
 `trials` trials with held-out bits per byte recorded at 1/4, 1/2 and 3/4 of every proxy run and a
-stopping rule that never fires. The early-stopping rule (`nas.early_stop`) is then replayed on those
-trials in their order: a trial is stopped at the first checkpoint where a trial that finished before
-it (and was not itself stopped) is no slower, no larger and had a lower bits per byte at that step.
+stopping rule that never fires. The early-stopping rule (`nas.quality.early_stop`) is then
+replayed on those trials in their order: a trial is stopped at the first checkpoint where a trial
+that finished before it (and was not itself stopped) is no slower, no larger and had a lower bits
+per byte at that step.
 Reported per seed: proxy compute (training steps plus held-out evaluations, in step equivalents)
 with and without stopping, and the hypervolume of the remaining trials against all of them. The
 replay keeps the sampler's trajectory fixed; what a live study would sample after a stop is not
@@ -28,12 +29,13 @@ from typing import Any
 
 import optuna
 
+from nas import records
 from nas.bench import split_options
-from nas.config import compose_config
-from nas.early_stop import EarlyStopping, Finished, from_attrs
-from nas.hypervolume import Reference, counted, hypervolume
-from nas.pareto import atomic_write
-from nas.search import proxy_settings, run_search
+from nas.config.compose import load_settings
+from nas.files import atomic_write
+from nas.objectives.hypervolume import Reference, hypervolume
+from nas.quality.early_stop import EarlyStopping, Finished, finished
+from nas.search.run import run_search
 
 DEFAULTS: dict[str, Any] = {
     "seeds": 3,
@@ -61,27 +63,27 @@ def replay(
         eval_cost: one held-out evaluation in training-step equivalents.
     """
     checks = rule.steps(steps)
-    finished: list[Finished] = []
+    done: list[Finished] = []
     full_cost = kept_cost = 0.0
     all_points, kept_points, stopped = [], [], []
     for t in sorted(trials, key=lambda t: t.number):
-        if not counted(t) or t.user_attrs.get("cached_from") is not None:
+        if not records.stands_for_itself(t):
             continue
-        record = from_attrs(t.number, t.user_attrs, t.values)
+        record = finished(records.read(t))
         full_cost += steps + eval_cost  # without stopping: train, then one final evaluation
         all_points.append(t.values)
         stop_at = None
         for i, step in enumerate(checks):
             bpb = record.checkpoints.get(step)
             if bpb is not None and rule.should_stop(
-                step, bpb, record.decode_ms, record.memory_mb, finished, reference
+                step, bpb, record.decode_ms, record.memory_mb, done, reference
             ):
                 stop_at, spent = step, step + (i + 1) * eval_cost
                 break
         if stop_at is None:
             kept_cost += steps + (len(checks) + 1) * eval_cost
             kept_points.append(t.values)
-            finished.append(record)
+            done.append(record)
         else:
             kept_cost += spent
             stopped.append((t.number, stop_at))
@@ -99,9 +101,9 @@ def replay(
 
 def main(argv: list[str]) -> int:
     opts, overrides = split_options(argv, DEFAULTS, budget="cpu")
-    base = compose_config(overrides)
+    base = load_settings(overrides)
     out_root = Path(base.runs_dir) / "bench" / "early_stop"
-    cache = str(base.get("cache_dir") or Path(base.runs_dir) / ".cache")
+    cache = base.cache_dir
     logging.basicConfig(level=logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -130,9 +132,9 @@ def main(argv: list[str]) -> int:
         todo = min(opts["trials"] - have, budget_left)
         if todo > 0:
             print(f"seed {seed}: {have} trials stored, running {todo} more", flush=True)
-            run_search(compose_config([*cfg_overrides, f"study.n_trials={todo}"]))
+            run_search(load_settings([*cfg_overrides, f"study.n_trials={todo}"]))
             budget_left -= todo
-        studies.append((seed, name, storage, compose_config(cfg_overrides)))
+        studies.append((seed, name, storage, load_settings(cfg_overrides)))
     missing = sum(opts["trials"] - _finished(n, s) for _, n, s, _ in studies)
     if missing > 0:
         print(f"{missing} trials still to run; run the same command again to continue")
@@ -149,9 +151,9 @@ def main(argv: list[str]) -> int:
     rows = {}
     for seed, name, storage, cfg in studies:
         study = optuna.load_study(study_name=name, storage=storage)
-        settings = proxy_settings(cfg)
+        settings = cfg.proxy.training
         eval_cost = settings.eval_windows / (3 * settings.batch_size)  # forward only, 1/3 of a step
-        reference = Reference.from_dict(study.user_attrs["hypervolume_reference"])
+        reference = Reference.from_dict(records.reference(study) or {})
         trials = study.get_trials(deepcopy=False)[: opts["trials"]]
         rows[seed] = replay(trials, rule, settings.steps, eval_cost, reference)
     _print(rows, rule)

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 
-from nas.export import OWN_KEYS, run_export
-from nas.lookup import resolve, split_args
+from nas.cli import split_own
+from nas.export.run import ExportArgs, run_export
+from nas.study.lookup import resolve
 
 TEXT = "import os\nprint(os.getcwd())  # ✓ ünïcode\ttabs  and  spaces\n"
 CHECK = """
@@ -40,7 +41,8 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     exported = run_export([*rest, "trial=pareto", "onnx=false", "force=true"])
     seconds = time.perf_counter() - started
-    (ref,) = resolve(*split_args(rest, OWN_KEYS))
+    args, overrides = split_own(rest, ExportArgs)
+    (ref,) = resolve(overrides, args.studies)
     front = json.loads((ref.out_dir / "pareto.json").read_text())["pareto"]
     params = {e["trial"]: e["metrics"]["params"] for e in front}
     expected = {str(item.path): (item.trial, params.get(item.trial, -1)) for item in exported}

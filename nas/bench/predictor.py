@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nas.arch import Candidate
-from nas.calibrate import fit_and_score, measured_rows, parse_args, with_target
+from nas.calibrate.run import fit_and_score, measured_rows, parse_args, with_target
 from nas.hardware import HardwareProfile
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
@@ -125,9 +125,9 @@ def format_report(report: dict[str, Any], hardware: HardwareProfile) -> str:
 
 
 def main(argv: list[str]) -> int:
-    own, hardware = parse_args(argv)
-    rows, store = measured_rows(own, hardware)
-    target = own.get("target", "best")
+    args, hardware = parse_args(argv)
+    rows, store = measured_rows(args, hardware)
+    target = args.target
     report = evaluate(with_target(rows, target), hardware)
     report["target"] = target
     print(f"latency target: each graph's {target} round of {len(rows[0]['decode_rounds_ms'])}")

@@ -24,11 +24,11 @@ from scipy.stats import kendalltau, spearmanr
 from nas.arch import ArchConfig
 from nas.bench import split_options
 from nas.bench._runs import RunSpec, describe, run_all
-from nas.config import compose_config
-from nas.pareto import atomic_write
-from nas.proxies import ExtrapolateProxy, ParamsProxy, TrainProxy, checkpoint_steps
-from nas.proxy import ProxyResult
-from nas.search import prepare_data, proxy_settings
+from nas.config.compose import load_settings
+from nas.files import atomic_write
+from nas.quality.data import prepare_data
+from nas.quality.scorers import ExtrapolateProxy, ParamsProxy, TrainProxy, checkpoint_steps
+from nas.quality.training import ProxyResult
 
 BENCH_KEYS = {
     "factor": 8,
@@ -105,13 +105,55 @@ def _result(record: dict[str, Any]) -> ProxyResult:
     )
 
 
+def _score(
+    archs: list[ArchConfig], specs: list[RunSpec], records: dict[str, Any], horizon: float
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Every proxy's score of every architecture next to its truth, and their fidelity."""
+    proxies = [
+        TrainProxy(),
+        ParamsProxy(),
+        ExtrapolateProxy(fractions=FRACTIONS, horizon=horizon),
+    ]
+    rows = []
+    for i, arch in enumerate(archs):
+        proxy_run, truth_run = records[specs[2 * i].key()], records[specs[2 * i + 1].key()]
+        row = {
+            "arch": describe(arch),
+            "non_embedding_params": arch.non_embedding_params,
+            "truth_bpb": truth_run["bpb"],
+            "proxy_seconds": proxy_run["seconds"],
+            "truth_seconds": truth_run["seconds"],
+        }
+        for p in proxies:
+            row[p.name] = p.score(arch, _result(proxy_run))
+        rows.append(row)
+    truth = [r["truth_bpb"] for r in rows]
+    return rows, fidelity({p.name: [r[p.name] for r in rows] for p in proxies}, truth)
+
+
+def _print(rows: list[dict[str, Any]], table: dict[str, dict[str, float]]) -> None:
+    print(f"\n{'architecture':<38} {'non-emb':>9} {'train':>7} {'extrap':>7} {'truth':>7}")
+    for r in sorted(rows, key=lambda r: r["truth_bpb"]):
+        print(
+            f"{r['arch']:<38} {r['non_embedding_params']:>9,} {r['train']:>7.4f} "
+            f"{r['extrapolate']:>7.4f} {r['truth_bpb']:>7.4f}"
+        )
+    print(f"\n{'proxy':<12} {'kendall tau':>11} {'spearman':>9} {'top-3':>6} {'cost':>16}")
+    cost = sum(r["proxy_seconds"] for r in rows) / sum(r["truth_seconds"] for r in rows)
+    for name, m in table.items():
+        spent = "0 (no training)" if name == "params" else f"{cost:.1%} of truth"
+        print(
+            f"{name:<12} {m['kendall_tau']:>11.3f} {m['spearman']:>9.3f} {m['top3']:>4}/3 "
+            f"{spent:>16}"
+        )
+
+
 def main(argv: list[str]) -> int:
     opts, overrides = split_options(argv, BENCH_KEYS, budget="cpu")
-    cfg = compose_config(overrides)
-    runs_dir = Path(cfg.runs_dir)
-    data, tokenizer, info = prepare_data(cfg, Path(cfg.get("cache_dir") or runs_dir / ".cache"))
+    cfg = load_settings(overrides)
+    data, tokenizer, info = prepare_data(cfg.proxy, Path(cfg.cache_dir))
     tag = hashlib.sha256(f"{info['corpus_fingerprint']}{tokenizer.to_str()}".encode()).hexdigest()
-    short = proxy_settings(cfg)
+    short = cfg.proxy.training
     long = dataclasses.replace(
         short, steps=short.steps * opts["factor"], eval_windows=opts["truth_windows"]
     )
@@ -128,7 +170,7 @@ def main(argv: list[str]) -> int:
         f"{short.batch_size} x {short.seq_len} tokens; truth {long.steps} steps, "
         f"{long.eval_windows} held-out windows"
     )
-    cache = Path(cfg.get("cache_dir") or runs_dir / ".cache") / "bench-proxy"
+    cache = Path(cfg.cache_dir) / "bench-proxy"
     limit = None if opts["limit"] < 0 else opts["limit"]
     records, missing = run_all(specs, data, cache, workers=opts["workers"], limit=limit)
     if missing:
@@ -138,42 +180,9 @@ def main(argv: list[str]) -> int:
         print(f"{len(records)} short proxy runs cached in {cache}; truth=1 adds the long runs")
         return 0
 
-    proxies = [
-        TrainProxy(),
-        ParamsProxy(),
-        ExtrapolateProxy(fractions=FRACTIONS, horizon=opts["horizon"]),
-    ]
-    rows = []
-    for i, arch in enumerate(archs):
-        proxy_run, truth_run = records[specs[2 * i].key()], records[specs[2 * i + 1].key()]
-        row = {
-            "arch": describe(arch),
-            "non_embedding_params": arch.non_embedding_params,
-            "truth_bpb": truth_run["bpb"],
-            "proxy_seconds": proxy_run["seconds"],
-            "truth_seconds": truth_run["seconds"],
-        }
-        for p in proxies:
-            row[p.name] = p.score(arch, _result(proxy_run))
-        rows.append(row)
-    truth = [r["truth_bpb"] for r in rows]
-    table = fidelity({p.name: [r[p.name] for r in rows] for p in proxies}, truth)
-
-    print(f"\n{'architecture':<38} {'non-emb':>9} {'train':>7} {'extrap':>7} {'truth':>7}")
-    for r in sorted(rows, key=lambda r: r["truth_bpb"]):
-        print(
-            f"{r['arch']:<38} {r['non_embedding_params']:>9,} {r['train']:>7.4f} "
-            f"{r['extrapolate']:>7.4f} {r['truth_bpb']:>7.4f}"
-        )
-    print(f"\n{'proxy':<12} {'kendall tau':>11} {'spearman':>9} {'top-3':>6} {'cost':>16}")
-    cost = sum(r["proxy_seconds"] for r in rows) / sum(r["truth_seconds"] for r in rows)
-    for name, m in table.items():
-        spent = "0 (no training)" if name == "params" else f"{cost:.1%} of truth"
-        print(
-            f"{name:<12} {m['kendall_tau']:>11.3f} {m['spearman']:>9.3f} {m['top3']:>4}/3 "
-            f"{spent:>16}"
-        )
-    out = runs_dir / "bench" / "proxy.json"
+    rows, table = _score(archs, specs, records, opts["horizon"])
+    _print(rows, table)
+    out = Path(cfg.runs_dir) / "bench" / "proxy.json"
     atomic_write(
         out,
         json.dumps(

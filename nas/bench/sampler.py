@@ -8,10 +8,10 @@ Each trial samples a candidate from the real search space, prices it with the re
 (exact parameters, memory and roofline latency of the hardware file, device limits as constraints)
 and takes its quality from a model fitted to measured proxy runs (`nas.bench._quality`: the proxy
 bench's short runs, so run `python -m nas.bench proxy` first), so that hundreds of trials cost
-seconds, not hours. Hypervolume uses the study's own reference point (`nas.hypervolume`). For each
-sampler the bench prints the median hypervolume after 10/25/50/100 trials and how many trials it
-needs to reach random search's 100-trial hypervolume of the same seed. Writes
-`<runs_dir>/bench/sampler.json`.
+seconds, not hours. Hypervolume uses the study's own reference point
+(`nas.objectives.hypervolume`). For each sampler the bench prints the median hypervolume after
+10/25/50/100 trials and how many trials it needs to reach random search's 100-trial hypervolume
+of the same seed. Writes `<runs_dir>/bench/sampler.json`.
 
 `noise=SIGMA` adds a Gaussian error of SIGMA bpb to every candidate's quality (fixed per candidate
 and seed), as real proxy runs scatter around any fitted model; without it the landscape is as
@@ -28,24 +28,26 @@ import math
 import statistics
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
+from nas import records
 from nas.arch import ArchConfig, CompressionConfig
 from nas.bench import split_options
 from nas.bench._quality import QualityModel, fit_compression, fit_quality
-from nas.config import as_dict, compose_config
+from nas.config.compose import load_settings
 from nas.errors import NasError
-from nas.hardware import HardwareProfile
-from nas.hypervolume import Reference, hypervolume, space_reference
-from nas.objectives import CheapObjectives
-from nas.pareto import atomic_write
-from nas.search import build_space, prepare_data, proxy_settings
-from nas.study import OBJECTIVES, make_sampler
+from nas.files import atomic_write
+from nas.objectives.cheap import CheapObjectives
+from nas.objectives.hypervolume import Reference, hypervolume, space_reference
+from nas.quality.data import prepare_data
+from nas.records import OBJECTIVES
+from nas.samplers.factory import SamplerContext, build_sampler
+from nas.search.run import build_space
 from predictors import MemoryModel, RooflineLatency
 
 DEFAULTS = {
@@ -78,10 +80,10 @@ def compression_effects(root: Path) -> tuple[list[CompressionConfig], list[float
         for summary in optuna.get_all_study_summaries(storage):
             study = optuna.load_study(study_name=summary.study_name, storage=storage)
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-                metrics = t.user_attrs.get("metrics", {})
-                if t.user_attrs.get("trained") and "bpb_uncompressed" in metrics:
-                    configs.append(CompressionConfig(**t.user_attrs["compression"]))
-                    deltas.append(metrics["bpb"] - metrics["bpb_uncompressed"])
+                record = records.read(t)
+                if record.trained and "bpb_uncompressed" in record.metrics:
+                    configs.append(CompressionConfig(**record.compression))
+                    deltas.append(record.metrics["bpb"] - record.metrics["bpb_uncompressed"])
     return configs, deltas
 
 
@@ -89,7 +91,7 @@ def sampler_config(name: str, overrides: list[str]) -> Any:
     """The config of `name`: a sampler group (`tpe`) or a variant of one with its own settings
     (`tpe/n_startup_trials=5/group=false`), so that settings are compared without a file each."""
     group, *settings = name.split("/")
-    return compose_config(
+    return load_settings(
         [*overrides, f"sampler={group}", *(f"sampler.{s}" for s in settings)]
     ).sampler
 
@@ -102,7 +104,7 @@ def run_one(
 ) -> tuple[list[tuple[float, float, float] | None], float]:
     """Objective vectors of feasible trials (None for infeasible ones), and sampler seconds."""
     study = optuna.create_study(directions=["minimize"] * len(OBJECTIVES), sampler=sampler)
-    study.set_user_attr("hypervolume_reference", reference.to_dict())  # as nas.search does
+    records.store_reference(study, reference.to_dict())  # as nas.search does
     started = time.perf_counter()
     study.optimize(objective, n_trials=trials)
     seconds = time.perf_counter() - started
@@ -142,10 +144,10 @@ def make_objective(
         candidate = space.suggest(trial)
         metrics = cheap(candidate)
         violations = metrics.violations(deploy)
-        for name, excess in violations.items():
-            trial.set_constraint(name, excess)
         # As the real trial: an infeasible candidate is never trained and scores "uniform".
         infeasible = any(v > 0 for v in violations.values())
+        records.store_candidate(trial, candidate, constraints=violations)
+        records.store_outcome(trial, records.Outcome(trained=not infeasible))
         bpb = uniform if infeasible else quality.predict(candidate.arch, candidate.compression)
         if noise and not infeasible:  # the same candidate draws the same error in one seed
             digest = hashlib.sha256(f"{seed}{candidate!r}".encode()).digest()
@@ -155,12 +157,45 @@ def make_objective(
     return objective
 
 
+@dataclass(frozen=True)
+class _Bench:
+    """What every sampler run of the bench shares: the space, prices, quality and reference."""
+
+    space: Any
+    cheap: CheapObjectives
+    deploy: Any
+    quality: QualityModel
+    uniform: float
+    reference: Reference
+    opts: dict[str, Any]
+
+    def curve(
+        self, name: str, node: dict[str, Any], seed: int, trials: int, store: Path, tag: str
+    ) -> tuple[list[float], float]:
+        """The hypervolume after each trial of one seeded run, and the sampler's seconds;
+        cached per sampler, seed, trials and quality model: re-runs only add what is new."""
+        variant = hashlib.sha256(str(node).encode()).hexdigest()[:8]
+        label = name.replace("/", "+")  # a variant's settings, not folders
+        path = store / f"{label}-{variant}-seed{seed}-n{trials}-{tag}.json"
+        if not path.exists():
+            objective = make_objective(
+                self.space, self.cheap, self.quality, self.uniform, self.opts["noise"], seed
+            )
+            context = SamplerContext(self.space, self.cheap, self.deploy)
+            sampler = build_sampler(node, seed, context=context)
+            points, spent = run_one(sampler, objective, trials, self.reference)
+            hv = history(points, self.reference)
+            atomic_write(path, json.dumps({"hv": hv, "s": spent}))
+        record = json.loads(path.read_text())
+        return record["hv"], record["s"]
+
+
 def main(argv: list[str]) -> int:
     opts, overrides = split_options(argv, DEFAULTS, budget="cpu")
-    cfg = compose_config(overrides)
+    cfg = load_settings(overrides)
     runs_dir = Path(cfg.runs_dir)
-    cache = Path(cfg.get("cache_dir") or runs_dir / ".cache")
-    settings = proxy_settings(cfg)
+    cache = Path(cfg.cache_dir)
+    settings = cfg.proxy.training
     archs, bpbs = measured_runs(cache / "bench-proxy", asdict(settings))
     if len(archs) < 6:
         raise NasError(
@@ -169,16 +204,16 @@ def main(argv: list[str]) -> int:
         )
     configs, deltas = compression_effects(runs_dir / "bench" / "early_stop")
     quality = fit_quality(archs, bpbs, fit_compression(configs, deltas) if configs else None)
-    hardware = HardwareProfile.from_config(as_dict(cfg.hardware))
+    hardware = cfg.hardware
     cheap = CheapObjectives(RooflineLatency(hardware), MemoryModel(hardware))
-    data, _, info = prepare_data(cfg, cache)
+    data, _, info = prepare_data(cfg.proxy, cache)
     space = build_space(cfg, info["vocab_size"])
     uniform = data.uniform_bpb(settings)  # as the search: untrained bpb, also the reference
     reference = space_reference(space, cheap, hardware.deploy, uniform)
     names = [n for n in str(opts["samplers"]).split(",") if n]
     print(
         f"reference point: bpb {reference.bpb:.4f}, decode {reference.decode_ms:.4g} ms, "
-        f"memory {reference.memory_mb:.4g} MB (nas.hypervolume: the space's nadir)"
+        f"memory {reference.memory_mb:.4g} MB (nas.objectives.hypervolume: the space's nadir)"
     )
     print(
         f"sampler bench on {hardware.name}, budget {cfg.budget.name}: {opts['trials']} trials x "
@@ -190,33 +225,22 @@ def main(argv: list[str]) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     caps = {k: int(v) for k, _, v in (c.partition(":") for c in str(opts["cap"]).split(",") if c)}
-    # Curves are cached per sampler, seed, trials and quality model: re-runs only add what is new.
     tag = hashlib.sha256(
         json.dumps(
             [quality.coef.tolist(), quality.compression, reference.to_dict(), hardware.name]
             + ([opts["noise"]] if opts["noise"] else [])
         ).encode()
     ).hexdigest()[:12]
+    bench = _Bench(space, cheap, hardware.deploy, quality, uniform, reference, opts)
     store = runs_dir / "bench" / "sampler-curves"
     curves: dict[str, list[list[float]]] = {}
     seconds: dict[str, list[float]] = {}
     for name in names:
-        sampler_cfg = sampler_config(name, overrides)
         trials = min(opts["trials"], caps.get(name.split("/")[0], opts["trials"]))
-        curves[name], seconds[name] = [], []
-        for seed in range(opts["seeds"]):
-            objective = make_objective(space, cheap, quality, uniform, opts["noise"], seed)
-            variant = hashlib.sha256(str(as_dict(sampler_cfg)).encode()).hexdigest()[:8]
-            label = name.replace("/", "+")  # a variant's settings, not folders
-            path = store / f"{label}-{variant}-seed{seed}-n{trials}-{tag}.json"
-            if not path.exists():
-                points, spent = run_one(
-                    make_sampler(sampler_cfg, seed), objective, trials, reference
-                )
-                atomic_write(path, json.dumps({"hv": history(points, reference), "s": spent}))
-            record = json.loads(path.read_text())
-            curves[name].append(record["hv"])
-            seconds[name].append(record["s"] / trials)
+        node = sampler_config(name, overrides)
+        runs = [bench.curve(name, node, s, trials, store, tag) for s in range(opts["seeds"])]
+        curves[name] = [hv for hv, _ in runs]
+        seconds[name] = [spent / trials for _, spent in runs]
     summary = _summarise(curves, seconds, opts)
     out = runs_dir / "bench" / "sampler.json"
     atomic_write(

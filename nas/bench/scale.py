@@ -28,12 +28,13 @@ from typing import Any
 import optuna
 
 from nas.bench import split_options
-from nas.config import compose_config
+from nas.config.compose import load_settings
 from nas.errors import NasError
-from nas.pareto import atomic_write
-from nas.search import build_space, run_search
-from nas.study import OBJECTIVES, open_storage
-from nas.workers import available_cores
+from nas.files import atomic_write
+from nas.records import OBJECTIVES
+from nas.search.run import build_space, run_search
+from nas.search.workers import available_cores
+from nas.study.storage import open_storage
 
 BENCH_KEYS = {
     "trials": 150,
@@ -57,8 +58,8 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 def _candidates(base: list[str], count: int, seed: int = 0) -> list[dict[str, Any]]:
     """`count` distinct candidates of the smoke space, as Optuna parameters."""
-    cfg = compose_config(base)
-    space = build_space(cfg, int(cfg.proxy.vocab_size))
+    cfg = load_settings(base)
+    space = build_space(cfg, cfg.proxy.vocab_size)
     draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     seen: list[dict[str, Any]] = []
     for _ in range(count * 50):
@@ -80,8 +81,8 @@ def throughput(base: list[str], root: Path, opts: dict[str, Any]) -> dict[str, A
     # worker pool's forkserver with its imports.
     warm = f"journal:///{root / 'warm' / 'study.journal'}"
     warm_up = ["study.name=warm", f"study.storage={warm}"]
-    run_search(compose_config([*base, *warm_up, "study.n_trials=4"]))
-    run_search(compose_config([*base, *warm_up, "study.n_trials=0", "study.workers=2"]))
+    run_search(load_settings([*base, *warm_up, "study.n_trials=4"]))
+    run_search(load_settings([*base, *warm_up, "study.n_trials=0", "study.workers=2"]))
     runs: dict[int, list[dict[str, float]]] = {w: [] for w in counts}
     for repeat in range(opts["repeats"]):
         for workers in counts:
@@ -92,7 +93,7 @@ def throughput(base: list[str], root: Path, opts: dict[str, Any]) -> dict[str, A
             )
             for p in params:
                 study.enqueue_trial(p)
-            cfg = compose_config(
+            cfg = load_settings(
                 [*base, f"study.name={name}", f"study.storage={url}",
                  f"study.workers={workers}", f"study.n_trials={len(params)}"]
             )  # fmt: skip
@@ -148,7 +149,7 @@ def _measure(args: list[str], url: str, name: str, sampler: str, count: int) -> 
     """Run `count` more trials; each one's finish-to-finish time is the engine's overhead."""
     before = len(optuna.load_study(study_name=name, storage=open_storage(url)).trials)
     started = time.perf_counter()
-    run_search(compose_config([*args, f"sampler={sampler}", f"study.n_trials={count}"]))
+    run_search(load_settings([*args, f"sampler={sampler}", f"study.n_trials={count}"]))
     wall = time.perf_counter() - started
     trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
     new = sorted(trials[before:], key=lambda t: t.number)
@@ -172,7 +173,7 @@ def overhead(base: list[str], root: Path, opts: dict[str, Any], kind: str) -> di
     args = [*base, "proxy=params", f"study.name={name}", f"study.storage={url}"]
     try:
         started = time.perf_counter()
-        run_search(compose_config([*args, f"study.n_trials={opts['fill']}"]))
+        run_search(load_settings([*args, f"study.n_trials={opts['fill']}"]))
         fill_s = time.perf_counter() - started
         print(f"  {kind}: filled {opts['fill']} trials in {fill_s:.0f} s", flush=True)
         result: dict[str, Any] = {
@@ -201,11 +202,11 @@ def main(argv: list[str]) -> int:
     negative = [k for k, v in opts.items() if isinstance(v, int) and v < 0]
     if negative:
         raise NasError(f"{negative[0]} must be a whole number >= 0, got {opts[negative[0]]}")
-    base_cfg = compose_config(["budget=smoke", *overrides])
+    base_cfg = load_settings(["budget=smoke", *overrides])
     runs_dir = Path(base_cfg.runs_dir)
     root = runs_dir / "bench" / "scale"
     shutil.rmtree(root, ignore_errors=True)
-    cache = base_cfg.get("cache_dir") or str(runs_dir / ".cache")
+    cache = base_cfg.cache_dir
     base = ["budget=smoke", "quiet=true", *overrides, f"runs_dir={root}", f"cache_dir={cache}"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     machine = f"{platform.node()}: {platform.processor() or platform.machine()}, " + (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import torch
 
@@ -27,53 +26,8 @@ from nas.compression.recipe import (
 )
 from nas.compression.recovery import recover
 from nas.compression.structured import prune_structured
-from nas.errors import NasError
-from nas.proxy import ProxyData, ProxySettings, bits_per_byte
-
-
-@dataclass(frozen=True)
-class CompressionSettings:
-    """The `compression` config group: how compressed models are scored (defaults: no recovery
-    fine-tune, fp32 activations)."""
-
-    recovery_steps: int = 0
-    recovery_lr: float = 3e-4
-    distill: bool = False  # recovery learns from the uncompressed model as teacher
-    temperature: float = 2.0
-    # Score int8/int4 models as ONNX Runtime runs them with accuracy_level=4: activations
-    # quantized to int8 per block of group_size (faster on CPUs; see BENCHMARKS.md).
-    int8_activations: bool = False
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any] | None) -> CompressionSettings:
-        """From the `compression` config group; a bad value is a one-line `NasError`."""
-        cfg = dict(cfg or {})
-        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise NasError(
-                f"unknown compression keys {unknown}; use {list(cls.__dataclass_fields__)}"
-            )
-        types = {
-            "recovery_steps": int,
-            "recovery_lr": float,
-            "distill": bool,
-            "temperature": float,
-            "int8_activations": bool,
-        }
-        values: dict[str, Any] = {}
-        for key, value in cfg.items():
-            kind = types[key]
-            wrong_int = kind is int and not isinstance(value, int)
-            if (
-                wrong_int
-                or isinstance(value, bool) != (kind is bool)
-                or not isinstance(value, (int, float))
-            ):
-                raise NasError(f"compression.{key} must be {kind.__name__}, got {value!r}")
-            values[key] = kind(value)
-        if values.get("recovery_steps", 0) < 0 or values.get("temperature", 1.0) <= 0:
-            raise NasError("compression.recovery_steps must be >= 0 and temperature > 0")
-        return cls(**values)
+from nas.config.schema import CompressionSettings, ProxySettings
+from nas.quality.training import ProxyData, bits_per_byte
 
 
 @dataclass(frozen=True)
@@ -157,21 +111,7 @@ def compress(
     if settings.recovery_steps > 0 and settings.distill and not recipe.is_identity:
         teacher = copy.deepcopy(model).eval()
     if recipe.structured is not None and structured is not None:
-        result = prune_structured(
-            model,
-            arch,
-            heads=structured.heads,
-            ffn=structured.ffn,
-            experts=structured.experts,
-            calibration=calibration,
-        )
-        model, before, arch = result.model, arch, result.arch
-        recipe = _with(
-            recipe,
-            structured=_with(
-                recipe.structured, arch_before=before.to_dict(), removed=result.removed
-            ),
-        )
+        model, arch, recipe = _prune_structured(model, arch, recipe, structured, calibration)
     matrices = block_matrices(model)
     masks = None
     if recipe.sparsity is not None:
@@ -194,15 +134,10 @@ def compress(
             temperature=settings.temperature,
             seed=seed,
         )
-        recipe = _with(
-            recipe,
-            recovery=RecoveryStep(
-                settings.recovery_steps,
-                settings.recovery_lr,
-                settings.distill,
-                settings.temperature,
-            ),
+        step = RecoveryStep(
+            settings.recovery_steps, settings.recovery_lr, settings.distill, settings.temperature
         )
+        recipe = _with(recipe, recovery=step)
     hooks: list = []
     if recipe.quantization is not None:
         if settings.int8_activations:
@@ -214,6 +149,26 @@ def compress(
     return Compressed(
         model=model.eval(), arch=arch, recipe=recipe, recovery_losses=losses, hooks=hooks
     )
+
+
+def _prune_structured(
+    model: torch.nn.Module,
+    arch: ArchConfig,
+    recipe: Recipe,
+    structured: StructuredSpec,
+    calibration: torch.Tensor | None,
+) -> tuple[torch.nn.Module, ArchConfig, Recipe]:
+    """Remove heads, FFN channels and experts: a smaller model, its architecture, the recipe."""
+    result = prune_structured(
+        model,
+        arch,
+        heads=structured.heads,
+        ffn=structured.ffn,
+        experts=structured.experts,
+        calibration=calibration,
+    )
+    step = _with(recipe.structured, arch_before=arch.to_dict(), removed=result.removed)
+    return result.model, result.arch, _with(recipe, structured=step)
 
 
 def _with(obj, **changes):

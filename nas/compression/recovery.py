@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from nas.compression.matrices import Matrix
 from nas.compression.prune import apply_masks
-from nas.proxy import ProxyData, ProxySettings
+from nas.quality.training import ProxyData, ProxySettings
 
 
 def recover(

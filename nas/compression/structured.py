@@ -23,7 +23,7 @@ import torch
 from nas.arch import ArchConfig
 from nas.compression import nni_backend
 from nas.errors import NasError
-from nas.models import build_model
+from nas.quality.models import build_model
 
 
 @dataclass(frozen=True)

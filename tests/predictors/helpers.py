@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
-from nas.config import as_dict, compose_config
+from nas.config.compose import load_settings
 from nas.hardware import HardwareProfile
 from predictors.calibrated import QUANTITIES, features
 
 
 def profile(name: str = "local_cpu") -> HardwareProfile:
-    cfg = compose_config([f"hardware={name}", "budget=smoke"])
-    return HardwareProfile.from_config(as_dict(cfg.hardware))
+    cfg = load_settings([f"hardware={name}", "budget=smoke"])
+    return cfg.hardware
 
 
 def varied_candidates(n: int, seed: int = 0) -> list[Candidate]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.calibrate import fit_and_score, write_calibration
+from nas.calibrate.run import fit_and_score, write_calibration
 from nas.errors import NasError
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy

@@ -12,14 +12,14 @@ import pytest
 from hydra.utils import instantiate
 
 from nas.arch import Candidate
-from nas.config import compose_config
+from nas.config.compose import load_settings
 from search_spaces import SearchSpace
 
 SPACES = [("slm", budget) for budget in ("smoke", "cpu", "gpu")]
 
 
 def make_space(name: str, budget: str) -> SearchSpace:
-    cfg = compose_config([f"search_space={name}", f"budget={budget}"])
+    cfg = load_settings([f"search_space={name}", f"budget={budget}"])
     return instantiate(cfg.search_space, vocab_size=512, caps=cfg.budget.caps)
 
 
@@ -75,8 +75,8 @@ def test_params_rebuild_the_candidate(space: SearchSpace) -> None:
 
 def test_caps_bound_the_samples() -> None:
     space = make_space("slm", "smoke")
-    cfg = compose_config(["budget=smoke"])
+    cfg = load_settings(["budget=smoke"])
     for _, candidate in sample(space, 100, seed=4):
-        assert candidate.arch.n_layers <= cfg.budget.caps.max_layers
-        assert candidate.arch.n_heads <= cfg.budget.caps.max_heads
-        assert candidate.arch.head_dim <= cfg.budget.caps.max_head_dim
+        assert candidate.arch.n_layers <= cfg.budget.caps["max_layers"]
+        assert candidate.arch.n_heads <= cfg.budget.caps["max_heads"]
+        assert candidate.arch.head_dim <= cfg.budget.caps["max_head_dim"]

@@ -1,0 +1,57 @@
+"""`python -m nas.calibrate hardware=H`: measure a device with ONNX Runtime and fit its predictor.
+
+Modes:
+  mode=measure (default)   export the calibration set, time it here (decode and prefill, separate
+                           fresh processes, `rounds` interleaved rounds), fit on the `fit` split,
+                           score the held-out split, write predictors/calibrations/<H>.json
+  mode=bundle out=DIR      for a device you cannot reach from here: DIR gets the ONNX models, a
+                           manifest, the runner (`python run_bundle.py` on the device, needs only
+                           numpy + onnxruntime) and the `onnxruntime_perf_test` lines for adb
+  mode=ingest results=FILE validate a device's results.jsonl against the bundle's manifest (next
+                           to FILE, or manifest=PATH) and fit as mode=measure does
+Other keys: rounds=3 n_fit=20 n_heldout=30 seed=0 threads=<profile's> reuse=true (use measurements
+already in runs/calibration/<H>/measurements.jsonl) calibration=PATH (where the fit is written)
+target=best|median (fit each graph's fastest round, default, or the median over rounds: on a
+shared machine other processes only ever slow a run down, so the fastest round is the closest to
+the device running the model alone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nas.cli import wants_help
+from nas.errors import run_cli
+
+
+def main(argv: list[str]) -> int:
+    if wants_help(argv):
+        print(__doc__)
+        return 0
+    from nas.calibrate.run import (  # deferred: torch and ONNX Runtime load here
+        parse_args,
+        run_bundle,
+        run_ingest,
+        run_measure,
+        summary,
+        write_calibration,
+    )
+    from predictors.calibrated import calibration_path
+
+    args, hardware = parse_args(argv)
+    if args.mode == "bundle":
+        out = run_bundle(args, hardware)
+        print(f"wrote the bundle to {out}: copy it to the device and run `python run_bundle.py`")
+        return 0
+    calibration = (
+        run_measure(args, hardware) if args.mode == "measure" else run_ingest(args, hardware)
+    )
+    path = Path(args.calibration or calibration_path(hardware.name))
+    write_calibration(calibration, path)
+    print(summary(calibration))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,185 @@
+"""The architectures a device is measured on, and measuring them with ONNX Runtime.
+
+`calibration_set` draws candidates spread over the search space (dense, grouped-query, MoE; fp,
+int8, int4), each architecture with two compressions so one float export serves both. Architectures,
+not candidates, are split between fitting and held-out evaluation, so a held-out number never
+comes from an architecture the fit has seen.
+
+`measure_rows` exports each candidate (cached by architecture and conditions) and times decode and
+prefill in separate fresh processes, `rounds` times with the candidates interleaved in a new order
+each round; a graph's figure is the median over rounds and its spread the range over rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.hardware import HardwareProfile
+from nas.onnx.export import ExportedCandidate, export_candidate
+from nas.onnx.measure import measure_isolated
+
+# Choices spanning the search space at sizes this kind of device runs (1M-60M parameters).
+LAYERS = (2, 3, 4, 6, 8, 12)
+HEADS = (2, 4, 6, 8, 12)
+HEAD_DIM = (32, 64)
+FFN_RATIO = (2.0, 2.67, 4.0)
+EXPERTS = (1, 1, 1, 4, 8)  # dense twice as likely: most of the space is dense
+VOCAB = (2048, 8192)
+COMPRESSIONS = (
+    CompressionConfig(),
+    CompressionConfig(weight_bits=8, group_size=128),
+    CompressionConfig(weight_bits=4, group_size=32),
+    CompressionConfig(weight_bits=4, group_size=128),
+)
+MAX_PARAMS = 60_000_000
+
+
+@dataclass(frozen=True)
+class CalibrationPoint:
+    """One candidate to measure, its id, and whether the fit may see it."""
+
+    id: str
+    candidate: Candidate
+    split: str  # "fit" | "heldout"
+
+
+def _draw_arch(rng: random.Random) -> ArchConfig:
+    while True:
+        heads = rng.choice(HEADS)
+        head_dim = rng.choice(HEAD_DIM)
+        d_model = heads * head_dim
+        experts = rng.choice(EXPERTS)
+        arch = ArchConfig(
+            n_layers=rng.choice(LAYERS),
+            n_heads=heads,
+            n_kv_heads=rng.choice([k for k in (1, 2, 4, heads) if heads % k == 0]),
+            head_dim=head_dim,
+            ffn_dim=max(8, round(rng.choice(FFN_RATIO) * d_model / 8) * 8),
+            vocab_size=rng.choice(VOCAB),
+            n_experts=experts,
+            experts_per_token=rng.choice((1, 2)) if experts > 1 else 1,
+            moe_every=rng.choice((1, 2)) if experts > 1 else 1,
+            tie_embeddings=rng.random() < 0.5,
+        )
+        if 1_000_000 <= arch.params <= MAX_PARAMS:
+            return arch
+
+
+def calibration_set(
+    *, n_fit: int = 20, n_heldout: int = 30, seed: int = 0
+) -> list[CalibrationPoint]:
+    """`n_fit` + `n_heldout` candidates; two compressions per architecture; split by arch."""
+    rng = random.Random(seed)
+    points: list[CalibrationPoint] = []
+    for split, count in (("fit", n_fit), ("heldout", n_heldout)):
+        made = 0
+        while made < count:
+            arch = _draw_arch(rng)
+            if split == "fit":  # cycle through the formats so every one gets fitted
+                i = made // 2
+                pair = [COMPRESSIONS[i % 4], COMPRESSIONS[(i + 1 + i // 4) % 4]]
+            else:
+                pair = rng.sample(COMPRESSIONS, 2)
+            for compression in pair[: count - made]:
+                candidate = Candidate(arch, compression)
+                points.append(
+                    CalibrationPoint(
+                        f"{split[0]}{len(points):02d}-{candidate.key()[:8]}", candidate, split
+                    )
+                )
+                made += 1
+    return points
+
+
+def export_point(
+    point: CalibrationPoint, hardware: HardwareProfile, cache_dir: Path
+) -> ExportedCandidate:
+    """ONNX files of a point, cached per architecture and conditions under `cache_dir`."""
+    deploy = hardware.deploy
+    arch_key = Candidate(point.candidate.arch).key(deploy.context_len, deploy.prompt_len)
+    return export_candidate(
+        point.candidate,
+        cache_dir / arch_key,
+        context_len=deploy.context_len,
+        prompt_len=deploy.prompt_len,
+        processor=hardware.processor,
+    )
+
+
+def measure_rows(
+    points: list[CalibrationPoint],
+    hardware: HardwareProfile,
+    cache_dir: Path,
+    *,
+    rounds: int = 3,
+    threads: int | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Export and time every point; one result row per point (see module docstring)."""
+    threads = threads or hardware.threads
+    exported = {}
+    for i, point in enumerate(points):
+        started = time.perf_counter()
+        exported[point.id] = export_point(point, hardware, cache_dir)
+        log(f"export {i + 1}/{len(points)} {point.id}: {time.perf_counter() - started:.1f} s")
+    samples: dict[tuple[str, str], list[Any]] = {}
+    rng = random.Random(seed)
+    for r in range(rounds):
+        order = list(points)
+        rng.shuffle(order)
+        for point in order:
+            for phase in ("decode", "prefill"):
+                path = getattr(exported[point.id], phase)
+                runs = 40 if phase == "decode" else 12
+                m = measure_isolated(path, threads=threads, warmup=5, runs=runs, max_seconds=4.0)
+                samples.setdefault((point.id, phase), []).append(m)
+        log(f"round {r + 1}/{rounds} measured")
+    return [_row(point, samples, hardware, threads) for point in points]
+
+
+def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": point.id,
+        "split": point.split,
+        "device": hardware.name,
+        "arch": point.candidate.arch.to_dict(),
+        "compression": point.candidate.compression.to_dict(),
+        "context_len": hardware.deploy.context_len,
+        "prompt_len": hardware.deploy.prompt_len,
+        "threads": threads,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    for phase in ("decode", "prefill"):
+        medians = [m.median_ms for m in samples[(point.id, phase)]]
+        mid = statistics.median(medians)
+        row[f"{phase}_ms"] = round(mid, 4)
+        row[f"{phase}_rounds_ms"] = [round(x, 4) for x in medians]
+        row[f"{phase}_spread"] = round((max(medians) - min(medians)) / mid, 4)
+        # Contention from other processes only ever slows a run down: the fastest round is the
+        # closest to the device running this model alone.
+        row[f"{phase}_best_ms"] = round(min(medians), 4)
+        row[f"{phase}_p10_rounds_ms"] = [round(m.p10_ms, 4) for m in samples[(point.id, phase)]]
+    decode = samples[(point.id, "decode")]
+    row["memory_mb"] = round(statistics.median(m.steady_mb for m in decode), 2)
+    row["peak_memory_mb"] = round(statistics.median(m.peak_mb for m in decode), 2)
+    row["ort_version"] = decode[0].ort_version
+    row["affinity"] = decode[0].affinity
+    return row
+
+
+def write_rows(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

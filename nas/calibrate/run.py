@@ -1,0 +1,316 @@
+"""The calibration modes behind `python -m nas.calibrate`: measure here, write a bundle for a device
+out of reach, ingest a device's results; each fits and scores the calibrated predictor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.calibrate.calibration_set import (
+    CalibrationPoint,
+    calibration_set,
+    export_point,
+    measure_rows,
+    read_rows,
+    write_rows,
+)
+from nas.cli import split_own
+from nas.config.compose import load_settings
+from nas.config.rules import at_least, one_of
+from nas.errors import NasError
+from nas.hardware import HardwareProfile
+from predictors.accuracy import accuracy
+from predictors.calibrated import (
+    QUANTITIES,
+    CalibratedPredictor,
+    fit_rows,
+    row_candidate,
+    to_json,
+)
+
+
+@dataclass
+class CalibrateArgs:
+    """The command's own settings; other `KEY=VALUE`s choose the hardware profile."""
+
+    mode: str = field(default="measure", metadata=one_of("measure", "bundle", "ingest"))
+    out: str = ""  # mode=bundle: the folder to copy to the device
+    results: str = ""  # mode=ingest: the device's results.jsonl
+    manifest: str = ""  # mode=ingest: default next to results
+    rounds: int = field(default=3, metadata=at_least(1))
+    n_fit: int = field(default=20, metadata=at_least(1))
+    n_heldout: int = field(default=30, metadata=at_least(0))
+    seed: int = field(default=0, metadata=at_least(0))
+    threads: int | None = field(default=None, metadata=at_least(1))  # None: the profile's
+    reuse: bool = True  # use measurements already in runs/calibration/<H>/measurements.jsonl
+    calibration: str = ""  # where the fit is written (default predictors/calibrations/<H>.json)
+    runs_dir: str = "runs"
+    target: str = field(default="best", metadata=one_of("best", "median"))
+
+    def threads_for(self, hardware: HardwareProfile) -> int:
+        return self.threads or hardware.threads
+
+
+def parse_args(argv: list[str]) -> tuple[CalibrateArgs, HardwareProfile]:
+    """This command's own settings, and the hardware profile the other overrides choose."""
+    args, hydra = split_own(argv, CalibrateArgs)
+    return args, load_settings([*hydra, "budget=smoke"]).hardware
+
+
+# --- fitting and provenance -----------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fit_and_score(
+    rows: list[dict[str, Any]], hardware: HardwareProfile, source: dict[str, Any]
+) -> dict[str, Any]:
+    """Fit on the `fit` rows, score the `heldout` rows; the calibration file's content."""
+    fit = [r for r in rows if r["split"] == "fit"]
+    heldout = [r for r in rows if r["split"] == "heldout"]
+    if len(fit) < 6:
+        raise NasError(f"need at least 6 measured fit points to calibrate, got {len(fit)}")
+    fits = fit_rows(fit, hardware)
+    calibration: dict[str, Any] = {
+        "hardware": hardware.name,
+        "calibrated": True,
+        "conditions": {
+            "context_len": hardware.deploy.context_len,
+            "prompt_len": hardware.deploy.prompt_len,
+            "threads": rows[0]["threads"],
+        },
+        "provenance": {
+            **source,
+            "n_points": len(fit),
+            "n_heldout": len(heldout),
+            "threads": rows[0]["threads"],
+            "onnxruntime": rows[0].get("ort_version", "?"),
+        },
+        **to_json(fits),
+    }
+    if heldout:
+        predictor = CalibratedPredictor(hardware, calibration)
+        calibration["heldout"] = {
+            q: accuracy(
+                [predictor.predict(row_candidate(r))[q].mean for r in heldout],
+                [float(r[q]) for r in heldout],
+            )
+            for q in QUANTITIES
+        }
+    return calibration
+
+
+def write_calibration(calibration: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(calibration, indent=2) + "\n")
+
+
+def summary(calibration: dict[str, Any]) -> str:
+    lines = [f"calibration of {calibration['hardware']}: {CalibratedPredictor.__name__}"]
+    for q in QUANTITIES:
+        coef = ", ".join(
+            f"{n}={c:.4g}"
+            for n, c in zip(calibration[q]["features"], calibration[q]["coef"], strict=True)
+        )
+        line = f"  {q:<10} {coef}; leave-one-out rel. error {calibration[q]['rel_std']:.1%}"
+        if "heldout" in calibration:
+            h = calibration["heldout"][q]
+            line += (
+                f"\n             held-out n={h['n']}: within ±10% {h['within_10pct']:.0%}, "
+                f"MAPE {h['mape']:.1%}, Spearman {h['spearman']:.3f}"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --- modes ---------------------------------------------------------------------------------------
+def measured_rows(
+    args: CalibrateArgs, hardware: HardwareProfile
+) -> tuple[list[dict[str, Any]], Path]:
+    """The calibration set's measurements: reused from the store when complete, else measured."""
+    points = _points(args)
+    runs_dir = Path(args.runs_dir)
+    store = runs_dir / "calibration" / hardware.name / "measurements.jsonl"
+    wanted = {p.id for p in points}
+    rows = read_rows(store) if args.reuse and store.exists() else []
+    if {r["id"] for r in rows} != wanted:
+        rows = measure_rows(
+            points,
+            hardware,
+            runs_dir / ".cache" / "onnx",
+            rounds=args.rounds,
+            threads=args.threads_for(hardware),
+        )
+        write_rows(rows, store)
+    return rows, store
+
+
+def with_target(rows: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
+    """Rows whose decode_ms/prefill_ms are the `target` statistic over measurement rounds."""
+    if target == "median":
+        return rows
+    out = []
+    for row in rows:
+        row = dict(row)
+        for phase in ("decode", "prefill"):
+            best = row.get(f"{phase}_best_ms")
+            if best is None:  # results with one figure per graph (device bundles)
+                continue
+            row[f"{phase}_median_ms"] = row[f"{phase}_ms"]
+            row[f"{phase}_ms"] = best
+        out.append(row)
+    return out
+
+
+def run_measure(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]:
+    rows, store = measured_rows(args, hardware)
+    target = args.target
+    rows = with_target(rows, target)
+    source = {
+        "device": f"{hardware.name} (measured here)",
+        "cpu_model": cpu_model(),
+        "date": dt.date.today().isoformat(),
+        "command": "python -m nas.calibrate hardware=" + hardware.name,
+        "measurements": str(store),
+        "target": target,
+        "rounds": len(rows[0].get("decode_rounds_ms", [])),
+    }
+    return fit_and_score(rows, hardware, source)
+
+
+def _points(args: CalibrateArgs) -> list[CalibrationPoint]:
+    return calibration_set(n_fit=args.n_fit, n_heldout=args.n_heldout, seed=args.seed)
+
+
+def run_bundle(
+    args: CalibrateArgs, hardware: HardwareProfile, points: list[CalibrationPoint] | None = None
+) -> Path:
+    """Write the on-device bundle; returns its folder."""
+    if not args.out:
+        raise NasError("mode=bundle needs out=DIR (the folder to copy to the device)")
+    out = Path(args.out)
+    points = points if points is not None else _points(args)
+    cache = Path(args.runs_dir) / ".cache" / "onnx"
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for point in points:
+        exported = export_point(point, hardware, cache)
+        files = {}
+        for phase in ("decode", "prefill"):
+            name = f"models/{point.id}-{phase}.onnx"
+            shutil.copyfile(getattr(exported, phase), out / name)
+            files[phase] = name
+        entries.append(
+            {
+                "id": point.id,
+                "split": point.split,
+                "arch": point.candidate.arch.to_dict(),
+                "compression": point.candidate.compression.to_dict(),
+                "files": files,
+            }
+        )
+    manifest = {
+        "device": hardware.name,
+        "context_len": hardware.deploy.context_len,
+        "prompt_len": hardware.deploy.prompt_len,
+        "threads": args.threads_for(hardware),
+        "rounds": args.rounds,
+        "points": entries,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.copyfile(Path(__file__).parent.parent / "onnx" / "measure.py", out / "measure.py")
+    shutil.copyfile(Path(__file__).with_name("bundle_runner.py"), out / "run_bundle.py")
+    (out / "perf_test.sh").write_text(_perf_test_lines(manifest))
+    return out
+
+
+def _perf_test_lines(manifest: dict[str, Any]) -> str:
+    """`onnxruntime_perf_test` through adb, for phones without Python (results by hand)."""
+    lines = [
+        "#!/bin/sh",
+        "# Push the bundle, then time each graph with ONNX Runtime's perf tool on the device:",
+        "#   adb push models /data/local/tmp/nas/models",
+        "# Copy each 'Median' latency (ms) into results.jsonl rows (see README in manifest).",
+    ]
+    threads = manifest["threads"]
+    for entry in manifest["points"]:
+        for phase, name in entry["files"].items():
+            lines.append(
+                f"adb shell /data/local/tmp/onnxruntime_perf_test -e cpu -x {threads} -y 1 "
+                f"-r 100 -I -m times /data/local/tmp/nas/{name}  # {entry['id']} {phase}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def validate_results(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Join device results with the manifest; a `NasError` names the first bad row."""
+    points = {p["id"]: p for p in manifest["points"]}
+    joined, seen = [], set()
+    for number, row in enumerate(rows, start=1):
+        where = f"results row {number} (id {row.get('id', '?')!r})"
+        if row.get("id") not in points:
+            raise NasError(f"{where}: unknown model id; ids come from the bundle's manifest.json")
+        if row.get("device") != manifest["device"]:
+            raise NasError(
+                f"{where}: device {row.get('device')!r} but the bundle is for "
+                f"{manifest['device']!r}; ingest it with hardware={row.get('device')}"
+            )
+        for key in QUANTITIES:
+            value = row.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise NasError(f"{where}: {key} must be a positive number, got {value!r}")
+        if row["id"] in seen:
+            raise NasError(f"{where}: measured twice; keep one row per model id")
+        seen.add(row["id"])
+        point = points[row["id"]]
+        joined.append(
+            {
+                **row,
+                "split": point["split"],
+                "arch": point["arch"],
+                "compression": point["compression"],
+                "threads": row.get("threads", manifest["threads"]),
+            }
+        )
+    if not joined:
+        raise NasError("the results file holds no rows")
+    return joined
+
+
+def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]:
+    if not args.results:
+        raise NasError("mode=ingest needs results=FILE (the results.jsonl the device wrote)")
+    results = Path(args.results)
+    manifest_path = Path(args.manifest or results.parent / "manifest.json")
+    for path in (results, manifest_path):
+        if not path.is_file():
+            raise NasError(f"no such file {path}; pass results=FILE (and manifest=PATH)")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest["device"] != hardware.name:
+        raise NasError(
+            f"the bundle in {manifest_path} is for {manifest['device']}, not {hardware.name}"
+        )
+    try:
+        raw = read_rows(results)
+    except json.JSONDecodeError as err:
+        raise NasError(f"{results} line {err.lineno} is not JSON: {err.msg}") from None
+    rows = validate_results(raw, manifest)
+    source = {
+        "device": f"{hardware.name} (bundle results)",
+        "cpu_model": str(rows[0].get("cpu_model", "unknown")),
+        "date": str(rows[0].get("date", dt.date.today().isoformat())),
+        "command": f"python -m nas.calibrate hardware={hardware.name} mode=ingest",
+        "measurements": str(results),
+    }
+    return fit_and_score(rows, hardware, source)

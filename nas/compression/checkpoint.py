@@ -1,0 +1,104 @@
+"""Apply an exported compression recipe (`compression.json`) to a trained checkpoint.
+
+The compression is `nas.compression.compress`, the code that scored the trial in the search, so
+the saved weights are the ones the search measured: structured pruning (a smaller model), sparsity
+masks, the recovery fine-tune when the trial ran one, then weight-only quantization, written back
+as dequantized float weights (the checkpoint still loads with `from_pretrained` and computes what
+the device will). Where the recipe asks for something this install cannot do, nothing is applied
+and the result says why: a half-applied recipe would pass for the whole one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nas.arch import Candidate, CompressionConfig
+from nas.quality.models import arch_from_config
+from nas.quality.training import ProxyData, ProxySettings
+
+CALIBRATION_WINDOWS = 8  # token windows that rank experts by routing weight
+
+
+def _not_applied(reason: str) -> dict[str, Any]:
+    return {"applied": False, "reason": reason}
+
+
+def apply_recipe(
+    model: torch.nn.Module,
+    recipe_file: dict[str, Any] | None,
+    *,
+    data: ProxyData,
+    proxy: ProxySettings,
+    seed: int = 0,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Compress a trained `model` as `recipe_file` (the parsed compression.json) says.
+
+    Returns:
+        The compressed model (a new one when structured pruning shrank it) and a report:
+        `applied`, then `reason` when nothing was applied, else `summary`, the executed `recipe`
+        and the resulting `arch`.
+    """
+    if recipe_file is None:
+        return model, _not_applied("the model directory has no compression.json")
+    if recipe_file.get("applied"):
+        return model, _not_applied(
+            "these weights are already compressed (compression.json says so); compressing "
+            "again would prune and round twice"
+        )
+    try:
+        from nas.compression import CompressionSettings, StructuredSpec, compress, plan
+    except ImportError as err:
+        return model, _not_applied(f"this install cannot apply the recipe yet ({err})")
+    steps = recipe_file.get("recipe") or {}
+    structured_step = steps.get("structured") or {}
+    structured = StructuredSpec(
+        heads=float(structured_step.get("heads", 0.0)),
+        ffn=float(structured_step.get("ffn", 0.0)),
+        experts=float(structured_step.get("experts", 0.0)),
+    )
+    recovery = steps.get("recovery") or {}
+    settings = CompressionSettings(
+        recovery_steps=int(recovery.get("steps", 0)),
+        recovery_lr=float(recovery.get("lr", 3e-4)),
+        distill=bool(recovery.get("distill", False)),
+        temperature=float(recovery.get("temperature", 2.0)),
+    )
+    candidate = Candidate(
+        arch_from_config(model.config), CompressionConfig(**recipe_file["compression"])
+    )
+    if plan(candidate, structured).is_identity:
+        return model, _not_applied("the recipe keeps 16-bit dense weights: nothing to compress")
+    span = proxy.seq_len
+    n = min(CALIBRATION_WINDOWS, len(data.train_ids) // span)
+    calibration = torch.from_numpy(data.train_ids[: n * span].astype("int64")).view(n, span)
+    done = compress(
+        model,
+        candidate,
+        structured=structured if structured.active else None,
+        settings=settings,
+        data=data,
+        proxy=proxy,
+        calibration=calibration,
+        seed=seed,
+    )
+    recipe = done.recipe.to_dict()
+    summary = [name for name in recipe["order"] if recipe.get(name)]
+    return done.model, {
+        "applied": True,
+        "summary": ", ".join(_describe(name, recipe[name]) for name in summary),
+        "recipe": recipe,
+        "arch": done.arch.to_dict(),
+        "stored_as": "dequantized float32 weights (the values the device computes with)",
+    }
+
+
+def _describe(step: str, spec: dict[str, Any]) -> str:
+    if step == "quantization":
+        return f"int{spec['bits']} g{spec['group_size']} {spec['method']}"
+    if step == "sparsity":
+        return f"{spec['pattern']} sparsity (measured {spec.get('measured') or 0:.0%})"
+    if step == "structured":
+        return f"structured pruning (removed {spec.get('removed')})"
+    return f"recovery fine-tune ({spec['steps']} steps)"

@@ -1,0 +1,144 @@
+"""Compose the Hydra configuration from `hydra_configs/` and command-line overrides, once.
+
+The commands call Hydra's compose API rather than `@hydra.main` so that a bad override becomes one
+line naming the valid choices (exit code 2) instead of Hydra's multi-line report, and so that tests
+compose exactly what the command line composes. `load_settings` is the one place a configuration
+is validated: types while Hydra merges it into the schema (`nas.config.schema`), then every range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+from nas.config.rules import check, explain
+from nas.config.schema import Settings, check_settings, register
+from nas.errors import NasError
+
+CONFIG_MODULE = "hydra_configs"
+
+
+def _auto_budget(overrides: list[str]) -> list[str]:
+    """`budget=auto` (the default) means `gpu` where CUDA is present and `cpu` elsewhere."""
+    chosen = [o for o in overrides if o.split("=", 1)[0] == "budget"]
+    if chosen and chosen[-1] != "budget=auto":
+        return overrides
+    import torch  # deferred: only the default path needs it
+
+    budget = "gpu" if torch.cuda.is_available() else "cpu"
+    return [o for o in overrides if o.split("=", 1)[0] != "budget"] + [f"budget={budget}"]
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise NasError(f"cannot read override: {str(err).splitlines()[0]}") from None
+    loader = GlobalHydra.instance().config_loader()
+    groups = set(loader.list_groups(""))
+    for override in parsed:
+        group = override.key_or_group
+        if group not in groups or override.is_delete():
+            continue
+        options = loader.get_group_options(group)
+        value = override.value()
+        if not isinstance(value, str) or value not in options:
+            raise NasError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
+
+
+def _explain_bad_key(overrides: list[str]) -> str | None:
+    """Find the override whose key the config lacks, and list the keys that exist there."""
+    groups = set(GlobalHydra.instance().config_loader().list_groups(""))
+    base = compose("config", overrides=[o for o in overrides if o.split("=", 1)[0] in groups])
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if override.startswith(("+", "~")) or OmegaConf.select(base, key) is not None:
+            continue
+        if OmegaConf.select(base, key, default="<absent>") != "<absent>":
+            continue  # the key exists and is null
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(base, parent) if parent else base
+        if isinstance(node, DictConfig):
+            where = f"'{parent}'" if parent else "the top level"
+            return f"unknown key '{key}'; {where} has: {', '.join(str(k) for k in node)}"
+        return f"unknown key '{key}': '{parent}' is not a group of settings"
+    return None
+
+
+def _why(err: HydraException, overrides: list[str]) -> str:
+    """One line for a failed composition: a type error names key, rule and value."""
+    cause = err.__cause__ or err.__context__
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ValidationError):  # a value of the wrong type or out of its choices
+        return explain(cause, Settings)
+    return _explain_bad_key(overrides) or str(err).splitlines()[0]
+
+
+def compose_config(overrides: list[str], *, config_name: str = "config") -> DictConfig:
+    """The resolved, type-checked configuration for these overrides; a `NasError` when one is
+    wrong. `load_settings` also checks the ranges and returns typed settings."""
+    register()
+    overrides = _auto_budget(list(overrides))
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        _check_group_choices(overrides)
+        try:
+            cfg = compose(config_name, overrides=overrides)
+        except HydraException as err:
+            raise NasError(_why(err, overrides)) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        if "could not be converted" in str(err) or "is not a valid" in str(err):
+            raise NasError(explain(err, Settings)) from None
+        raise NasError(f"config cannot be resolved: {str(err).splitlines()[0]}") from None
+    return cfg
+
+
+def to_settings(cfg: DictConfig) -> Settings:
+    """A composed configuration as typed settings, every range checked."""
+    try:
+        settings = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise NasError(explain(err, Settings)) from None
+    if not isinstance(settings, Settings):
+        raise NasError("the configuration does not follow the settings schema")
+    check(settings)
+    check_settings(settings)
+    return settings
+
+
+def load_settings(overrides: list[str]) -> Settings:
+    """The settings these overrides give, validated in full; the one entry of every command."""
+    return to_settings(compose_config(overrides))
+
+
+def plain(node: Any) -> Any:
+    """A config node (or a settings mapping) as plain Python containers."""
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def build(group: str, node: dict[str, Any], **kwargs: Any) -> Any:
+    """Instantiate a plugin group's `_target_` with `kwargs`; its constructor's complaint about
+    the settings becomes one line (Hydra wraps it in its own exception)."""
+    from hydra.utils import instantiate  # deferred: only commands that build plugins need it
+
+    try:
+        return instantiate(dict(node), **kwargs, _convert_="all")
+    except NasError:
+        raise
+    except Exception as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, NasError):
+            raise cause from None
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise NasError(f"{group} cannot be built: {reason}") from None

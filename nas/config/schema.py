@@ -1,0 +1,165 @@
+"""The search's settings: one dataclass per config group, registered as Hydra's schema.
+
+`hydra_configs/config.yaml` starts its defaults list with `settings_schema`, so every value a
+config file or an override sets is type-checked while Hydra composes it, and `load_settings`
+(`nas.config.compose`) turns the result into a `Settings` object and checks every range once.
+Commands then pass these objects, not the DictConfig.
+
+Plugin groups (`search_space`, `sampler`, and a proxy's `scorer`) stay mappings with a `_target_`:
+their own constructors validate their arguments (`nas.config.compose.build`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from nas.config.rules import at_least, between
+from nas.errors import NasError
+from nas.hardware import HardwareProfile
+
+SCHEMA_NAME = "settings_schema"
+
+
+@dataclass
+class BudgetConfig:
+    """How much one study may spend: proxy length, batch, trials, and the space's size caps."""
+
+    name: str = MISSING
+    n_trials: int = field(default=MISSING, metadata=at_least(0))
+    timeout_s: float = field(default=MISSING, metadata=at_least(1))
+    proxy_steps: int = field(default=MISSING, metadata=at_least(1))
+    seq_len: int = field(default=MISSING, metadata=at_least(1))
+    batch_size: int = field(default=MISSING, metadata=at_least(1))
+    eval_windows: int = field(default=MISSING, metadata=at_least(1))
+    vocab_size: int = field(default=MISSING, metadata=at_least(258))
+    corpus_mb: float = field(default=MISSING, metadata=at_least(0.001))
+    caps: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ProxySettings:
+    """One proxy training run: what decides its result (part of every trial's cache key)."""
+
+    steps: int = field(default=MISSING, metadata=at_least(1))
+    seq_len: int = field(default=MISSING, metadata=at_least(1))
+    batch_size: int = field(default=MISSING, metadata=at_least(1))
+    eval_windows: int = field(default=MISSING, metadata=at_least(1))
+    lr: float = field(default=3e-3, metadata=at_least(0.0, exclusive=True))
+    min_lr_ratio: float = field(default=0.1, metadata=between(0.0, 1.0))
+    warmup_steps: int = field(default=5, metadata=at_least(0))
+    weight_decay: float = field(default=0.1, metadata=at_least(0.0))
+    grad_clip: float = field(default=1.0, metadata=at_least(0.0, exclusive=True))
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens one proxy run sees."""
+        return self.steps * self.batch_size * self.seq_len
+
+
+@dataclass
+class EarlyStopConfig:
+    """`proxy.early_stop` (nas.quality.early_stop); off unless `enabled`."""
+
+    enabled: bool = False
+    checkpoints: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    margin: float = 0.0  # bits per byte the other trial must be better by (< 0: stop more)
+    min_gain: float | None = None
+    quantile: float = field(default=0.5, metadata=between(0.0, 1.0))
+
+
+@dataclass
+class ProxyConfig(ProxySettings):
+    """The `proxy` group: the data, the training run, and the scorer that turns it into quality."""
+
+    name: str = "train"
+    corpus: str = "default"
+    tokenizer: str = "train"
+    vocab_size: int = field(default=MISSING, metadata=at_least(258))  # 256 bytes + 2 specials
+    corpus_mb: float = field(default=MISSING, metadata=at_least(0.001))
+    heldout_fraction: float = field(default=0.05, metadata=between(0.001, 0.5))
+    checkpoints: list[float] | None = None  # learning-curve fractions (proxy=extrapolate)
+    horizon: float | None = None  # extrapolate to horizon x steps (proxy=extrapolate)
+    scorer: dict[str, Any] = field(default_factory=dict)  # `_target_`: nas.quality.scorers
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+
+    @property
+    def training(self) -> ProxySettings:
+        """Only the training run's settings (what the trial cache key and identity hold)."""
+        return ProxySettings(**{f.name: getattr(self, f.name) for f in fields(ProxySettings)})
+
+
+@dataclass
+class CompressionSettings:
+    """The `compression` group: how compressed models are scored (defaults: no recovery
+    fine-tune, fp32 activations)."""
+
+    recovery_steps: int = field(default=0, metadata=at_least(0))
+    recovery_lr: float = field(default=3e-4, metadata=at_least(0.0, exclusive=True))
+    distill: bool = False  # recovery learns from the uncompressed model as teacher
+    temperature: float = field(default=2.0, metadata=at_least(0.0, exclusive=True))
+    # Score int8/int4 models as ONNX Runtime runs them with accuracy_level=4: activations
+    # quantized to int8 per block of group_size (faster on CPUs; see BENCHMARKS.md).
+    int8_activations: bool = False
+
+
+@dataclass
+class StudyConfig:
+    """The study's identity, storage, and how many processes add trials to it."""
+
+    name: str = MISSING
+    n_trials: int = field(default=MISSING, metadata=at_least(0))
+    timeout_s: float = field(default=MISSING, metadata=at_least(1))
+    storage: str = MISSING
+    workers: int = field(default=1, metadata=at_least(1))
+    threads: Any = "auto"  # torch threads per worker: "auto" (cores // workers) or >= 1
+    retries: int = field(default=2, metadata=at_least(0))
+    heartbeat_s: int = field(default=10, metadata=at_least(1))
+    grace_s: int = field(default=60, metadata=at_least(2))
+
+
+@dataclass
+class Settings:
+    """Everything `python -m nas.search` is configured with (hydra_configs/config.yaml)."""
+
+    hardware: HardwareProfile = field(default_factory=HardwareProfile)
+    search_space: dict[str, Any] = field(default_factory=dict)  # `_target_`: search_spaces
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    compression: CompressionSettings = field(default_factory=CompressionSettings)
+    sampler: dict[str, Any] = field(default_factory=dict)  # `_target_`: nas.samplers, optuna
+    study: StudyConfig = field(default_factory=StudyConfig)
+    seed: int = field(default=0, metadata=at_least(0))
+    runs_dir: str = "runs"
+    cache_dir: str = "${runs_dir}/.cache"
+    device: str = "auto"
+    quiet: bool = False
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.runs_dir) / self.study.name
+
+
+def check_settings(settings: Settings) -> None:
+    """What no single field's range says: rules across fields of the search's settings."""
+    threads = settings.study.threads
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int)):
+        raise NasError(f"study.threads must be an integer >= 1 or auto, got {threads!r}")
+    if threads != "auto" and threads < 1:
+        raise NasError(f"study.threads must be an integer >= 1 or auto, got {threads!r}")
+    workers, storage = settings.study.workers, settings.study.storage
+    if workers > 1 and storage.startswith("sqlite:"):
+        raise NasError(
+            f"study.workers={workers} needs a storage that takes several writers, and SQLite "
+            f"does not: add study.storage=journal:///{settings.out_dir}/study.journal "
+            "(one machine) or study.storage=postgresql://... (many machines)"
+        )
+
+
+def register() -> None:
+    """Make `settings_schema` known to Hydra (idempotent)."""
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=Settings)

@@ -1,0 +1,1 @@
+"""`python -m nas.dashboard`: browse a study in optuna-dashboard (a command; `__main__`)."""

@@ -1,0 +1,185 @@
+"""Write one trial as a Hugging Face model directory that loads in `transformers` unedited.
+
+`AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(DIR))` builds the exact architecture
+the search scored, and `AutoTokenizer.from_pretrained(DIR)` the tokenizer its trials used. Next to
+them: the compression recipe (`compression.json`), a model card (`README.md`), the search's record
+of the trial (`nas_trial.json`) and, unless `onnx=false`, `model.onnx` of the untrained model,
+checked in ONNX Runtime against torch. Files are written into a temporary folder, then moved in.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from tokenizers import Tokenizer
+from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+from nas import records
+from nas.arch import ArchConfig, CompressionConfig
+from nas.errors import NasError, redact
+from nas.export.card import CardFacts, render
+from nas.onnx.check import write_onnx
+from nas.quality.corpus import SPECIAL_TOKENS
+from nas.quality.models import build_model, hf_config
+from nas.study.lookup import StudyRef
+
+
+@dataclass(frozen=True)
+class Exported:
+    trial: int
+    path: Path
+    params: int
+
+
+def wrap_tokenizer(path: Path, model_max_length: int) -> PreTrainedTokenizerFast:
+    """The study's tokenizer.json as a `transformers` tokenizer with its special tokens named."""
+    if not path.is_file():
+        raise NasError(
+            f"the study's tokenizer is missing ({path}); run the study's search command once "
+            "more with study.n_trials=0 to write it"
+        )
+    eos, pad = SPECIAL_TOKENS
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_file(str(path)),
+        bos_token=eos,
+        eos_token=eos,
+        pad_token=pad,
+        model_max_length=model_max_length,
+    )
+
+
+def compression_recipe(record: records.TrialRecord) -> dict[str, Any]:
+    """What compression.json holds: the searched settings and, when recorded, the full recipe."""
+    comp = CompressionConfig(**record.compression)
+    return {
+        "format": "slm-nas compression recipe v1",
+        "compression": comp.to_dict(),
+        "bits_per_weight": comp.bits_per_weight,
+        "applies_to": "the linear layers of the decoder blocks; embeddings and LM head stay float",
+        "recipe": record.recipe,
+        "scored_after_compression": "bpb_uncompressed" in record.metrics,
+    }
+
+
+def _compression_note(recipe: dict[str, Any]) -> str:
+    comp = recipe["compression"]
+    if comp["weight_bits"] == 16 and comp["sparsity_pattern"] == "none":
+        return "No compression: weights stay in 16-bit floats."
+    return (
+        "`python -m nas.train` applies this recipe to the trained weights at the end where the "
+        "compression code supports it, and says in its output and `training.json` whether it did."
+    )
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """One trial as export sees it: its record, architecture and the study's context."""
+
+    study: optuna.Study
+    ref: StudyRef
+    record: records.TrialRecord
+    arch: ArchConfig
+    device: dict[str, Any]
+
+    @property
+    def context(self) -> int:
+        return int(self.device.get("device_limits", {}).get("context_len") or 4096)
+
+    @property
+    def model_class(self) -> str:
+        return "LlamaForCausalLM" if self.arch.n_experts == 1 else "Qwen3MoeForCausalLM"
+
+
+def export_trial(
+    study: optuna.Study,
+    ref: StudyRef,
+    trial: optuna.trial.FrozenTrial,
+    out: Path,
+    *,
+    onnx: bool,
+) -> Exported:
+    """Write one trial's directory into `out` (files are written whole, then moved in place)."""
+    record = records.read(trial)
+    this = _Trial(
+        study,
+        ref,
+        record,
+        ArchConfig.from_dict(record.arch),
+        records.device(study) or _pareto_header(ref),
+    )
+    tokenizer = wrap_tokenizer(ref.out_dir / "tokenizer.json", this.context)
+    if len(tokenizer) != this.arch.vocab_size:
+        raise NasError(
+            f"{ref.out_dir / 'tokenizer.json'} has {len(tokenizer)} tokens but trial "
+            f"{trial.number} was built for {this.arch.vocab_size}; the study's tokenizer was "
+            "replaced"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp_name:
+        tmp = Path(tmp_name)
+        _write_files(this, tokenizer, tmp, onnx=onnx)
+        for path in tmp.iterdir():
+            path.replace(out / path.name)
+    return Exported(trial.number, out, this.arch.params)
+
+
+def _write_files(
+    this: _Trial, tokenizer: PreTrainedTokenizerFast, tmp: Path, *, onnx: bool
+) -> None:
+    config = hf_config(this.arch, max_positions=this.context)
+    config.architectures = [this.model_class]
+    config.save_pretrained(tmp)
+    GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    ).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    recipe = compression_recipe(this.record)
+    (tmp / "compression.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    identity = records.identity(this.study) or {}
+    trial_file = {
+        "study": this.study.study_name,
+        "storage": redact(this.ref.storage),
+        "trial": this.record.number,
+        "arch": this.arch.to_dict(),
+        "compression": recipe["compression"],
+        "metrics": this.record.metrics,
+        "identity": identity,
+        "device": this.device,
+    }
+    if onnx:
+        seed = int(identity.get("proxy", {}).get("seed", 0))
+        model = build_model(this.arch, seed=seed, max_positions=this.context)
+        trial_file["onnx_check"] = write_onnx(model, tmp)
+    (tmp / "nas_trial.json").write_text(json.dumps(trial_file, indent=2, default=str) + "\n")
+    files = [*sorted(p.name for p in tmp.iterdir()), "README.md"]
+    facts = CardFacts(
+        study=this.study.study_name,
+        trial=this.record.number,
+        model_class=this.model_class,
+        arch=this.arch.to_dict(),
+        compression=recipe["compression"],
+        metrics=this.record.metrics,
+        identity=identity,
+        device_limits=this.device.get("device_limits", {}),
+        predictor=this.device.get("latency_predictor", {}),
+        compression_note=_compression_note(recipe),
+        files=sorted(files),
+        recipe=recipe["recipe"],
+    )
+    (tmp / "README.md").write_text(render(facts))
+
+
+def _pareto_header(ref: StudyRef) -> dict[str, Any]:
+    """Older studies keep their device limits only in pareto.json's header."""
+    path = ref.out_dir / "pareto.json"
+    if not path.is_file():
+        return {}
+    header = json.loads(path.read_text())
+    return {k: header[k] for k in ("device_limits", "latency_predictor") if k in header}

@@ -1,0 +1,131 @@
+"""What `python -m nas.predict` prints: predicted latency, memory and energy of a Hugging Face
+model config on a device. Reads a Hugging Face `config.json` of a Llama-style
+model (llama, mistral, qwen2, qwen3, ...) or a supported MoE model (qwen3_moe, qwen2_moe without
+shared experts, mixtral) and prints one JSON object: decode_ms, tokens_per_s, prefill_ms,
+memory_mb (each with a one-sigma `_std`), calibrated, the predictor's provenance, and an
+energy-per-token estimate. Compression keys: weight_bits (16, 8, 4), group_size, sparsity,
+sparsity_pattern.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.arch import SPARSITY_PATTERNS, ArchConfig, Candidate, CompressionConfig
+from nas.cli import split_own
+from nas.config.compose import load_settings
+from nas.config.rules import at_least, between, one_of
+from nas.errors import NasError
+from nas.hardware import HardwareProfile
+from predictors.energy import decode_energy_mj
+from predictors.factory import latency_predictor, memory_predictor
+
+EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
+
+
+def arch_from_hf(config: dict[str, Any]) -> ArchConfig:
+    """The `ArchConfig` of a Hugging Face model config; a `NasError` for what it cannot express."""
+    try:
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        head_dim = int(config.get("head_dim") or hidden // heads)
+        experts = next((int(config[k]) for k in EXPERT_KEYS if config.get(k)), 1)
+        ffn = config.get("moe_intermediate_size") if experts > 1 else None
+        ffn = int(ffn or config["intermediate_size"])
+        if heads * head_dim != hidden:
+            raise NasError(
+                f"hidden_size={hidden} != num_attention_heads x head_dim ({heads} x {head_dim}); "
+                "only models whose width is heads x head_dim are supported"
+            )
+        if config.get("shared_expert_intermediate_size") or config.get("mlp_only_layers"):
+            raise NasError("MoE models with shared experts or mlp_only_layers are not supported")
+        return ArchConfig(
+            n_layers=int(config["num_hidden_layers"]),
+            n_heads=heads,
+            n_kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=head_dim,
+            ffn_dim=ffn,
+            vocab_size=int(config["vocab_size"]),
+            n_experts=experts,
+            experts_per_token=int(config.get("num_experts_per_tok") or 1),
+            moe_every=int(config.get("decoder_sparse_step") or 1),
+            tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+    except KeyError as err:
+        raise NasError(f"config.json lacks {err}; is it a decoder-only transformer?") from None
+    except (TypeError, ValueError) as err:
+        raise NasError(f"config.json describes no model this engine can price: {err}") from None
+
+
+def read_hf_config(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise NasError(f"no config.json at {path}; pass arch=PATH/config.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise NasError(f"{path} is not JSON: {err.msg} (line {err.lineno})") from None
+
+
+def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
+    """Every predicted quantity of `candidate` on `hardware`, as `nas.predict` prints it."""
+    latency_model = latency_predictor(hardware)
+    latency = latency_model.predict(candidate)
+    memory = memory_predictor(hardware).predict(candidate)["memory_mb"]
+    decode, prefill = latency["decode_ms"], latency["prefill_ms"]
+    return {
+        "hardware": hardware.name,
+        "decode_ms": round(decode.mean, 4),
+        "decode_ms_std": round(decode.std, 4),
+        "tokens_per_s": round(1000.0 / decode.mean, 2),
+        "prefill_ms": round(prefill.mean, 3),
+        "prefill_ms_std": round(prefill.std, 3),
+        "memory_mb": round(memory.mean, 2),
+        "memory_mb_std": round(memory.std, 2),
+        "calibrated": latency_model.calibrated,
+        "predictor": latency_model.provenance,
+        "energy_mj_per_token": round(decode_energy_mj(candidate, hardware), 5),
+        "energy_note": "estimate from bytes moved and FLOPs (predictors/energy.py), not measured",
+        "context_len": hardware.deploy.context_len,
+        "prompt_len": hardware.deploy.prompt_len,
+        "params": candidate.arch.params,
+        "active_params": candidate.arch.active_params,
+        "compression": candidate.compression.to_dict(),
+    }
+
+
+@dataclass
+class CompressionArgs:
+    weight_bits: int = field(default=16, metadata=one_of(16, 8, 4))
+    group_size: int | None = field(default=None, metadata=at_least(1))  # None: 128 when < 16 bits
+    sparsity: float = field(default=0.0, metadata=between(0.0, 1.0))
+    sparsity_pattern: str = field(default="none", metadata=one_of(*SPARSITY_PATTERNS))
+
+    def config(self) -> CompressionConfig:
+        group = self.group_size or (128 if self.weight_bits < 16 else 0)
+        try:
+            return CompressionConfig(self.weight_bits, group, self.sparsity, self.sparsity_pattern)
+        except ValueError as err:
+            raise NasError(f"bad compression setting: {err}") from None
+
+
+@dataclass
+class PredictArgs:
+    """The command's own settings; other `KEY=VALUE`s choose the hardware profile."""
+
+    arch: str = ""  # a Hugging Face config.json, or its folder
+    compression: CompressionArgs = field(default_factory=CompressionArgs)
+
+
+def run_predict(argv: list[str]) -> dict[str, Any]:
+    """The prediction `argv` asks for; the plain function behind the command."""
+    args, hydra = split_own(argv, PredictArgs)
+    if not args.arch:
+        raise NasError("pass arch=PATH/config.json (a Hugging Face model config)")
+    hardware = load_settings([*hydra, "budget=smoke"]).hardware
+    candidate = Candidate(arch_from_hf(read_hf_config(Path(args.arch))), args.compression.config())
+    return predict(candidate, hardware)

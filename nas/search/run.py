@@ -1,0 +1,273 @@
+"""`run_search(settings)`: run (or resume) the study that typed settings describe.
+
+The plain function behind `python -m nas.search` (tests call it directly). Re-running the same
+command resumes the same study (its name derives from hardware, search space and budget); every
+finished trial is kept and none is repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from tokenizers import Tokenizer
+
+from nas import __version__, records
+from nas.config.compose import build
+from nas.config.schema import Settings
+from nas.errors import NasError
+from nas.files import atomic_write
+from nas.hardware import HardwareProfile
+from nas.objectives.cheap import CheapObjectives
+from nas.objectives.hypervolume import Reference, space_reference
+from nas.objectives.pareto import format_table, pareto_entries, write_front
+from nas.quality.data import prepare_data
+from nas.quality.early_stop import make_early_stopping
+from nas.quality.scorers import QualityProxy
+from nas.quality.training import ProxyData, ProxyDiverged, resolve_device
+from nas.samplers.factory import SamplerContext, SamplerSpec
+from nas.search.progress import SearchProgress
+from nas.search.trial import TrialObjective
+from nas.search.workers import Workers, run_trials, start_forkserver
+from nas.study.open import open_study
+from nas.study.storage import is_sqlite
+from predictors.factory import latency_predictor, memory_predictor
+from search_spaces import SearchSpace
+
+log = logging.getLogger("nas.search")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study_name: str
+    out_dir: Path
+    finished: int
+    feasible: int
+    pareto: list[dict[str, Any]]
+    seconds: float
+
+
+def build_space(settings: Settings, vocab_size: int) -> SearchSpace:
+    """The search space plugin, with the tokenizer's real vocabulary and the budget's caps."""
+    return build(
+        "search_space", settings.search_space, vocab_size=vocab_size, caps=settings.budget.caps
+    )
+
+
+def build_scorer(settings: Settings) -> QualityProxy:
+    return build("proxy.scorer", settings.proxy.scorer)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a study needs before its first trial, built once per run."""
+
+    data: ProxyData
+    tokenizer: Tokenizer
+    data_info: dict[str, Any]
+    space: SearchSpace
+    cheap: CheapObjectives
+    scorer: QualityProxy
+    identity: dict[str, Any]
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Data, tokenizer, space, predictors and the study's identity; writes nothing outside the
+    shared cache, so a refused resume leaves the study's folder as it was."""
+    data, tokenizer, info = prepare_data(settings.proxy, Path(settings.cache_dir))
+    training = settings.proxy.training
+    if len(data.train_ids) <= training.seq_len + 1:
+        raise NasError(
+            f"corpus too short for the budget: {len(data.train_ids)} training tokens, "
+            f"need more than proxy.seq_len={training.seq_len}"
+        )
+    space = build_space(settings, info["vocab_size"])
+    hardware = settings.hardware
+    # The device's calibration (predictors/calibrations/<name>.json) when it exists, else priors.
+    cheap = CheapObjectives(latency_predictor(hardware), memory_predictor(hardware))
+    scorer = build_scorer(settings)
+    proxy_identity = {**asdict(training), **info, "seed": settings.seed}
+    if scorer.name != "train":  # the default keeps the identity of studies started before proxies
+        proxy_identity["quality_proxy"] = scorer.identity()
+    identity = {
+        "hardware": hardware.name,
+        "search_space": {"name": space.name, **space.choices()},
+        "proxy": proxy_identity,
+    }
+    return Prepared(data, tokenizer, info, space, cheap, scorer, identity)
+
+
+def run_search(settings: Settings) -> SearchResult:
+    """Run (or resume) the study that `settings` describe and write its Pareto front."""
+    started = time.perf_counter()
+    out_dir = settings.out_dir
+    _check_writable(out_dir)
+    start_forkserver(settings.study.workers)  # its imports overlap the data set-up
+    ready = prepare(settings)
+    sampler = SamplerSpec(
+        settings.sampler, SamplerContext(ready.space, ready.cheap, settings.hardware.deploy)
+    )
+    workers = Workers.from_settings(settings.study, settings.seed, sampler)
+    study = open_study(
+        name=settings.study.name,
+        storage=settings.study.storage,
+        identity=ready.identity,
+        heartbeat_s=settings.study.heartbeat_s,
+        grace_s=settings.study.grace_s,
+        retries=settings.study.retries,
+    )
+    stored = len(study.get_trials(deepcopy=False))  # `study.trials` deep-copies them all
+    # A resumed study does not replay the first run's random start-up samples.
+    study.sampler = sampler.build(settings.seed + stored, parallel=not is_sqlite(workers.storage))
+    # The study's own copy, written once the resume check passed: export ships exactly the
+    # tokenizer its trials were scored with.
+    atomic_write(out_dir / "tokenizer.json", ready.tokenizer.to_str())
+    reference = _reference(study, settings, ready)
+    records.store_device(study, _device_info(settings.hardware, ready.cheap))
+    objective = _objective(settings, ready)
+    _log_start(study, settings, ready, stored)
+    progress = SearchProgress(
+        settings.study.n_trials,
+        quiet=settings.quiet,
+        reference=reference,
+        timeout_s=settings.study.timeout_s,
+    )
+    interrupted = False
+    try:
+        run_trials(  # in this process or study.workers processes (nas/search/workers.py)
+            workers,
+            study,
+            objective,
+            n_trials=settings.study.n_trials,
+            timeout=settings.study.timeout_s,
+            callbacks=[progress],
+            catch=(ProxyDiverged,),
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+    result = _finish(study, settings, ready, started)
+    if interrupted:
+        raise NasError(
+            f"interrupted; the running trial is marked failed and queued again, "
+            f"{result.finished} finished trials are safe in {settings.study.storage}. "
+            "Run the same command again to resume."
+        )
+    return result
+
+
+def _reference(study: optuna.Study, settings: Settings, ready: Prepared) -> Reference:
+    """What the report and the live hypervolume need, kept in the study itself so that a study
+    still running (or shared through a database) can be reported on. A resumed study keeps the
+    reference it was started with (older studies: the device limits), so its numbers stay
+    comparable with what it reported before."""
+    stored = records.reference(study)
+    if stored:
+        return Reference.from_dict(stored)
+    uniform = ready.data.uniform_bpb(settings.proxy.training)
+    reference = space_reference(ready.space, ready.cheap, settings.hardware.deploy, uniform)
+    records.store_reference(study, reference.to_dict())
+    return reference
+
+
+def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
+    proxy_identity = ready.identity["proxy"]
+    return TrialObjective(
+        space=ready.space,
+        cheap=ready.cheap,
+        data=ready.data,
+        settings=settings.proxy.training,
+        proxy_identity=proxy_identity,
+        device=resolve_device(settings.device),
+        seed=settings.seed,
+        proxy=ready.scorer,
+        early_stop=make_early_stopping(settings.proxy.early_stop),
+        compression=settings.compression,
+    )
+
+
+def _log_start(study: optuna.Study, settings: Settings, ready: Prepared, stored: int) -> None:
+    training = settings.proxy.training
+    log.info(
+        "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "
+        "proxy: %d steps x %d x %d tokens on %s",
+        study.study_name,
+        settings.hardware.description,
+        stored,
+        settings.study.n_trials,
+        settings.study.timeout_s,
+        ready.cheap.latency.provenance,
+        training.steps,
+        training.batch_size,
+        training.seq_len,
+        resolve_device(settings.device),
+    )
+
+
+def _finish(
+    study: optuna.Study, settings: Settings, ready: Prepared, started: float
+) -> SearchResult:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = sum(1 for t in done if records.is_feasible(t))
+    entries = pareto_entries(study)
+    hardware = settings.hardware
+    header = {
+        "study": study.study_name,
+        **_device_info(hardware, ready.cheap),
+        "budget": settings.budget.name,
+        "proxy": ready.data_info,
+        "finished_trials": len(done),
+        "feasible_trials": feasible,
+        "objectives": list(records.OBJECTIVES),
+        "nas_version": __version__,
+    }
+    out_dir = settings.out_dir
+    write_front(entries, out_dir, header)
+    seconds = time.perf_counter() - started
+    calibration = (
+        "calibrated on the device"
+        if ready.cheap.calibrated
+        else "from the uncalibrated roofline prior"
+    )
+    print(
+        f"\nPareto front of {study.study_name} ({len(entries)} of {len(done)} finished trials, "
+        f"{feasible} feasible on {hardware.name}; latency {calibration}):"
+    )
+    print(format_table(entries) if entries else "  (empty: no feasible trained trial yet)")
+    print(f"\nwrote {out_dir / 'pareto.json'} and pareto.csv in {seconds:.0f} s")
+    where = "" if settings.runs_dir == "runs" else f" runs_dir={settings.runs_dir}"
+    print(f"plots and a report: python -m nas.report study.name={study.study_name}{where}")
+    return SearchResult(study.study_name, out_dir, len(done), feasible, entries, seconds)
+
+
+def _device_info(hardware: HardwareProfile, cheap: CheapObjectives) -> dict[str, Any]:
+    return {
+        "hardware": hardware.name,
+        "device_limits": {
+            "max_memory_mb": hardware.deploy.max_memory_mb,
+            "max_decode_ms": hardware.deploy.max_decode_ms,
+            "context_len": hardware.deploy.context_len,
+            "prompt_len": hardware.deploy.prompt_len,
+        },
+        "latency_predictor": {
+            "calibrated": cheap.calibrated,
+            "provenance": cheap.latency.provenance,
+        },
+    }
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise NasError(
+            f"cannot write to {out_dir}: {err.strerror}; pass runs_dir=PATH somewhere writable"
+        ) from None

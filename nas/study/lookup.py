@@ -1,0 +1,122 @@
+"""Find the studies a reporting command names, the way the search names them.
+
+`study.name=S` (or `study.name=[A,B]`, or a command's own `studies=[A,B]`) plus any search
+override composes the same settings as `python -m nas.search`, so `runs_dir=` and
+`study.storage=` work alike. Looking a study up never creates one: an unknown name is a one-line
+error listing what exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+
+from nas.config.compose import load_settings
+from nas.config.schema import Settings
+from nas.errors import NasError, redact
+from nas.study.storage import local_path, open_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyRef:
+    """Where one study lives, and the settings the search composes for it."""
+
+    name: str
+    storage: str
+    runs_dir: Path
+    settings: Settings
+
+    @property
+    def out_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+
+def study_names(overrides: list[str], studies: Any = None) -> tuple[list[str | None], list[str]]:
+    """The studies named by `studies=[A,B]` or `study.name=` (a name or a list; default: the
+    search's default name), and the overrides left for the search's configuration. Values are
+    read with Hydra's own override parser."""
+    given: list[Any] = []
+    rest = []
+    for override in overrides:
+        if override.partition("=")[0] == "study.name":
+            given = [_override_value(override)]
+        else:
+            rest.append(override)
+    if studies is not None:
+        given = [studies]
+    flat = [n for value in given for n in (value if isinstance(value, list) else [value])]
+    names = list(dict.fromkeys(str(n).strip().strip("'\"") for n in flat))
+    names = [n for n in names if n]
+    if given and not names:
+        raise NasError("no study name given; pass study.name=NAME or studies=[A,B]")
+    return (list(names) or [None]), rest
+
+
+def _override_value(override: str) -> Any:
+    try:
+        value = OverridesParser.create().parse_override(override).value()
+    except HydraException as err:
+        raise NasError(f"cannot read override: {str(err).splitlines()[0]}") from None
+    return list(value.list) if hasattr(value, "list") else value  # `A,B`: Hydra's sweep form
+
+
+def resolve(overrides: list[str], studies: Any = None) -> list[StudyRef]:
+    """The studies the arguments name, each with the settings the search composes for it."""
+    names, rest = study_names(overrides, studies)
+    refs = []
+    for name in names:
+        settings = load_settings([*rest, *([f"study.name={name}"] if name else [])])
+        study = settings.study
+        refs.append(StudyRef(study.name, study.storage, Path(settings.runs_dir), settings))
+    return refs
+
+
+def known_studies(runs_dir: Path) -> list[str]:
+    """Names of the studies stored under `runs_dir` (default storage layout)."""
+    names: set[str] = set()
+    for db in sorted(runs_dir.glob("*/study.db")):
+        try:
+            names.update(optuna.get_all_study_names(storage=f"sqlite:///{db}"))
+        except Exception:  # an unreadable or foreign file is not a study: skip it
+            log.debug("skipping %s", db, exc_info=True)
+    return sorted(names)
+
+
+def load(ref: StudyRef) -> optuna.Study:
+    """Load an existing study read-only in spirit (nothing is written); NasError if absent."""
+    path = local_path(ref.storage)
+    if path is not None and not path.is_file():
+        raise NasError(_missing(ref))
+    storage = open_storage(ref.storage)
+    try:
+        return optuna.load_study(study_name=ref.name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage=storage)
+        if path is None or path.name != "study.db":
+            raise NasError(
+                f"no study '{ref.name}' in {redact(ref.storage)}; it holds: "
+                f"{', '.join(names) or 'no studies'}"
+            ) from None
+        raise NasError(_missing(ref)) from None
+
+
+def _missing(ref: StudyRef) -> str:
+    found = known_studies(ref.runs_dir)
+    where = f"{ref.runs_dir}/"
+    if not found:
+        return (
+            f"no study '{ref.name}': {where} holds no studies yet; run python -m nas.search "
+            "first, or pass runs_dir=PATH / study.storage=URL"
+        )
+    return (
+        f"no study '{ref.name}' in {where}; it holds: {', '.join(found)} "
+        "(pass study.name=NAME, or runs_dir=PATH / study.storage=URL)"
+    )

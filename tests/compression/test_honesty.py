@@ -1,0 +1,75 @@
+"""Compression in the predictors: bits change bytes; sparsity counts only where a device has it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.config.compose import load_settings
+from nas.hardware import HardwareProfile
+from predictors import MemoryModel, RooflineLatency
+from predictors.footprint import (
+    FP16_BYTES,
+    active_matmul_params,
+    kv_cache_bytes,
+    matmul_bytes_per_weight,
+)
+
+ARCH = ArchConfig(n_layers=4, n_heads=8, n_kv_heads=2, head_dim=64, ffn_dim=2048, vocab_size=512)
+DENSE = CompressionConfig()
+TWO_FOUR = CompressionConfig(sparsity=0.5, sparsity_pattern="2:4")
+UNSTRUCTURED = CompressionConfig(sparsity=0.5, sparsity_pattern="unstructured")
+
+
+def profile(name: str) -> HardwareProfile:
+    return load_settings([f"hardware={name}"]).hardware
+
+
+def predict(hw: HardwareProfile, comp: CompressionConfig) -> dict[str, float]:
+    candidate = Candidate(ARCH, comp)
+    out = {k: e.mean for k, e in RooflineLatency(hw).predict(candidate).items()}
+    return {**out, "memory_mb": MemoryModel(hw).predict(candidate)["memory_mb"].mean}
+
+
+@pytest.mark.parametrize("name", ["pixel8", "rpi5", "local_cpu"])
+def test_sparsity_buys_nothing_without_kernels_or_storage(name: str) -> None:
+    hw = profile(name)
+    assert not hw.sparse_kernels and not hw.sparse_storage
+    dense = predict(hw, DENSE)
+    for comp in (TWO_FOUR, UNSTRUCTURED):
+        assert predict(hw, comp) == dense
+
+
+def test_fewer_bits_mean_fewer_bytes_and_faster_memory_bound_decode() -> None:
+    hw = profile("pixel8")
+    fp16 = predict(hw, DENSE)
+    int8 = predict(hw, CompressionConfig(weight_bits=8, group_size=128))
+    int4 = predict(hw, CompressionConfig(weight_bits=4, group_size=32))
+    assert int4["memory_mb"] < int8["memory_mb"] < fp16["memory_mb"]
+    assert int4["decode_ms"] < int8["decode_ms"] < fp16["decode_ms"]
+
+
+def test_two_four_on_a_gpu_saves_its_stored_bytes_once() -> None:
+    a100 = profile("a100")
+    assert "2:4" in a100.sparse_kernels and "2:4" in a100.sparse_storage
+    # Strip fixed overheads and make compute free: decode time is then bytes / bandwidth.
+    prior = dataclasses.replace(a100.prior, per_token_ms=0.0, per_layer_ms=0.0)
+    flops = {k: v * 1e6 for k, v in a100.peak_gflops.items()}
+    hw = dataclasses.replace(a100, prior=prior, peak_gflops=flops)
+
+    def traffic(comp: CompressionConfig) -> float:
+        head = ARCH.vocab_size * ARCH.d_model
+        return (
+            active_matmul_params(ARCH) * matmul_bytes_per_weight(comp, hw)
+            + (head + ARCH.d_model) * FP16_BYTES
+            + kv_cache_bytes(ARCH, hw.deploy.context_len)
+        )
+
+    ratio = predict(hw, TWO_FOUR)["decode_ms"] / predict(hw, DENSE)["decode_ms"]
+    assert ratio == pytest.approx(traffic(TWO_FOUR) / traffic(DENSE), rel=1e-9)
+    # 2:4 keeps half the values plus 2-bit indices: 9/16 of fp16 bytes, not a quarter.
+    assert matmul_bytes_per_weight(TWO_FOUR, hw) == pytest.approx(0.5 * 18 / 8)
+    # Unstructured sparsity has neither kernels nor a storage format there.
+    assert predict(hw, UNSTRUCTURED) == predict(hw, DENSE)

@@ -1,0 +1,75 @@
+"""nas.predict: a Hugging Face config.json in, predicted latency/memory/energy out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nas.arch import ArchConfig
+from nas.errors import NasError
+from nas.predict.__main__ import main
+from nas.predict.run import arch_from_hf
+from nas.quality.models import hf_config
+
+HARDWARE = sorted(
+    p.stem for p in (Path(__file__).parents[2] / "hydra_configs/hardware").glob("*.yaml")
+)
+SMOLLM_LIKE = {
+    "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "num_hidden_layers": 30,
+    "vocab_size": 49152, "tie_word_embeddings": True,
+}  # fmt: skip
+
+
+@pytest.fixture
+def llama_config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(SMOLLM_LIKE))
+    return path
+
+
+@pytest.mark.parametrize("hardware", HARDWARE)
+def test_answers_for_a_llama_config_on_every_shipped_profile(
+    hardware: str, llama_config: Path, capsys
+) -> None:
+    main([f"hardware={hardware}", f"arch={llama_config}", "compression.weight_bits=4"])
+    out = json.loads(capsys.readouterr().out)
+    for key in ("decode_ms", "tokens_per_s", "prefill_ms", "memory_mb", "energy_mj_per_token"):
+        assert out[key] > 0, key
+    assert isinstance(out["calibrated"], bool)
+    assert out["tokens_per_s"] == pytest.approx(1000 / out["decode_ms"], rel=1e-3)
+    assert out["compression"]["weight_bits"] == 4 and out["compression"]["group_size"] == 128
+
+
+def test_round_trips_our_own_configs() -> None:
+    for arch in (
+        ArchConfig(n_layers=3, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=96, vocab_size=500),
+        ArchConfig(n_layers=4, n_heads=4, n_kv_heads=1, head_dim=16, ffn_dim=32, vocab_size=500,
+                   n_experts=8, experts_per_token=2, moe_every=2, tie_embeddings=False),
+    ):  # fmt: skip
+        assert arch_from_hf(hf_config(arch).to_dict()) == arch
+
+
+def test_fewer_bits_predict_less_memory(llama_config: Path, capsys) -> None:
+    sizes = []
+    for bits in (16, 4):
+        main(["hardware=rpi5", f"arch={llama_config}", f"compression.weight_bits={bits}"])
+        sizes.append(json.loads(capsys.readouterr().out)["memory_mb"])
+    assert sizes[1] < sizes[0]
+
+
+def test_errors_are_one_line(tmp_path: Path, llama_config: Path) -> None:
+    with pytest.raises(NasError, match="pass arch="):
+        main(["hardware=rpi5"])
+    with pytest.raises(NasError, match="no config"):
+        main(["hardware=rpi5", f"arch={tmp_path / 'missing'}"])
+    with pytest.raises(NasError, match="'compression' has: weight_bits, group_size"):
+        main(["hardware=rpi5", f"arch={llama_config}", "compression.bits=4"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hidden_size": 64}))
+    with pytest.raises(NasError, match="lacks"):
+        main(["hardware=rpi5", f"arch={bad}"])
+    with pytest.raises(NasError, match="unknown hardware"):
+        main(["hardware=pixel99", f"arch={llama_config}"])

@@ -1,0 +1,94 @@
+"""Several workers on one study: the local pool on PostgreSQL and on a journal file, commands
+started by hand, threads per worker, and who owns a running trial."""
+
+from __future__ import annotations
+
+import ast
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.config.compose import load_settings
+from nas.samplers.factory import SamplerSpec
+from nas.search.owners import owner_is_dead, owner_record
+from nas.search.run import run_search
+from nas.search.workers import Workers, available_cores
+from nas.study.storage import open_storage
+
+
+def worker_threads(settings) -> int:
+    return Workers.from_settings(settings.study, 0, SamplerSpec({})).threads
+
+
+def test_three_workers_on_postgres_add_exactly_n_trials(
+    smoke_overrides: list[str], tiny: list[str], pg_url: str, pg_study: str
+) -> None:
+    cfg = load_settings(
+        [*smoke_overrides, *tiny, f"study.name={pg_study}", f"study.storage={pg_url}",
+         "study.workers=3", "study.n_trials=7"]
+    )  # fmt: skip
+    result = run_search(cfg)
+    trials = optuna.load_study(study_name=pg_study, storage=open_storage(pg_url)).trials
+    assert result.finished == 7
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 7  # exactly 7: no extra, no error
+    assert sorted(t.number for t in trials) == list(range(7))  # no duplicate numbers
+    workers = {t.user_attrs["worker"]["pid"] for t in trials}
+    assert len(workers) >= 2 and os.getpid() not in workers  # really run by the pool
+    assert all(t.user_attrs["worker"]["trial"] == t.number for t in trials)
+
+
+@pytest.mark.slow
+def test_commands_started_by_hand_share_a_journal(
+    smoke_overrides: list[str], tiny: list[str], tmp_path: Path
+) -> None:
+    """Two `python -m nas.search` on one machine and one journal file: each adds its trials."""
+    url = f"journal:///{tmp_path}/shared/study.journal"
+    args = [*smoke_overrides, *tiny, "study.name=H", f"study.storage={url}", "study.n_trials=3"]
+    run_search(load_settings([*args, "study.n_trials=0"]))  # create it (and warm the cache)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "nas.search", *args, "study.threads=1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    trials = optuna.load_study(study_name="H", storage=open_storage(url)).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
+
+
+def test_threads_share_the_cores_among_workers(smoke_overrides: list[str]) -> None:
+    cores = available_cores()
+    assert worker_threads(load_settings(smoke_overrides)) == cores
+    two = load_settings([*smoke_overrides, "study.workers=2", "study.storage=journal:///x.j"])
+    assert worker_threads(two) == max(1, cores // 2)
+    assert worker_threads(load_settings([*smoke_overrides, "study.threads=3"])) == 3
+
+
+def test_owner_of_a_trial_is_alive_or_dead(tmp_path: Path) -> None:
+    study = optuna.create_study(
+        study_name="o", storage=open_storage(f"journal:///{tmp_path}/o.journal")
+    )
+    mine = study.ask()
+    mine.set_user_attr("worker", owner_record(mine.number))
+    gone = subprocess.run(
+        [sys.executable, "-c",
+         "from nas.search.owners import owner_record; print(owner_record(0))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    record = ast.literal_eval(gone.stdout)  # the record of a process that has exited
+    dead = study.ask()
+    dead.set_user_attr("worker", {**record, "trial": dead.number})
+    remote = study.ask()
+    other_host = {**record, "trial": remote.number, "host": "other-" + socket.gethostname()}
+    remote.set_user_attr("worker", other_host)
+    unclaimed = study.ask()  # a re-queued copy keeps its old owner's record until claimed
+    unclaimed.set_user_attr("worker", {**record, "trial": 0})
+    by_number = {t.number: owner_is_dead(t) for t in study.get_trials(deepcopy=False)}
+    assert by_number == {0: False, 1: True, 2: False, 3: False}
