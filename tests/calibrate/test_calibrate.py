@@ -13,7 +13,7 @@ import pytest
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.calibrate.__main__ import main
 from nas.calibrate.calibration_set import CalibrationPoint, calibration_set
-from nas.calibrate.run import run_bundle, validate_results
+from nas.calibrate.run import CalibrateArgs, run_bundle, validate_results
 from nas.errors import NasError
 from tests.predictors.helpers import TRUE_COEF, profile, rows_from, varied_candidates
 
@@ -117,8 +117,8 @@ def test_bundle_run_ingest_on_this_machine(tmp_path: Path) -> None:
                 CalibrationPoint(f"t{i}{j}", Candidate(arch, comp), "fit" if i < 3 else "heldout")
             )
     out = tmp_path / "bundle"
-    own = {"out": str(out), "rounds": "1", "runs_dir": str(tmp_path / "runs")}
-    run_bundle(own, profile(), points)
+    args = CalibrateArgs(out=str(out), rounds=1, runs_dir=str(tmp_path / "runs"))
+    run_bundle(args, profile(), points)
     assert (out / "perf_test.sh").read_text().count("onnxruntime_perf_test") == 2 * len(points)
     subprocess.run([sys.executable, str(out / "run_bundle.py"), "rounds=1"], check=True)
     cal = tmp_path / "cal.json"
