@@ -14,6 +14,7 @@ Shared parts (import the vocabulary and each other, never a command):
 - `objectives`: cheap objectives and device limits, the Pareto front, the hypervolume;
 - `samplers`: building the configured sampler, the cost-aware sampler, fast TPE;
 - `quality`: corpus, tokenizer, models, proxy training, quality scorers, early stopping;
+- `fidelity`: rungs, promotion, seed statistics, the training target, what the front judges;
 - `compression`: quantization, sparsity, structured pruning, recovery, recipes;
 - `onnx`: decode/prefill graphs, the exportable MoE kernels, checks, measurement.
 

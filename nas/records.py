@@ -15,13 +15,18 @@ user attributes, whose keys and defaults this module alone knows:
 | `learning_curve`, `checkpoints` | at the end | (step, train loss); (step, held-out bpb, seconds) |
 | `train_seconds`, `train_tokens` | at the end | what the proxy run cost |
 | `early_stopped`, `fail_reason` | at the end | why a trial stopped early or failed |
-| `rung` | at the end | the fidelity level the values were measured at (0 = the proxy run) |
+| `rungs` | after each rung | per rung: steps, tokens, seeds, bpb per seed (compressed, and not) |
+| `rung`, `final` | at the end | the highest rung reached; whether that is the study's top rung |
+| `promotion` | at the end | why the candidate stopped where it did (its rank, or the clock) |
 | `worker`, `requeued` | by the pool | who runs it (host, pid, start time); why a copy was queued |
 
 Study attributes: `identity` (what a resume must match), `hypervolume_reference`, `device`.
 
-Every decision about which trials count (the front, the hypervolume, export, the samplers'
-surrogates, early stopping) goes through `counts` and `stands_for_itself`.
+A trial's Optuna values are its rung-0 objectives (bits per byte after the shortest run, decode
+ms, memory MB): the one measurement every candidate has, which every sampler learns from
+(`learns`). The front, the hypervolume, pareto.json, the report and export judge only candidates
+measured at the study's top rung (`counts`, `final`), on `metrics.bpb` (`nas.fidelity.judge`).
+Studies from before rungs existed hold one rung per trial: every trained trial is final.
 """
 
 from __future__ import annotations
@@ -51,15 +56,26 @@ def is_trained(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get("trained", False))
 
 
-def counts(trial: FrozenTrial) -> bool:
-    """A trial the front, the hypervolume, export and the samplers' surrogates count: finished,
-    within the device limits, and trained."""
+def learns(trial: FrozenTrial) -> bool:
+    """A trial a sampler's surrogate and early stopping learn from: finished, within the device
+    limits and trained (its values are rung 0's, which every candidate has)."""
     return (
         trial.state == TrialState.COMPLETE
         and trial.values is not None
         and is_feasible(trial)
         and is_trained(trial)
     )
+
+
+def is_final(trial: FrozenTrial) -> bool:
+    """Measured at the study's top rung (absent: a study from before rungs, one rung each)."""
+    return bool(trial.user_attrs.get("final", True))
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """A trial the front, the hypervolume and export count: one that `learns`, measured at the
+    study's top rung."""
+    return learns(trial) and is_final(trial)
 
 
 def cached_from(trial: FrozenTrial) -> int | None:
@@ -105,6 +121,9 @@ class TrialRecord:
     fail_reason: str | None
     requeued: str | None
     train_seconds: float | None
+    rungs: list[dict[str, Any]]
+    final: bool
+    promotion: str | None
 
     @property
     def finished(self) -> bool:
@@ -112,7 +131,10 @@ class TrialRecord:
 
     @property
     def counts(self) -> bool:
-        return self.finished and self.feasible and self.trained
+        return self.finished and self.feasible and self.trained and self.final
+
+    def rung_result(self, rung: int) -> dict[str, Any] | None:
+        return next((r for r in self.rungs if r["rung"] == rung), None)
 
     @property
     def stands_for_itself(self) -> bool:
@@ -141,6 +163,9 @@ def read(trial: FrozenTrial) -> TrialRecord:
         fail_reason=attrs.get("fail_reason"),
         requeued=attrs.get("requeued"),
         train_seconds=attrs.get("train_seconds"),
+        rungs=list(attrs.get("rungs") or []),
+        final=is_final(trial),
+        promotion=attrs.get("promotion"),
     )
 
 
@@ -162,6 +187,10 @@ class Outcome:
     train_tokens: int | None = None
     early_stopped: dict[str, Any] | None = None
     fail_reason: str | None = None
+    rungs: list[dict[str, Any]] | None = None
+    rung: int | None = None
+    final: bool | None = None
+    promotion: str | None = None
 
     def attrs(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -174,12 +203,12 @@ class Outcome:
         self.recipe = before.recipe
         self.learning_curve = before.learning_curve
         self.checkpoints = before.checkpoints
-        if self.metrics is None:
-            self.metrics = {}
-        self.metrics["bpb"] = before.metrics["bpb"]
-        self.metrics["bpb_uncompressed"] = before.metrics.get(
-            "bpb_uncompressed", self.metrics["bpb"]
-        )
+        if before.rungs:  # a study from before rungs stored none
+            self.rungs, self.rung = before.rungs, before.rungs[-1]["rung"]
+            self.final, self.promotion = before.final, before.promotion
+        # Its quality (every rung's, seeds, compression) with this trial's own prices (the same).
+        self.metrics = {**before.metrics, **(self.metrics or {})}
+        self.metrics.setdefault("bpb_uncompressed", self.metrics["bpb"])
 
 
 def store_candidate(
@@ -204,6 +233,17 @@ def store_candidate(
 
 def store_outcome(trial: optuna.Trial, outcome: Outcome) -> None:
     _write(trial, outcome.attrs())
+
+
+def store_rungs(trial: optuna.Trial, rungs: list[dict[str, Any]]) -> None:
+    """The rungs measured so far, written as each one finishes: a killed worker's retry keeps
+    them (`requeued_attrs` copies them), so no finished rung is lost."""
+    _write(trial, {"rungs": list(rungs)})
+
+
+def carried_rungs(trial: optuna.Trial) -> list[dict[str, Any]]:
+    """Rungs a re-queued trial's earlier attempt finished (empty for a fresh trial)."""
+    return list(trial.user_attrs.get("rungs") or [])
 
 
 def store_worker(trial: optuna.Trial, owner: Mapping[str, Any]) -> None:
@@ -302,6 +342,16 @@ def reference(study: optuna.Study) -> dict[str, float] | None:
 
 def store_reference(study: optuna.Study, value: Mapping[str, float]) -> None:
     study.set_user_attr("hypervolume_reference", dict(value))
+
+
+def target(study: optuna.Study) -> dict[str, Any] | None:
+    """The training length the study judges its front at (`nas.fidelity.judge`)."""
+    value = study.user_attrs.get("target")
+    return dict(value) if value else None
+
+
+def store_target(study: optuna.Study, value: Mapping[str, Any]) -> None:
+    study.set_user_attr("target", dict(value))
 
 
 def device(study: optuna.Study) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VOCABULARY = {"arch", "hardware", "errors", "config", "cli", "records", "files"}
 COMMANDS = {"search", "calibrate", "export", "report", "bench", "predict", "train", "dashboard"}
-SHARED = {"study", "objectives", "samplers", "quality", "compression", "onnx"}
+SHARED = {"study", "objectives", "samplers", "quality", "fidelity", "compression", "onnx"}
 MAX_LINES = 400
 
 

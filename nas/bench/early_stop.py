@@ -67,7 +67,7 @@ def replay(
     full_cost = kept_cost = 0.0
     all_points, kept_points, stopped = [], [], []
     for t in sorted(trials, key=lambda t: t.number):
-        if not records.stands_for_itself(t):
+        if not records.learns(t) or records.cached_from(t) is not None:
             continue
         record = finished(records.read(t))
         full_cost += steps + eval_cost  # without stopping: train, then one final evaluation

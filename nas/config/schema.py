@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from nas.config.rules import at_least, between
+from nas.config.rules import at_least, between, one_of
 from nas.errors import NasError
 from nas.hardware import HardwareProfile
 
@@ -39,6 +39,18 @@ class BudgetConfig:
     vocab_size: int = field(default=MISSING, metadata=at_least(258))
     corpus_mb: float = field(default=MISSING, metadata=at_least(0.001))
     caps: dict[str, int] = field(default_factory=dict)
+    # Multi-fidelity (nas.fidelity): rung k trains proxy_steps * eta**k steps; a candidate is
+    # promoted when it ranks in the top 1/eta of its rung; the top rung trains `seeds` seeds.
+    rungs: int = field(default=1, metadata=at_least(1))
+    eta: float = field(default=3.0, metadata=at_least(1.5))
+    seeds: int = field(default=1, metadata=at_least(1))
+
+
+@dataclass
+class TargetConfig:
+    """The training length the exported model will get: the front is judged there."""
+
+    tokens: int | None = field(default=None, metadata=at_least(1))  # None: the top rung's
 
 
 @dataclass
@@ -54,6 +66,16 @@ class ProxySettings:
     warmup_steps: int = field(default=5, metadata=at_least(0))
     weight_decay: float = field(default=0.1, metadata=at_least(0.0))
     grad_clip: float = field(default=1.0, metadata=at_least(0.0, exclusive=True))
+    # wsd: warm-up, constant rate, then a decay over the last `decay_fraction` of a run (each
+    # rung's result is read after such a decay branch); cosine: warm-up, cosine decay.
+    schedule: str = field(default="wsd", metadata=one_of("wsd", "cosine"))
+    decay_fraction: float = field(default=0.2, metadata=between(0.01, 0.9))
+    # How initialisation and learning rate scale with the shape (nas.quality.training):
+    # standard (one rate, HF init), depth (residual output projections scaled by 1/sqrt(2L)),
+    # width_lr (matrix learning rates scaled by 64 / d_model).
+    parameterisation: str = field(
+        default="standard", metadata=one_of("standard", "depth", "width_lr")
+    )
 
     @property
     def tokens(self) -> int:
@@ -133,6 +155,7 @@ class Settings:
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     sampler: dict[str, Any] = field(default_factory=dict)  # `_target_`: nas.samplers, optuna
     study: StudyConfig = field(default_factory=StudyConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
     seed: int = field(default=0, metadata=at_least(0))
     runs_dir: str = "runs"
     cache_dir: str = "${runs_dir}/.cache"

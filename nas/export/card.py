@@ -42,6 +42,7 @@ class CardFacts:
     compression_note: str
     files: list[str]
     recipe: dict[str, Any] | None = None  # the trial's recipe (nas.compression.Recipe.to_dict)
+    target: dict[str, Any] | None = None  # the study's training target (nas.records.target)
     versions: dict[str, str] = field(default_factory=package_versions)
 
 
@@ -125,9 +126,26 @@ def _objectives(facts: CardFacts) -> list[str]:
         f"{limits.get('context_len', 'n/a')} tokens and a prompt of "
         f"{limits.get('prompt_len', 'n/a')} tokens.",
         f"The proxy trained {proxy.get('steps', '?')} steps × {proxy.get('batch_size', '?')} × "
-        f"{proxy.get('seq_len', '?')} tokens on `{proxy.get('corpus', '?')}`: its bits per byte "
-        "rank candidates, they are not the quality of a fully trained model.",
+        f"{proxy.get('seq_len', '?')} tokens on `{proxy.get('corpus', '?')}` at its first rung: "
+        "its bits per byte rank candidates, they are not the quality of a fully trained model.",
+        *_target(facts.target),
         "",
+    ]
+
+
+def _target(target: dict[str, Any] | None) -> list[str]:
+    if not target or not target.get("tokens"):
+        return []
+    judged = ""
+    if "judged_bpb" in target:
+        judged = (
+            f" The search judged this model at {target['judged_bpb']:.3f} ± "
+            f"{target.get('judged_sd', float('nan')):.3f} bits per byte there "
+            f"({target.get('judged_on', 'measured')})."
+        )
+    return [
+        f"Training target: {int(target['tokens']):,} tokens.{judged} `python -m nas.train` "
+        "trains to it unless `steps=` says otherwise."
     ]
 
 

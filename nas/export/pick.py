@@ -9,6 +9,7 @@ import optuna
 
 from nas import records
 from nas.errors import NasError
+from nas.fidelity.judge import judge
 from nas.objectives.pareto import front_members
 
 MAXIMISED = {"tokens_per_s"}  # every other metric is better when lower
@@ -39,7 +40,7 @@ def pick_trials(study: optuna.Study, selection: str) -> list[optuna.trial.Frozen
     """The trials `trial=` names; NasError with what exists when it names none."""
     trials = study.get_trials(deepcopy=False)
     if selection == "pareto":
-        front = front_members(trials)  # exactly what pareto.json lists
+        front = front_members(trials, records.target(study))  # exactly what pareto.json lists
         if not front:
             raise NasError(f"study '{study.study_name}' has no Pareto front yet; {summary(study)}")
         return sorted(front, key=lambda t: records.read(t).metrics["bpb"])
@@ -75,6 +76,10 @@ def _best(
             f"unknown metric '{metric}' for trial=best:METRIC; use one of: " + ", ".join(known)
         )
     sign = -1.0 if metric in MAXIMISED else 1.0
+    if metric == "bpb":  # the quality the front is judged on (top rung, or the target)
+        judged = judge(trials, records.target(study))
+        best_judged = min(judged, key=lambda j: (j.quality, j.record.number))
+        return best_judged.trial
     best = min(usable, key=lambda r: (sign * r.metrics[metric], r.number))
     return next(t for t in trials if t.number == best.number)
 

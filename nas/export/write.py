@@ -23,6 +23,7 @@ from nas import records
 from nas.arch import ArchConfig, CompressionConfig
 from nas.errors import NasError, redact
 from nas.export.card import CardFacts, render
+from nas.fidelity.judge import judge
 from nas.onnx.check import write_onnx
 from nas.quality.corpus import SPECIAL_TOKENS
 from nas.quality.models import build_model, hf_config
@@ -82,6 +83,7 @@ class _Trial:
 
     study: optuna.Study
     ref: StudyRef
+    trial: optuna.trial.FrozenTrial
     record: records.TrialRecord
     arch: ArchConfig
     device: dict[str, Any]
@@ -89,6 +91,16 @@ class _Trial:
     @property
     def context(self) -> int:
         return int(self.device.get("device_limits", {}).get("context_len") or 4096)
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """The training length the study judged its front at; `nas.train` trains to it."""
+        target = dict(records.target(self.study) or {})
+        judged = {j.record.number: j for j in judge(self.study.get_trials(deepcopy=False), target)}
+        mine = judged.get(self.record.number)
+        if mine is not None:
+            target.update(judged_bpb=mine.quality, judged_sd=mine.sd, judged_on=mine.basis)
+        return target
 
     @property
     def model_class(self) -> str:
@@ -108,6 +120,7 @@ def export_trial(
     this = _Trial(
         study,
         ref,
+        trial,
         record,
         ArchConfig.from_dict(record.arch),
         records.device(study) or _pareto_header(ref),
@@ -152,6 +165,7 @@ def _write_files(
         "metrics": this.record.metrics,
         "identity": identity,
         "device": this.device,
+        "training_target": this.target,
     }
     if onnx:
         seed = int(identity.get("proxy", {}).get("seed", 0))
@@ -172,6 +186,7 @@ def _write_files(
         compression_note=_compression_note(recipe),
         files=sorted(files),
         recipe=recipe["recipe"],
+        target=this.target,
     )
     (tmp / "README.md").write_text(render(facts))
 

@@ -45,7 +45,7 @@ import optuna
 from optuna._hypervolume import compute_hypervolume
 
 from nas import records
-from nas.objectives.pareto import IncrementalFront
+from nas.fidelity.judge import judge
 from nas.records import OBJECTIVES
 
 if TYPE_CHECKING:
@@ -147,21 +147,31 @@ def hypervolume(points: Iterable[Sequence[float]], reference: Reference) -> floa
     return float(compute_hypervolume(scaled, np.ones(len(OBJECTIVES))))
 
 
-def study_hypervolume(trials: Iterable[optuna.trial.FrozenTrial], reference: Reference) -> float:
-    return hypervolume([t.values for t in trials if records.counts(t)], reference)
+def study_hypervolume(
+    trials: Iterable[optuna.trial.FrozenTrial],
+    reference: Reference,
+    target: dict[str, Any] | None = None,
+) -> float:
+    """Hypervolume of the counted trials' judged points (`nas.fidelity.judge`)."""
+    return hypervolume([j.point for j in judge(trials, target)], reference)
 
 
 def hypervolume_history(
-    trials: Iterable[optuna.trial.FrozenTrial], reference: Reference
+    trials: Iterable[optuna.trial.FrozenTrial],
+    reference: Reference,
+    target: dict[str, Any] | None = None,
 ) -> list[tuple[int, float]]:
-    """(trial number, hypervolume of all counted trials up to it), in trial order."""
+    """(trial number, hypervolume of the counted trials up to it), in trial order. The volume
+    is recomputed only when a counted trial arrives (a small share of a multi-fidelity study);
+    with an extrapolated target every judged value may move then."""
     history: list[tuple[int, float]] = []
-    front = IncrementalFront()  # a long study recomputes the volume only when the front moves
+    seen: list[optuna.trial.FrozenTrial] = []
     value = 0.0
     for trial in sorted(trials, key=lambda t: t.number):
         if trial.state != optuna.trial.TrialState.COMPLETE:
             continue
-        if records.counts(trial) and front.add(trial):
-            value = hypervolume(front.points, reference)
+        seen.append(trial)
+        if records.counts(trial):
+            value = study_hypervolume(seen, reference, target)
         history.append((trial.number, value))
     return history

@@ -3,13 +3,16 @@
 Entry format (users and later tooling read these names): `trial`, `arch` {n_layers, d_model,
 n_heads, n_kv_heads, head_dim, ffn_dim, n_experts, experts_per_token, moe_every, tie_embeddings,
 vocab_size}, `compression` {weight_bits, group_size, sparsity, sparsity_pattern}, `metrics` {bpb,
-decode_ms, prefill_ms, memory_mb, params, active_params, ...}.
+bpb_sd, seeds, decode_ms, prefill_ms, memory_mb, params, active_params, ...}, `quality` {bpb, sd,
+basis: what the front judges it on}, `rung` (where it was measured), `within_noise_of` (front
+neighbours whose difference from it is within the seed noise).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +23,8 @@ import optuna
 
 from nas import records
 from nas.arch import bits_label, experts_label
+from nas.fidelity.judge import Judged, judge, noise_sd
+from nas.fidelity.noise import within_noise
 from nas.files import atomic_write
 
 ARCH_KEYS = (
@@ -30,41 +35,53 @@ COMPRESSION_KEYS = ("weight_bits", "group_size", "sparsity", "sparsity_pattern")
 
 
 def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
-    """The front's entries, best bpb first."""
-    entries = [entry(records.read(t)) for t in front_members(study.get_trials(deepcopy=False))]
-    return sorted(entries, key=lambda e: e["metrics"]["bpb"])
+    """The front's entries, best judged quality first, each marked with the neighbours its lead
+    over is within the seed noise."""
+    judged = judge(study.get_trials(deepcopy=False), records.target(study))
+    members = sorted(
+        (j for j in non_dominated(judged) if j.record.stands_for_itself),
+        key=lambda j: (j.quality, j.record.number),
+    )
+    noise = noise_sd(judged)
+    by_decode = sorted(members, key=lambda j: j.point[1:])
+    close: dict[int, list[int]] = {j.record.number: [] for j in members}
+    for a, b in itertools.pairwise(by_decode):
+        if within_noise(a.seeds, b.seeds, noise):
+            close[a.record.number].append(b.record.number)
+            close[b.record.number].append(a.record.number)
+    return [entry(j, sorted(close[j.record.number])) for j in members]
 
 
-def entry(record: records.TrialRecord) -> dict[str, Any]:
+def entry(judged: Judged, within_noise_of: Sequence[int] = ()) -> dict[str, Any]:
     """One member as pareto.json lists it."""
+    record = judged.record
     return {
         "trial": record.number,
         "arch": {k: record.arch[k] for k in ARCH_KEYS},
         "compression": {k: record.compression[k] for k in COMPRESSION_KEYS},
         "metrics": record.metrics,
+        "quality": {"bpb": judged.quality, "sd": judged.sd, "basis": judged.basis},
+        "rung": record.rungs[-1]["rung"] if record.rungs else 0,
+        "within_noise_of": list(within_noise_of),
     }
 
 
-def non_dominated(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Finished, feasible trials that no other such trial dominates (all objectives minimised),
-    in trial order: what `study.best_trials` returns, from trials already in hand, without
-    deep-copying the whole study on every call (420 ms per trial at 400 trials)."""
+def non_dominated(judged: Sequence[Judged]) -> list[Judged]:
+    """The judged candidates no other one dominates (all objectives minimised), in trial order;
+    equal points are all kept."""
     front = IncrementalFront()
-    for t in trials:
-        if (
-            t.state == optuna.trial.TrialState.COMPLETE
-            and t.values is not None
-            and records.is_feasible(t)
-        ):
-            front.add(t)
+    for j in sorted(judged, key=lambda j: j.record.number):
+        front.add(j.point, j)
     return front.items
 
 
-def front_members(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """Feasible, trained, finished trials that no other dominates, each standing for itself
+def front_members(
+    trials: Sequence[optuna.trial.FrozenTrial], target: dict[str, Any] | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """Top-rung candidates no other dominates, each standing for itself
     (`nas.records.stands_for_itself`): what pareto.json, the report and `export trial=pareto`
-    list."""
-    return [t for t in non_dominated(trials) if records.stands_for_itself(t)]
+    list. `target`: the study's (`nas.records.target`)."""
+    return [j.trial for j in non_dominated(judge(trials, target)) if j.record.stands_for_itself]
 
 
 class IncrementalFront:
@@ -76,28 +93,41 @@ class IncrementalFront:
 
     def __init__(self) -> None:
         self.points = np.empty((0, 0))
-        self.items: list[optuna.trial.FrozenTrial] = []
+        self.items: list[Any] = []
 
-    def add(self, trial: optuna.trial.FrozenTrial) -> bool:
-        """Offer a trial; True when the front changed."""
-        v = np.asarray(trial.values, dtype=float)
+    def add(self, values: Sequence[float], item: Any) -> bool:
+        """Offer `item` with objective `values`; True when the front changed."""
+        v = np.asarray(values, dtype=float)
         if not self.items:
-            self.points, self.items = v[None, :], [trial]
+            self.points, self.items = v[None, :], [item]
             return True
         p = self.points
         if np.any(np.all(p <= v, axis=1) & np.any(p < v, axis=1)):
             return False
         keep = ~(np.all(v <= p, axis=1) & np.any(v < p, axis=1))
         self.points = np.vstack([p[keep], v])
-        self.items = [t for t, k in zip(self.items, keep, strict=True) if k] + [trial]
+        self.items = [t for t, k in zip(self.items, keep, strict=True) if k] + [item]
         return True
 
 
 def to_csv(entries: list[dict[str, Any]]) -> str:
-    rows = [{"trial": e["trial"], **e["arch"], **e["compression"], **e["metrics"]} for e in entries]
+    rows = [
+        {
+            "trial": e["trial"],
+            "quality_bpb": e["quality"]["bpb"],
+            "quality_sd": e["quality"]["sd"],
+            "quality_basis": e["quality"]["basis"],
+            "rung": e["rung"],
+            **e["arch"],
+            **e["compression"],
+            **e["metrics"],
+        }
+        for e in entries
+    ]
     out = io.StringIO()
     if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        writer = csv.DictWriter(out, fieldnames=names, restval="")
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
@@ -109,10 +139,13 @@ def write_front(entries: list[dict[str, Any]], out_dir: Path, header: dict[str, 
 
 
 def format_table(entries: list[dict[str, Any]]) -> str:
-    """A fixed-width table of the front for the console."""
+    """A fixed-width table of the front for the console (`~`: its lead over a neighbour on the
+    front is within the seed noise)."""
     columns = [
         ("trial", lambda e: e["trial"]),
-        ("bpb", lambda e: f"{e['metrics']['bpb']:.3f}"),
+        ("bpb", lambda e: f"{e['quality']['bpb']:.3f}" + ("~" if e["within_noise_of"] else "")),
+        ("± sd", lambda e: f"{e['quality']['sd']:.3f}"),
+        ("rung", lambda e: e["rung"]),
         ("decode ms", lambda e: f"{e['metrics']['decode_ms']:.2f}"),
         ("tok/s", lambda e: f"{1000 / e['metrics']['decode_ms']:.0f}"),
         ("prefill ms", lambda e: f"{e['metrics']['prefill_ms']:.1f}"),

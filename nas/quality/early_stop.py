@@ -113,9 +113,11 @@ class EarlyStopping:
 
 
 def finished_trials(study: optuna.Study) -> list[Finished]:
-    """Counted trials that measured checkpoints, with their checkpoint values."""
+    """Finished, trained, feasible trials that measured checkpoints in rung 0 (every candidate
+    has rung 0), with their checkpoint values."""
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return [finished(r) for r in map(records.read, done) if r.counts and r.checkpoints]
+    measured = [records.read(t) for t in done if records.learns(t)]
+    return [finished(r) for r in measured if r.checkpoints]
 
 
 def finished(record: records.TrialRecord) -> Finished:

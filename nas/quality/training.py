@@ -6,6 +6,7 @@ tokens); it does not depend on the tokenizer, so models with different vocabular
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ import torch
 
 from nas.arch import ArchConfig
 from nas.config.schema import ProxySettings
+from nas.fidelity.rungs import decay_steps
 from nas.quality.models import build_model
 
 
@@ -60,8 +62,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _lr_factor(step: int, settings: ProxySettings) -> float:
-    """Linear warm-up, then cosine decay to `min_lr_ratio`."""
+def cosine_factor(step: int, settings: ProxySettings) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio` over `settings.steps`."""
     if step < settings.warmup_steps:
         return (step + 1) / settings.warmup_steps
     span = max(1, settings.steps - settings.warmup_steps)
@@ -70,13 +72,23 @@ def _lr_factor(step: int, settings: ProxySettings) -> float:
     return settings.min_lr_ratio + (1.0 - settings.min_lr_ratio) * cosine
 
 
-def _batches(ids: np.ndarray, settings: ProxySettings, seed: int):
-    rng = np.random.default_rng(seed)
+def stable_factor(step: int, settings: ProxySettings) -> float:
+    """The trunk of warmup-stable-decay: linear warm-up, then the constant peak rate."""
+    return (step + 1) / settings.warmup_steps if step < settings.warmup_steps else 1.0
+
+
+def decay_factor(done: int, length: int, settings: ProxySettings) -> float:
+    """Step `done` (0-based) of a decay branch of `length` steps: linear to `min_lr_ratio`."""
+    return 1.0 - (1.0 - settings.min_lr_ratio) * (done + 1) / length
+
+
+def batch_at(ids: np.ndarray, settings: ProxySettings, seed: int, step: int) -> torch.Tensor:
+    """Step `step`'s training windows: a function of (seed, step) alone, so that a run carried
+    on from a checkpoint, or branched off, sees exactly the batches a fresh run would."""
+    rng = np.random.default_rng([seed, step])
     span = settings.seq_len + 1
-    high = len(ids) - span
-    for _ in range(settings.steps):
-        starts = rng.integers(0, high, size=settings.batch_size)
-        yield torch.from_numpy(np.stack([ids[s : s + span] for s in starts]).astype(np.int64))
+    starts = rng.integers(0, len(ids) - span, size=settings.batch_size)
+    return torch.from_numpy(np.stack([ids[s : s + span] for s in starts]).astype(np.int64))
 
 
 def eval_windows(ids: np.ndarray, settings: ProxySettings) -> np.ndarray:
@@ -106,20 +118,114 @@ def bits_per_byte(model: torch.nn.Module, data: ProxyData, settings: ProxySettin
     return nll_nats / math.log(2) / max(1, scored_bytes)
 
 
+WIDTH_LR_BASE = 64  # parameterisation=width_lr: matrices of a 64-wide model get the full rate
+RESIDUAL_OUTPUTS = ("o_proj", "down_proj")  # what each block adds to the residual stream
+
+
 def _optimizer(
-    model: torch.nn.Module, settings: ProxySettings
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW (no weight decay on norms) with warm-up and cosine decay."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay}],
-        lr=settings.lr,
-        betas=(0.9, 0.95),
-        weight_decay=0.0,
+    model: torch.nn.Module, settings: ProxySettings, arch: ArchConfig
+) -> torch.optim.Optimizer:
+    """AdamW, no weight decay on norms; the learning rate is set before every step, times each
+    group's `lr_scale` (1, except for hidden matrices under parameterisation=width_lr)."""
+    scale = WIDTH_LR_BASE / arch.d_model if settings.parameterisation == "width_lr" else 1.0
+    embeddings = {
+        id(p) for name, p in model.named_parameters() if "embed" in name or "lm_head" in name
+    }
+    matrices = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in embeddings]
+    tables = [p for p in model.parameters() if p.dim() >= 2 and id(p) in embeddings]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": matrices, "weight_decay": settings.weight_decay, "lr_scale": scale},
+        {"params": tables, "weight_decay": settings.weight_decay, "lr_scale": 1.0},
+        {"params": vectors, "lr_scale": 1.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings))
-    return optimizer, schedule
+
+
+@torch.no_grad()
+def _scale_residual_outputs(model: torch.nn.Module, n_layers: int) -> None:
+    """GPT-2's depth scaling: each block's output projections start 1/sqrt(2 L) as large, so
+    the residual stream's variance at initialisation does not grow with depth."""
+    for name, param in model.named_parameters():
+        if any(part in name for part in RESIDUAL_OUTPUTS):
+            param.mul_(1.0 / math.sqrt(2 * n_layers))
+
+
+class ProxyRun:
+    """One candidate's training run, advanced step by step, that can be branched off.
+
+    `advance(n)` trains up to step n at the schedule's rate; `branch(d)` copies the model and
+    optimizer and decays the rate over the next d steps (warmup-stable-decay), leaving this run
+    as it was; `evaluate()` measures held-out bits per byte. A fresh `train_proxy` run and a run
+    carried on from a checkpoint compute the same thing (`batch_at`).
+    """
+
+    def __init__(
+        self,
+        arch: ArchConfig,
+        data: ProxyData,
+        settings: ProxySettings,
+        *,
+        seed: int = 0,
+        device: torch.device | None = None,
+    ) -> None:
+        self.data, self.settings, self.seed = data, settings, seed
+        device = device or torch.device("cpu")
+        self.model = build_model(arch, seed=seed, max_positions=settings.seq_len).to(device)
+        if settings.parameterisation == "depth":
+            _scale_residual_outputs(self.model, arch.n_layers)
+        self.model.train()
+        self.optimizer = _optimizer(self.model, settings, arch)
+        self.step = 0
+        self.loss = float("nan")
+        self.curve: list[tuple[int, float]] = []  # (step, train loss in nats)
+        self.log_every = max(1, settings.steps // 20)
+
+    def _rate(self, step: int) -> float:
+        if self.settings.schedule == "cosine":
+            return cosine_factor(step, self.settings)
+        return stable_factor(step, self.settings)
+
+    def _step(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.settings.lr * factor * group["lr_scale"]
+        batch = batch_at(self.data.train_ids, self.settings, self.seed, self.step)
+        self.loss = _train_step(self.model, batch.to(self.device), self.optimizer, self.settings)
+        if not math.isfinite(self.loss):
+            raise ProxyDiverged(f"training loss became {self.loss} at step {self.step}")
+        if self.step % self.log_every == 0:
+            self.curve.append((self.step, round(self.loss, 5)))
+        self.step += 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def advance(self, to_step: int) -> None:
+        """Train the trunk up to `to_step` steps."""
+        while self.step < to_step:
+            self._step(self._rate(self.step))
+
+    def branch(self, length: int) -> ProxyRun:
+        """A copy of this run with its rate decayed over the next `length` steps."""
+        branch = copy.copy(self)
+        branch.model, branch.optimizer = copy.deepcopy((self.model, self.optimizer))
+        branch.curve = list(self.curve)
+        for done in range(length):
+            branch._step(decay_factor(done, length, self.settings))
+        return branch
+
+    def evaluate(self) -> float:
+        bpb = bits_per_byte(self.model, self.data, self.settings)
+        if not math.isfinite(bpb):
+            raise ProxyDiverged(f"held-out bits per byte is {bpb}")
+        return bpb
+
+    @property
+    def tokens(self) -> int:
+        return self.step * self.settings.batch_size * self.settings.seq_len
 
 
 def _train_step(
@@ -161,53 +267,47 @@ def train_proxy(
 
     Args:
         checkpoints: step counts after which held-out bits per byte is also measured (recorded in
-            `ProxyResult.checkpoints`); the final step is always measured.
+            `ProxyResult.checkpoints`); the final step is always measured. With `wsd` they are
+            measured on the trunk, before the final decay.
         on_checkpoint: called with (steps done, bpb) at each checkpoint before the last; returning
             True stops training there (early stopping), and the result carries that bpb.
+    The schedule is `settings.schedule`: `cosine` (warm-up, cosine decay over the run) or `wsd`
+    (warm-up, constant rate, then a linear decay over the last `decay_fraction` of the steps).
     """
-    device = device or torch.device("cpu")
     started = time.perf_counter()
-    model = build_model(arch, seed=seed, max_positions=settings.seq_len).to(device)
-    model.train()
-    optimizer, schedule = _optimizer(model, settings)
-    log_every = max(1, settings.steps // 20)
-    curve: list[tuple[int, float]] = []
-    loss_value = float("nan")
-    marks = {c for c in checkpoints if 0 < c < settings.steps}
+    run = ProxyRun(arch, data, settings, seed=seed, device=device)
+    wsd = settings.schedule == "wsd"
+    decay = decay_steps(settings.steps, settings.decay_fraction) if wsd else 0
     measured: list[tuple[int, float, float]] = []
-    for step, batch in enumerate(_batches(data.train_ids, settings, seed)):
-        loss_value = _train_step(model, batch.to(device, non_blocking=True), optimizer, settings)
-        if not math.isfinite(loss_value):
-            raise ProxyDiverged(f"training loss became {loss_value} at step {step}")
-        schedule.step()
-        if step % log_every == 0 or step == settings.steps - 1:
-            curve.append((step, round(loss_value, 5)))
-        if step + 1 in marks:
-            mid = bits_per_byte(model, data, settings)
-            measured.append((step + 1, mid, time.perf_counter() - started))
-            if on_checkpoint is not None and math.isfinite(mid) and on_checkpoint(step + 1, mid):
-                return ProxyResult(
-                    bpb=mid,
-                    train_loss=loss_value,
-                    seconds=time.perf_counter() - started,
-                    tokens=(step + 1) * settings.batch_size * settings.seq_len,
-                    curve=curve,
-                    checkpoints=measured,
-                    stopped_at=step + 1,
-                    model=model.eval(),
-                )
-    bpb = bits_per_byte(model, data, settings)
-    if not math.isfinite(bpb):
-        raise ProxyDiverged(f"held-out bits per byte is {bpb}")
+    for mark in sorted(c for c in set(checkpoints) if 0 < c < settings.steps - decay):
+        run.advance(mark)
+        mid = bits_per_byte(run.model, data, settings)
+        measured.append((mark, mid, time.perf_counter() - started))
+        if on_checkpoint is not None and math.isfinite(mid) and on_checkpoint(mark, mid):
+            return ProxyResult(
+                bpb=mid,
+                train_loss=run.loss,
+                seconds=time.perf_counter() - started,
+                tokens=run.tokens,
+                curve=run.curve,
+                checkpoints=measured,
+                stopped_at=mark,
+                model=run.model.eval(),
+            )
+    run.advance(settings.steps - decay)
+    final = run.branch(decay) if decay else run
+    bpb = final.evaluate()
+    if not final.curve or final.curve[-1][0] != final.step - 1:
+        final.curve.append((final.step - 1, round(final.loss, 5)))  # the last step, always
     seconds = time.perf_counter() - started
     if checkpoints:
         measured.append((settings.steps, bpb, seconds))
     return ProxyResult(
         bpb=bpb,
-        train_loss=loss_value,
+        train_loss=final.loss,
         seconds=seconds,
         tokens=settings.tokens,
-        curve=curve,
+        curve=final.curve,
         checkpoints=measured,
-        model=model.eval(),
+        model=final.model.eval(),
     )

@@ -40,6 +40,8 @@ class Point:
     pareto: bool
     compressed: bool
     label: str  # one line: shape and compression
+    rung: int = 0  # the highest rung it reached (front members: the top rung)
+    sd: float = 0.0  # seed spread of `bpb` (front members: of the judged quality)
 
 
 @dataclass
@@ -74,22 +76,8 @@ def collect(study: optuna.Study, ref: StudyRef) -> StudyData:
     """Read one study into what the report draws."""
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     front = pareto_entries(study) if trials else []
-    front_numbers = {e["trial"] for e in front}  # as pareto.json lists it
-    points = [
-        Point(
-            trial=r.number,
-            bpb=r.values[0],
-            decode_ms=r.values[1],
-            memory_mb=r.values[2],
-            feasible=r.feasible,
-            trained=r.trained,
-            pareto=r.number in front_numbers,
-            compressed=is_compressed(r.compression),
-            label=label(r.arch, r.compression),
-        )
-        for r in map(records.read, trials)
-        if r.values is not None
-    ]
+    members = {e["trial"]: e["quality"] for e in front}  # as pareto.json lists it
+    points = [_point(r, members.get(r.number)) for r in map(records.read, trials) if r.values]
     device = _device(study, ref)
     reference = _reference(study, device, points)
     data = StudyData(
@@ -101,11 +89,34 @@ def collect(study: optuna.Study, ref: StudyRef) -> StudyData:
         reference=reference,
         points=points,
         front=front,
-        hv_history=hypervolume_history(trials, reference) if reference else [],
+        hv_history=hypervolume_history(trials, reference, records.target(study))
+        if reference
+        else [],
         export_prefix=_export_prefix(ref),
     )
     data.importances, data.importance_note = importances(study, trials)
     return data
+
+
+def _point(record: records.TrialRecord, judged: dict[str, Any] | None) -> Point:
+    """A trial as plotted: front members at their judged quality with its spread; the others at
+    the highest rung they reached (the rung is in the hover), never at a lower rung's value."""
+    values, metrics = record.values or (float("nan"),) * 3, record.metrics
+    bpb = judged["bpb"] if judged else float(metrics.get("bpb", values[0]))
+    sd = judged["sd"] if judged else float(metrics.get("bpb_sd", 0.0))
+    return Point(
+        trial=record.number,
+        bpb=bpb,
+        decode_ms=values[1],
+        memory_mb=values[2],
+        feasible=record.feasible,
+        trained=record.trained,
+        pareto=judged is not None,
+        compressed=is_compressed(record.compression),
+        label=label(record.arch, record.compression),
+        rung=record.rungs[-1]["rung"] if record.rungs else 0,
+        sd=sd if math.isfinite(sd) else 0.0,
+    )
 
 
 def importances(

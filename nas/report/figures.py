@@ -34,8 +34,9 @@ PARCOORD_DIMS = (
 def _hover(study: StudyData, p: Point) -> str:
     state = "Pareto front" if p.pareto else "trained" if p.trained else "over a limit, untrained"
     return (
-        f"{study.name} #{p.trial} ({state})<br>{p.label}<br>bpb {p.bpb:.4f} · "
-        f"decode {p.decode_ms:.3g} ms · memory {p.memory_mb:.4g} MB"
+        f"{study.name} #{p.trial} ({state}, rung {p.rung})<br>{p.label}<br>bpb {p.bpb:.4f}"
+        + (f" ± {p.sd:.4f}" if p.sd else "")
+        + f" · decode {p.decode_ms:.3g} ms · memory {p.memory_mb:.4g} MB"
     )
 
 
@@ -115,6 +116,7 @@ def _markers(
         visible=True if points else "legendonly",
         showlegend=bool(points),
         marker={"color": tint, **marker},
+        error_y={"type": "data", "array": [p.sd for p in points], "visible": labels, "width": 3},
         hovertext=[_hover(study, p) for p in points],
         hoverinfo="text",
     )

@@ -68,15 +68,18 @@ def render_html(studies: list[StudyData]) -> str:
         "trained.</p>",
         '<div class="cards">' + "".join(_card(i, s) for i, s in enumerate(studies)) + "</div>",
         "<h2>Pareto front</h2>",
-        '<p class="note">Filled, outlined markers: the Pareto front (labels are trial numbers). '
-        "Faint: other trained trials. Crosses: over a device limit, never trained (their bits "
-        "per byte is the uniform model's). Circles: fp16, dense; diamonds: quantised or sparse. "
-        "Hover a point for its architecture.</p>",
+        '<p class="note">Filled, outlined markers: the Pareto front, judged at the top rung (or '
+        "the training target), with the seed spread as error bars (labels are trial numbers). "
+        "Faint: other trained trials, each at the highest rung it reached (a lower rung's bits "
+        "per byte is higher; the hover says which rung). Crosses: over a device limit, never "
+        "trained (their bits per byte is the uniform model's). Circles: fp16, dense; diamonds: "
+        "quantised or sparse. Hover a point for its architecture.</p>",
         '<div class="grid">' + "".join(_plot(fig, div) for _, fig, div in figures) + "</div>",
         "<h2>Hypervolume over trials</h2>",
         "<p class=\"note\">Reference point: the uniform model's bits per byte, the device's "
         "decode-latency limit and its memory limit; objectives are divided by it, so 1 would be "
-        "a free, perfect model (see <code>nas/hypervolume.py</code>).</p>",
+        "a free, perfect model (see <code>nas/objectives/hypervolume.py</code>). Only top-rung "
+        "candidates count.</p>",
         _plot(hypervolume_figure(studies), "hypervolume"),
         "<h2>Architectures on the front</h2>",
     ]

@@ -121,6 +121,16 @@ def _scatter(ax: Axes, study: StudyData, metric: str, tint: str) -> None:
             linewidths=0,
         )
         front = [p for p in groups["front"] if p.compressed == compressed]
+        ax.errorbar(  # the seed spread (or the extrapolation's) of each member's quality
+            [getattr(p, metric) for p in front],
+            [p.bpb for p in front],
+            yerr=[p.sd for p in front],
+            fmt="none",
+            ecolor=tint,
+            elinewidth=1,
+            capsize=2,
+            zorder=2,
+        )
         ax.scatter(
             [getattr(p, metric) for p in front],
             [p.bpb for p in front],

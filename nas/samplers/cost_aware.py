@@ -12,7 +12,8 @@ and then:
 - for the first `n_startup_trials`: proposes a random candidate among those that no other
   candidate beats on decode latency, memory *and* non-embedding parameters (the
   LiteTransformerSearch prior: more non-embedding parameters at equal cost is better quality);
-- afterwards: fits bits per byte of the finished trials by ridge regression on log non-embedding
+- afterwards: fits rung-0 bits per byte (the trials' values, which every candidate has, also in
+  a multi-fidelity study) of the finished trials by ridge regression on log non-embedding
   parameters plus a one-hot code of every sampled parameter (generic, nothing tuned to a
   landscape), and proposes the candidate whose predicted point (optimistic by `optimism` residual
   standard deviations) adds the most hypervolume to the finished trials' front, under the study's
@@ -177,14 +178,14 @@ class CostAwareSampler(BaseSampler):
             self._seen.add(t._trial_id)
             if t.params:
                 self._tried.add(_key(t.params))
-            if records.counts(t):  # a point the surrogate can learn from
+            if records.learns(t):  # rung 0's values: what every candidate has
                 try:
                     arch = self.space.candidate_from_params(t.params).arch
                 except ValueError:  # parameters of another space: nothing to learn from
                     continue
                 log_params = math.log(arch.non_embedding_params)
                 self._done.append((_codes(t.params), log_params, t.values[0]))
-                self._front.add(t)
+                self._front.add(t.values, t)
 
     def _priced(
         self, key: tuple[tuple[str, str], ...], candidate: Candidate

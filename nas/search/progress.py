@@ -12,13 +12,15 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from tqdm.auto import tqdm
 
 from nas import records
+from nas.fidelity.judge import judge
 from nas.objectives.hypervolume import Reference, hypervolume
-from nas.objectives.pareto import IncrementalFront
+from nas.objectives.pareto import non_dominated
 
 log = logging.getLogger("nas.search")
 
@@ -31,18 +33,19 @@ class Snapshot:
     total: int  # trials this run will add
     finished: int  # finished trials in the study (earlier runs included)
     feasible: int
-    pareto: int  # feasible, trained, non-dominated trials
+    pareto: int  # top-rung, non-dominated trials (pareto.json's members)
     hypervolume: float | None  # None without a reference point
-    best_bpb: float
+    best_bpb: float  # the best judged quality at the top rung
     seconds_per_trial: float
     eta_s: float
+    rungs: tuple[int, ...] = ()  # trained candidates that reached rung 0, 1, ...
 
     def fields(self) -> dict[str, str]:
-        out = {
-            "feasible": f"{self.feasible}/{self.finished}",
-            "pareto": str(self.pareto),
-            "best_bpb": f"{self.best_bpb:.3f}",
-        }
+        out = {"feasible": f"{self.feasible}/{self.finished}"}
+        if len(self.rungs) > 1:
+            out["rungs"] = "/".join(map(str, self.rungs))
+        out["pareto"] = str(self.pareto)
+        out["best_bpb"] = f"{self.best_bpb:.3f}"
         if self.hypervolume is not None:
             out["hv"] = f"{self.hypervolume:.4g}"
         out["s/trial"] = f"{self.seconds_per_trial:.1f}"
@@ -51,17 +54,18 @@ class Snapshot:
 
 
 class _Tally:
-    """Counts of the finished trials seen so far; each trial is looked at once."""
+    """Counts of the finished trials seen so far; each trial is read once, and the front and
+    hypervolume are judged again only when a top-rung trial arrives."""
 
-    def __init__(self, reference: Reference | None) -> None:
+    def __init__(self, reference: Reference | None, target: dict[str, Any] | None) -> None:
         self.reference = reference
+        self.target = target
         self.seen: set[int] = set()
         self.feasible = 0
+        self.reached: list[int] = []  # trained candidates per highest rung reached
+        self.counted: list[optuna.trial.FrozenTrial] = []  # top-rung: what the front judges
+        self.pareto = 0
         self.best_bpb = float("nan")
-        self.front = (
-            IncrementalFront()
-        )  # finished and feasible: `nas.objectives.pareto.front_members`' pool
-        self.counted = IncrementalFront()  # what the hypervolume counts
         self.hypervolume: float | None = None if reference is None else 0.0
 
     def update(self, study: optuna.Study) -> None:
@@ -74,18 +78,21 @@ class _Tally:
             if not records.is_feasible(trial):
                 continue
             self.feasible += 1
-            self.front.add(trial)
-            if records.counts(trial):
-                if not trial.values[0] >= self.best_bpb:  # also replaces the initial nan
-                    self.best_bpb = trial.values[0]
-                grew |= self.counted.add(trial)
-        if grew and self.reference is not None:  # once per update: the first one sees them all
-            self.hypervolume = hypervolume(self.counted.points, self.reference)
-
-    @property
-    def pareto(self) -> int:
-        """As `nas.objectives.pareto.front_members`."""
-        return sum(1 for t in self.front.items if records.stands_for_itself(t))
+            record = records.read(trial)
+            if record.trained:
+                top = record.rungs[-1]["rung"] if record.rungs else 0
+                self.reached += [0] * (top + 1 - len(self.reached))
+                for rung in range(top + 1):
+                    self.reached[rung] += 1
+            if record.counts:
+                self.counted.append(trial)
+                grew = True
+        if grew:
+            judged = judge(self.counted, self.target)
+            self.pareto = sum(1 for j in non_dominated(judged) if j.record.stands_for_itself)
+            self.best_bpb = min(j.quality for j in judged)
+            if self.reference is not None:
+                self.hypervolume = hypervolume([j.point for j in judged], self.reference)
 
 
 def format_seconds(seconds: float) -> str:
@@ -105,6 +112,7 @@ class SearchProgress:
         quiet: log lines instead of a bar.
         reference: the hypervolume reference point; without one no hypervolume is shown.
         timeout_s: the run's timeout; the ETA never goes past it.
+        target: the study's target (`nas.records.target`), which the front is judged at.
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class SearchProgress:
         quiet: bool,
         reference: Reference | None = None,
         timeout_s: float | None = None,
+        target: dict[str, Any] | None = None,
     ) -> None:
         self.quiet = quiet or not _is_terminal()
         self.total = total
@@ -121,7 +130,7 @@ class SearchProgress:
         self.timeout_s = timeout_s
         self.started = time.monotonic()
         self.done = 0
-        self.tally = _Tally(reference)
+        self.tally = _Tally(reference, target)
         self.bar = tqdm(
             total=total, unit="trial", desc="search", disable=self.quiet, dynamic_ncols=True
         )
@@ -145,6 +154,7 @@ class SearchProgress:
             best_bpb=tally.best_bpb,
             seconds_per_trial=per_trial,
             eta_s=eta,
+            rungs=tuple(tally.reached),
         )
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -170,10 +180,12 @@ class SearchProgress:
 def _describe(trial: optuna.trial.FrozenTrial) -> str:
     if not trial.values:
         return trial.state.name.lower()
-    bpb, decode_ms, memory_mb = trial.values
-    what = f"bpb={bpb:.3f} decode={decode_ms:.2f}ms mem={memory_mb:.0f}MB"
-    skipped = records.read(trial).skipped
-    return f"{what} ({skipped})" if skipped else what
+    record = records.read(trial)
+    _, decode_ms, memory_mb = trial.values
+    bpb = record.metrics.get("bpb", trial.values[0])
+    where = f"@rung{record.rungs[-1]['rung']}" if len(record.rungs) > 1 else ""
+    what = f"bpb={bpb:.3f}{where} decode={decode_ms:.2f}ms mem={memory_mb:.0f}MB"
+    return f"{what} ({record.skipped})" if record.skipped else what
 
 
 def _is_terminal() -> bool:

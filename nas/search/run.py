@@ -20,6 +20,8 @@ from nas import __version__, records
 from nas.config.compose import build
 from nas.config.schema import Settings
 from nas.errors import NasError
+from nas.fidelity.judge import judge, noise_sd
+from nas.fidelity.rungs import Rungs
 from nas.files import atomic_write
 from nas.hardware import HardwareProfile
 from nas.objectives.cheap import CheapObjectives
@@ -62,6 +64,26 @@ def build_scorer(settings: Settings) -> QualityProxy:
     return build("proxy.scorer", settings.proxy.scorer)
 
 
+def study_rungs(settings: Settings) -> Rungs:
+    """The budget's rungs; one rung (no promotion) for a training-free proxy."""
+    budget, training = settings.budget, settings.proxy.training
+    count = budget.rungs if build_scorer(settings).trains else 1
+    return Rungs(
+        steps=training.steps,
+        eta=budget.eta,
+        count=count,
+        seeds=budget.seeds if count > 1 or budget.seeds > 1 else 1,
+        decay_fraction=training.decay_fraction,
+    )
+
+
+def target_of(settings: Settings, rungs: Rungs) -> dict[str, Any]:
+    """The training length the front is judged at (study attribute `target`)."""
+    top = rungs.total(rungs.top) * settings.proxy.batch_size * settings.proxy.seq_len
+    tokens = settings.target.tokens or top
+    return {"tokens": tokens, "top_rung_tokens": top, "given": settings.target.tokens is not None}
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What a study needs before its first trial, built once per run."""
@@ -73,6 +95,7 @@ class Prepared:
     cheap: CheapObjectives
     scorer: QualityProxy
     identity: dict[str, Any]
+    rungs: Rungs
 
 
 def prepare(settings: Settings) -> Prepared:
@@ -91,6 +114,8 @@ def prepare(settings: Settings) -> Prepared:
     cheap = CheapObjectives(latency_predictor(hardware), memory_predictor(hardware))
     scorer = build_scorer(settings)
     proxy_identity = {**asdict(training), **info, "seed": settings.seed}
+    rungs = study_rungs(settings)
+    proxy_identity["fidelity"] = {"rungs": rungs.count, "eta": rungs.eta, "seeds": rungs.seeds}
     if scorer.name != "train":  # the default keeps the identity of studies started before proxies
         proxy_identity["quality_proxy"] = scorer.identity()
     identity = {
@@ -98,7 +123,7 @@ def prepare(settings: Settings) -> Prepared:
         "search_space": {"name": space.name, **space.choices()},
         "proxy": proxy_identity,
     }
-    return Prepared(data, tokenizer, info, space, cheap, scorer, identity)
+    return Prepared(data, tokenizer, info, space, cheap, scorer, identity, rungs)
 
 
 def run_search(settings: Settings) -> SearchResult:
@@ -128,13 +153,18 @@ def run_search(settings: Settings) -> SearchResult:
     atomic_write(out_dir / "tokenizer.json", ready.tokenizer.to_str())
     reference = _reference(study, settings, ready)
     records.store_device(study, _device_info(settings.hardware, ready.cheap))
+    # Judged at reporting time from the stored rung curves: it may change between runs.
+    target = target_of(settings, ready.rungs)
+    records.store_target(study, target)
     objective = _objective(settings, ready)
+    objective.deadline = time.time() + settings.study.timeout_s
     _log_start(study, settings, ready, stored)
     progress = SearchProgress(
         settings.study.n_trials,
         quiet=settings.quiet,
         reference=reference,
         timeout_s=settings.study.timeout_s,
+        target=target,
     )
     interrupted = False
     try:
@@ -188,24 +218,29 @@ def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
         proxy=ready.scorer,
         early_stop=make_early_stopping(settings.proxy.early_stop),
         compression=settings.compression,
+        rungs=ready.rungs,
     )
 
 
 def _log_start(study: optuna.Study, settings: Settings, ready: Prepared, stored: int) -> None:
-    training = settings.proxy.training
+    training, rungs = settings.proxy.training, ready.rungs
+    steps = "/".join(str(rungs.total(k)) for k in range(rungs.count))
     log.info(
         "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "
-        "proxy: %d steps x %d x %d tokens on %s",
+        "proxy: %s steps x %d x %d tokens on %s (rungs; top 1/%g promoted; %d seed(s) at the "
+        "top)",
         study.study_name,
         settings.hardware.description,
         stored,
         settings.study.n_trials,
         settings.study.timeout_s,
         ready.cheap.latency.provenance,
-        training.steps,
+        steps,
         training.batch_size,
         training.seq_len,
         resolve_device(settings.device),
+        rungs.eta,
+        rungs.seeds,
     )
 
 
@@ -215,12 +250,23 @@ def _finish(
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     feasible = sum(1 for t in done if records.is_feasible(t))
     entries = pareto_entries(study)
-    hardware = settings.hardware
+    hardware, rungs = settings.hardware, ready.rungs
+    target = records.target(study) or {}
+    judged = judge(done, target)
     header = {
         "study": study.study_name,
         **_device_info(hardware, ready.cheap),
         "budget": settings.budget.name,
         "proxy": ready.data_info,
+        "fidelity": {
+            "rung_steps": [rungs.total(k) for k in range(rungs.count)],
+            "promoted_share": 1 / rungs.eta,
+            "top_rung_seeds": rungs.seeds,
+            "schedule": settings.proxy.schedule,
+            "front_judged_on": judged[0].basis if judged else "no candidate at the top rung yet",
+            "seed_noise_sd": noise_sd(judged),
+        },
+        "target": target,
         "finished_trials": len(done),
         "feasible_trials": feasible,
         "objectives": list(records.OBJECTIVES),

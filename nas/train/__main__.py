@@ -23,7 +23,8 @@ Trains the model in DIR (a `python -m nas.export` directory, or a checkpoint sav
 command) with the Hugging Face Trainer, applies DIR/compression.json at the end, and saves a
 checkpoint that AutoModelForCausalLM.from_pretrained loads.
   data=PATH          default | a .txt file | a folder of text files (default: Python's stdlib)
-  steps=N            optimizer steps (default 200)       seq_len=N     tokens per window (128)
+  steps=N            optimizer steps (default: the study's training target, else 200)
+  seq_len=N          tokens per window (128)
   batch_size=N       windows per step (8)                lr=X          peak learning rate (3e-3)
   warmup_steps=N     linear warm-up, then cosine decay (10)
   corpus_mb=X        read at most this much text (4)     eval_windows=N  held-out windows (32)
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     result = train(directory, settings)
     print(
-        f"loss {result.first_loss:.3f} -> {result.last_loss:.3f} over {settings.steps} steps; "
+        f"loss {result.first_loss:.3f} -> {result.last_loss:.3f} over {result.steps} steps; "
         f"held-out bits per byte {result.bpb:.3f}"
     )
     if result.bpb_compressed is not None:

@@ -7,7 +7,7 @@ import logging
 import math
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from nas.quality.training import ProxyData, bits_per_byte, resolve_device
 log = logging.getLogger("nas.train")
 
 CARRIED = ("README.md", "nas_trial.json")  # copied from DIR to the checkpoint
+DEFAULT_STEPS = 200  # without a training target
 
 
 @dataclass
@@ -39,7 +40,8 @@ class TrainSettings:
     """Every `KEY=VALUE` the command takes (the positional DIR is separate)."""
 
     data: str = "default"
-    steps: int = field(default=200, metadata=at_least(1))
+    # None: the study's training target (DIR/nas_trial.json `training_target`), else 200
+    steps: int | None = field(default=None, metadata=at_least(1))
     seq_len: int = field(default=128, metadata=at_least(1))
     batch_size: int = field(default=8, metadata=at_least(1))
     lr: float = field(default=3e-3, metadata=at_least(0.0, exclusive=True))
@@ -63,6 +65,7 @@ class TrainResult:
     bpb: float
     bpb_compressed: float | None
     compression: dict[str, Any]
+    steps: int = 0
 
     @property
     def first_loss(self) -> float:
@@ -87,6 +90,20 @@ def parse_args(argv: list[str]) -> tuple[Path, TrainSettings]:
     if not (directory / "tokenizer.json").is_file():
         raise NasError(f"{directory} has no tokenizer.json; export it again with nas.export")
     return directory, settings
+
+
+def target_steps(directory: Path, settings: TrainSettings) -> int | None:
+    """Steps that reach the study's training target (tokens) at this run's batch and window,
+    when the export recorded one."""
+    path = directory / "nas_trial.json"
+    try:
+        target = json.loads(path.read_text()).get("training_target") if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    tokens = (target or {}).get("tokens")
+    if not tokens:
+        return None
+    return max(1, round(int(tokens) / (settings.batch_size * settings.seq_len)))
 
 
 class Windows(torch.utils.data.Dataset):
@@ -144,6 +161,8 @@ def _data(tokenizer: Any, settings: TrainSettings) -> tuple[ProxyData, Corpus]:
 
 def train(directory: Path, settings: TrainSettings) -> TrainResult:
     """Train, measure, compress and save; the plain function behind the command."""
+    if settings.steps is None:  # to the study's target, when the export recorded one
+        settings = replace(settings, steps=target_steps(directory, settings) or DEFAULT_STEPS)
     out = _prepare_out(directory, settings)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     data, corpus = _data(tokenizer, settings)
@@ -183,7 +202,7 @@ def train(directory: Path, settings: TrainSettings) -> TrainResult:
     else:
         applied = {"applied": False, "reason": "compress=false"}
     bpb_compressed = bits_per_byte(model, data, scoring) if applied["applied"] else None
-    result = TrainResult(out, losses, bpb, bpb_compressed, applied)
+    result = TrainResult(out, losses, bpb, bpb_compressed, applied, settings.steps)
     _save(model, tokenizer, directory, settings, corpus, recipe_file, result)
     return result
 

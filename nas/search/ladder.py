@@ -1,0 +1,268 @@
+"""One candidate's climb through the rungs: train, judge after a decay branch, compress, and go on
+only when the promotion rule says so (`nas.fidelity`).
+
+The climb runs inside its trial, on one worker, with the model in memory: nothing is shared
+through a filesystem, so workers on many machines need only the study's database. Every finished
+rung is written to the trial at once (`nas.records.store_rungs`); a retried trial (its worker
+died) keeps those results, retrains the same trunk (batches are a function of seed and step) and
+carries on. At the top rung the candidate is trained again with each further seed, from scratch,
+so that its quality carries a paired seed spread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+
+from nas import records
+from nas.arch import Candidate
+from nas.compression import score_compressed
+from nas.fidelity.noise import mean_sd
+from nas.fidelity.promotion import promote
+from nas.objectives.cheap import CheapMetrics
+from nas.objectives.hypervolume import Reference
+from nas.quality.training import ProxyDiverged, ProxyResult, ProxyRun, bits_per_byte
+
+if TYPE_CHECKING:
+    from nas.search.trial import TrialObjective
+
+GRACE_S = 60.0  # a promotion may end this long after the study's timeout, no longer
+
+
+class Ladder:
+    """The rungs of one trial; `climb()` fills the trial's `outcome` and returns its rung-0
+    quality (the trial's value, which every sampler learns from)."""
+
+    def __init__(
+        self,
+        objective: TrialObjective,
+        trial: optuna.Trial,
+        candidate: Candidate,
+        cheap: CheapMetrics,
+        outcome: records.Outcome,
+    ) -> None:
+        self.objective, self.trial, self.candidate = objective, trial, candidate
+        self.cheap, self.outcome = cheap, outcome
+        self.rungs = objective.rungs
+        self.settings = objective.settings
+        self.seeds = [objective.seed + i for i in range(self.rungs.seeds)]
+        self.carried = {r["rung"]: r for r in records.carried_rungs(trial)}
+        self.results: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        self.rung0: ProxyResult | None = None
+
+    def climb(self) -> float:
+        run = ProxyRun(
+            self.candidate.arch,
+            self.objective.data,
+            self.settings,
+            seed=self.seeds[0],
+            device=self.objective.device,
+        )
+        self._rung0_checkpoints(run)
+        for rung in range(self.rungs.count):
+            run.advance(self._trunk(rung))
+            self.results.append(self.carried.get(rung) or self._measure(run, rung))
+            records.store_rungs(self.trial, self.results)
+            if rung == 0:
+                self.rung0 = self._rung0_result(run)
+            if rung == self.rungs.top:
+                break
+            promoted, why = self._promotion(rung, run)
+            if not promoted:
+                self.outcome.promotion = f"stayed at rung {rung}: {why}"
+                break
+            self.outcome.promotion = f"promoted from rung {rung}: {why}"
+        if len(self.results) == self.rungs.count and len(self.seeds) > 1:
+            self.results[-1] = self._more_seeds(self.results[-1])
+            records.store_rungs(self.trial, self.results)
+        self._finish(run)
+        return self._rung0_value()
+
+    # -- one rung ---------------------------------------------------------------------------------
+    def _trunk(self, rung: int) -> int:
+        """Where rung `rung`'s measurement starts: its decay branch (wsd), or its end (cosine,
+        whose single run decays to its own end)."""
+        return self.rungs.trunk(rung) if self.settings.schedule == "wsd" else self.rungs.total(rung)
+
+    def _decay(self, rung: int) -> int:
+        return self.rungs.decay(rung) if self.settings.schedule == "wsd" else 0
+
+    def _measure(self, run: ProxyRun, rung: int, seed_index: int = 0) -> dict[str, Any]:
+        """Decay a branch off `run`'s trunk, measure it, compress it, measure again."""
+        decay = self._decay(rung)
+        branch = run.branch(decay) if decay else run  # cosine: the run is its own end
+        trained = branch.evaluate()
+        compressed, recipe = score_compressed(
+            branch.model,
+            self.candidate,
+            self.objective.data,
+            self.settings,
+            settings=self.objective.compression,
+            seed=self.seeds[seed_index],
+        )
+        if compressed is not None and not math.isfinite(compressed):
+            self.outcome.fail_reason = f"compressed model's held-out bits per byte is {compressed}"
+            raise ProxyDiverged(self.outcome.fail_reason)
+        bpb = trained if compressed is None else compressed
+        self.outcome.recipe = recipe.to_dict()
+        if seed_index == 0:
+            self.outcome.learning_curve = branch.curve
+        return _entry(rung, self.rungs.total(rung), self.settings, [self.seeds[seed_index]],
+                      [bpb], [trained], time.perf_counter() - self.started)  # fmt: skip
+
+    def _more_seeds(self, top: dict[str, Any]) -> dict[str, Any]:
+        """The top rung again with each further (paired) seed, from scratch."""
+        bpbs, trained = list(top["bpb_seeds"]), list(top["bpb_uncompressed_seeds"])
+        for index in range(len(top["seeds"]), len(self.seeds)):
+            run = ProxyRun(
+                self.candidate.arch,
+                self.objective.data,
+                self.settings,
+                seed=self.seeds[index],
+                device=self.objective.device,
+            )
+            run.advance(self._trunk(self.rungs.top))
+            more = self._measure(run, self.rungs.top, index)
+            bpbs += more["bpb_seeds"]
+            trained += more["bpb_uncompressed_seeds"]
+        seconds = time.perf_counter() - self.started
+        return _entry(self.rungs.top, top["steps"], self.settings, self.seeds, bpbs, trained,
+                      seconds)  # fmt: skip
+
+    # -- rung 0: early stopping and the quality proxy's checkpoints --------------------------------
+    def _rung0_checkpoints(self, run: ProxyRun) -> None:
+        """Measure the trunk where early stopping or the scorer asks (within rung 0's trunk)."""
+        marks = set(self.objective.proxy.checkpoint_steps(self.settings))
+        rule = self.objective.early_stop
+        if rule is not None:
+            marks.update(rule.steps(self.settings.steps))
+        stop = self.objective.stop_rule(self.trial.study, self.cheap)
+        self.checkpoints: list[tuple[int, float, float]] = []
+        for mark in sorted(m for m in marks if 0 < m < self._trunk(0)):
+            run.advance(mark)
+            bpb = bits_per_byte(run.model, self.objective.data, self.settings)
+            self.checkpoints.append((mark, bpb, time.perf_counter() - self.started))
+            reason = stop(mark, bpb) if stop is not None and math.isfinite(bpb) else None
+            if reason is not None:
+                self.outcome.trained = False
+                self.outcome.checkpoints = self.checkpoints
+                self.outcome.learning_curve = run.curve
+                self.outcome.early_stopped = {"step": mark, "bpb": bpb, "reason": reason}
+                self.outcome.train_tokens = run.tokens
+                self.outcome.train_seconds = round(time.perf_counter() - self.started, 3)
+                self.outcome.metrics["bpb_partial"] = bpb  # type: ignore[index]
+                raise optuna.TrialPruned(f"stopped early: {reason}")
+
+    def _rung0_result(self, run: ProxyRun) -> ProxyResult:
+        entry = self.results[0]
+        bpb = entry["bpb_uncompressed_seeds"][0]
+        checkpoints = [*self.checkpoints, (entry["steps"], bpb, entry["seconds"])]
+        if not self.checkpoints:
+            checkpoints = []
+        return ProxyResult(bpb, run.loss, entry["seconds"], entry["tokens"], run.curve, checkpoints)
+
+    def _rung0_value(self) -> float:
+        """Rung 0's quality as the scorer sees it (default: compressed bits per byte)."""
+        entry, proxy = self.results[0], self.objective.proxy
+        compressed, trained = entry["bpb_seeds"][0], entry["bpb_uncompressed_seeds"][0]
+        if proxy.name == "train" or self.rung0 is None:
+            return compressed
+        # Another proxy's score (e.g. extrapolated bpb) is the objective; a compression penalty
+        # measured on the trained model carries over as a difference.
+        return proxy.score(self.candidate.arch, self.rung0) + (compressed - trained)
+
+    # -- promotion ---------------------------------------------------------------------------------
+    def _promotion(self, rung: int, run: ProxyRun) -> tuple[bool, str]:
+        """Whether this candidate goes on to rung + 1: the clock first, then its rank."""
+        deadline = self.objective.deadline
+        if deadline is not None:
+            per_step = (time.perf_counter() - self.started) / max(1, run.step)
+            cost = self.rungs.extra_cost(rung + 1)
+            if rung + 1 == self.rungs.top:
+                cost += (len(self.seeds) - 1) * self.rungs.total(self.rungs.top)
+            if time.time() + per_step * cost > deadline + GRACE_S:
+                return False, "not enough time left before the study's timeout"
+        points, me = self._peers(rung)
+        stored = records.reference(self.trial.study)
+        reference = Reference.from_dict(stored) if stored else _loose_reference(points)
+        return promote(me, points, reference, self.rungs.eta)
+
+    def _peers(self, rung: int) -> tuple[np.ndarray, int]:
+        """(bpb at `rung`, decode, memory) of every candidate measured there so far, this one
+        last; reused twins (`cached_from`) are their original's copy and not counted twice."""
+        mine = self.trial.number
+        rows = []
+        for t in self.trial.study.get_trials(deepcopy=False):
+            if t.number == mine or records.cached_from(t) is not None:
+                continue
+            entry = records.read(t).rung_result(rung)
+            if entry is not None and records.is_feasible(t):
+                metrics = records.read(t).metrics
+                rows.append((entry["bpb_seeds"][0], metrics["decode_ms"], metrics["memory_mb"]))
+        rows.append((self.results[rung]["bpb_seeds"][0], self.cheap.decode.mean,
+                     self.cheap.memory.mean))  # fmt: skip
+        return np.array(rows, dtype=float), len(rows) - 1
+
+    # -- the record --------------------------------------------------------------------------------
+    def _finish(self, run: ProxyRun) -> None:
+        top = self.results[-1]
+        metrics = self.outcome.metrics
+        assert metrics is not None
+        bpb, bpb_sd = mean_sd(top["bpb_seeds"])
+        deltas = [
+            c - t for c, t in zip(top["bpb_seeds"], top["bpb_uncompressed_seeds"], strict=True)
+        ]
+        delta, delta_sd = mean_sd(deltas)
+        metrics.update(
+            bpb=bpb,
+            bpb_sd=bpb_sd,
+            bpb_uncompressed=float(np.mean(top["bpb_uncompressed_seeds"])),
+            seeds=len(top["seeds"]),
+            compression_delta=delta,
+            compression_delta_sd=delta_sd,
+            bpb_rung0=self.results[0]["bpb_seeds"][0],
+            rung=top["rung"],
+            train_loss=run.loss,
+            quality_proxy=self.objective.proxy.name,
+        )
+        self.outcome.trained = True
+        self.outcome.rungs = self.results
+        self.outcome.rung = top["rung"]
+        self.outcome.final = top["rung"] == self.rungs.top
+        self.outcome.checkpoints = self.rung0.checkpoints if self.rung0 else []
+        self.outcome.train_seconds = round(time.perf_counter() - self.started, 3)
+        self.outcome.train_tokens = sum(r["tokens"] * len(r["seeds"]) for r in self.results)
+
+
+def _entry(
+    rung: int,
+    steps: int,
+    settings: Any,
+    seeds: list[int],
+    bpbs: list[float],
+    trained: list[float],
+    seconds: float,
+) -> dict[str, Any]:
+    """One rung's result as the trial stores it (means over the paired seeds)."""
+    return {
+        "rung": rung,
+        "steps": steps,
+        "tokens": steps * settings.batch_size * settings.seq_len,
+        "seeds": list(seeds),
+        "bpb_seeds": [float(b) for b in bpbs],
+        "bpb_uncompressed_seeds": [float(b) for b in trained],
+        "bpb": float(np.mean(bpbs)),
+        "bpb_uncompressed": float(np.mean(trained)),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _loose_reference(points: np.ndarray) -> Reference:
+    """A reference for a study that stored none (not run by nas.search): 1.1 x the worst."""
+    worst = points.max(axis=0) * 1.1
+    return Reference(float(worst[0]), float(worst[1]), float(worst[2]))
