@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from nas.search.trial import TrialObjective
 
 GRACE_S = 60.0  # a promotion may end this long after the study's timeout, no longer
+LIVE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
 
 
 class Ladder:
@@ -112,8 +113,7 @@ class Ladder:
         self.outcome.recipe = recipe.to_dict()
         if seed_index == 0:
             self.outcome.learning_curve = branch.curve
-        return _entry(rung, self.rungs.total(rung), self.settings, [self.seeds[seed_index]],
-                      [bpb], [trained], time.perf_counter() - self.started)  # fmt: skip
+        return self._entry(rung, [self.seeds[seed_index]], [bpb], [trained])
 
     def _more_seeds(self, top: dict[str, Any]) -> dict[str, Any]:
         """The top rung again with each further (paired) seed, from scratch."""
@@ -130,9 +130,27 @@ class Ladder:
             more = self._measure(run, self.rungs.top, index)
             bpbs += more["bpb_seeds"]
             trained += more["bpb_uncompressed_seeds"]
-        seconds = time.perf_counter() - self.started
-        return _entry(self.rungs.top, top["steps"], self.settings, self.seeds, bpbs, trained,
-                      seconds)  # fmt: skip
+        return self._entry(self.rungs.top, self.seeds, bpbs, trained)
+
+    def _entry(
+        self, rung: int, seeds: list[int], bpbs: list[float], trained: list[float]
+    ) -> dict[str, Any]:
+        """One rung's result as the trial stores it: per seed and the paired seeds' mean, and
+        the candidate's prices (so that other workers' promotions can read a running trial)."""
+        steps = self.rungs.total(rung)
+        return {
+            "rung": rung,
+            "steps": steps,
+            "tokens": steps * self.settings.batch_size * self.settings.seq_len,
+            "seeds": list(seeds),
+            "bpb_seeds": [float(b) for b in bpbs],
+            "bpb_uncompressed_seeds": [float(b) for b in trained],
+            "bpb": float(np.mean(bpbs)),
+            "bpb_uncompressed": float(np.mean(trained)),
+            "decode_ms": self.cheap.decode.mean,
+            "memory_mb": self.cheap.memory.mean,
+            "seconds": round(time.perf_counter() - self.started, 3),
+        }
 
     # -- rung 0: early stopping and the quality proxy's checkpoints --------------------------------
     def _rung0_checkpoints(self, run: ProxyRun) -> None:
@@ -194,18 +212,18 @@ class Ladder:
 
     def _peers(self, rung: int) -> tuple[np.ndarray, int]:
         """(bpb at `rung`, decode, memory) of every candidate measured there so far, this one
-        last; reused twins (`cached_from`) are their original's copy and not counted twice."""
+        last. Counted once each: not a reused twin (`cached_from`), nor a failed attempt or a
+        queued copy of one, whose rungs its retry carries."""
         mine = self.trial.number
         rows = []
-        for t in self.trial.study.get_trials(deepcopy=False):
+        for t in self.trial.study.get_trials(deepcopy=False, states=LIVE):
             if t.number == mine or records.cached_from(t) is not None:
                 continue
             entry = records.read(t).rung_result(rung)
             if entry is not None and records.is_feasible(t):
-                metrics = records.read(t).metrics
-                rows.append((entry["bpb_seeds"][0], metrics["decode_ms"], metrics["memory_mb"]))
-        rows.append((self.results[rung]["bpb_seeds"][0], self.cheap.decode.mean,
-                     self.cheap.memory.mean))  # fmt: skip
+                rows.append((entry["bpb_seeds"][0], entry["decode_ms"], entry["memory_mb"]))
+        mine = self.results[rung]
+        rows.append((mine["bpb_seeds"][0], mine["decode_ms"], mine["memory_mb"]))
         return np.array(rows, dtype=float), len(rows) - 1
 
     # -- the record --------------------------------------------------------------------------------
@@ -237,29 +255,6 @@ class Ladder:
         self.outcome.checkpoints = self.rung0.checkpoints if self.rung0 else []
         self.outcome.train_seconds = round(time.perf_counter() - self.started, 3)
         self.outcome.train_tokens = sum(r["tokens"] * len(r["seeds"]) for r in self.results)
-
-
-def _entry(
-    rung: int,
-    steps: int,
-    settings: Any,
-    seeds: list[int],
-    bpbs: list[float],
-    trained: list[float],
-    seconds: float,
-) -> dict[str, Any]:
-    """One rung's result as the trial stores it (means over the paired seeds)."""
-    return {
-        "rung": rung,
-        "steps": steps,
-        "tokens": steps * settings.batch_size * settings.seq_len,
-        "seeds": list(seeds),
-        "bpb_seeds": [float(b) for b in bpbs],
-        "bpb_uncompressed_seeds": [float(b) for b in trained],
-        "bpb": float(np.mean(bpbs)),
-        "bpb_uncompressed": float(np.mean(trained)),
-        "seconds": round(seconds, 3),
-    }
 
 
 def _loose_reference(points: np.ndarray) -> Reference:

@@ -1,0 +1,128 @@
+"""The fidelity bench's end-to-end part: the front a whole search returns, re-scored by longer
+training (`python -m nas.bench fidelity part=e2e`).
+
+Three searches of the budget's default space, one after the other, each its own study:
+- `multi-fidelity`: the default (rungs, promotion, paired seeds at the top rung), `e2e_trials`
+  trials; its wall time becomes everyone's budget (or `e2e_seconds`);
+- `single-fidelity`: today's search before rungs (one 1x run per candidate, one seed, cosine);
+- `random`: random sampling, single-fidelity.
+Then every candidate any of them trained is trained again at `e2e_factor` (8) x the rung-0 steps
+with 2 seeds on the standard recipe and compressed as it was searched (cached per candidate and
+shared between the searches). Reported per search: the emitted front's true hypervolume (its
+members re-scored so, under the study's own reference point) and its front capture (that
+hypervolume over the best front among all the search's candidates under the same scoring).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from nas import records
+from nas.arch import ArchConfig, CompressionConfig
+from nas.bench._runs import RunSpec
+from nas.config.compose import load_settings
+from nas.files import atomic_write
+from nas.objectives.hypervolume import Reference, hypervolume
+from nas.objectives.pareto import IncrementalFront, front_members
+from nas.search.run import run_search
+
+KINDS = {
+    "multi-fidelity": [],
+    "single-fidelity": ["budget.rungs=1", "budget.seeds=1", "proxy.schedule=cosine"],
+    "random": ["sampler=random", "budget.rungs=1", "budget.seeds=1", "proxy.schedule=cosine"],
+}
+FACTOR = 8
+SEEDS = 2
+
+
+def _search(kind: str, root: Path, overrides: list[str], trials: int, seconds: float) -> Any:
+    """Run (once) the `kind` search; its study and wall seconds (kept in a marker file)."""
+    marker = root / f"{kind}.done.json"
+    args = [*overrides, *KINDS[kind], f"runs_dir={root}", f"study.name=e2e-{kind}", "quiet=true",
+            f"study.n_trials={trials}", f"study.timeout_s={seconds}"]  # fmt: skip
+    settings = load_settings(args)
+    if not marker.is_file():
+        started = time.perf_counter()
+        run_search(settings)
+        done = {"wall_s": time.perf_counter() - started, "args": args}
+        atomic_write(marker, json.dumps(done))
+    study = optuna.load_study(study_name=settings.study.name, storage=settings.study.storage)
+    return study, json.loads(marker.read_text())["wall_s"]
+
+
+def _candidates(study: optuna.Study) -> dict[str, tuple[ArchConfig, CompressionConfig]]:
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        if records.learns(t):
+            r = records.read(t)
+            arch, comp = ArchConfig.from_dict(r.arch), CompressionConfig(**r.compression)
+            out[json.dumps([arch.to_dict(), comp.to_dict()], sort_keys=True)] = (arch, comp)
+    return out
+
+
+def e2e_part(bench: Any, opts: dict[str, Any], overrides: list[str]) -> dict[str, Any] | None:
+    root = Path(bench.cfg.runs_dir) / "bench" / "fidelity-e2e"
+    studies = {}
+    first, wall = _search("multi-fidelity", root, overrides, opts["e2e_trials"], 1e6)
+    studies["multi-fidelity"] = (first, wall)
+    budget = float(opts["e2e_seconds"] or wall)
+    for kind in ("single-fidelity", "random"):
+        studies[kind] = _search(kind, root, overrides, 100000, budget)
+    settings = bench.truth_settings(FACTOR)
+    candidates: dict[str, tuple[ArchConfig, CompressionConfig]] = {}
+    for study, _ in studies.values():
+        candidates.update(_candidates(study))
+    specs = {
+        (key, s): RunSpec(arch, settings, (), s, bench.tag, compression=comp)
+        for key, (arch, comp) in candidates.items()
+        for s in range(SEEDS)
+    }
+    done = bench.run(list(specs.values()))
+    if any(spec.key() not in done for spec in specs.values()):
+        print(f"e2e: {len(candidates)} candidates to re-score at {FACTOR}x with {SEEDS} seeds")
+        return None
+    truth = {
+        key: float(np.mean([done[specs[(key, s)].key()]["bpb_compressed"] for s in range(SEEDS)]))
+        for key in candidates
+    }
+    report = {k: _scored(study, wall, truth) for k, (study, wall) in studies.items()}
+    for kind, row in report.items():
+        print(
+            f"e2e {kind:<16} {row['wall_s']:>6.0f} s, {row['trials']:>4} trials, front "
+            f"{row['front']:>3}: true hypervolume {row['true_hv']:.4f}, capture "
+            f"{row['capture']:.1%} (best attainable {row['best_hv']:.4f})"
+        )
+    return {"factor": FACTOR, "seeds": SEEDS, "studies": report}
+
+
+def _scored(study: optuna.Study, wall: float, truth: dict[str, float]) -> dict[str, Any]:
+    """The emitted front's true hypervolume and its share of the best attainable."""
+    reference = Reference.from_dict(records.reference(study) or {})
+    trials = study.get_trials(deepcopy=False)
+
+    def point(t: optuna.trial.FrozenTrial) -> tuple[float, float, float]:
+        r = records.read(t)
+        key = json.dumps([ArchConfig.from_dict(r.arch).to_dict(), r.compression], sort_keys=True)
+        return truth[key], float(t.values[1]), float(t.values[2])
+
+    emitted = [point(t) for t in front_members(trials, records.target(study))]
+    every = IncrementalFront()
+    for t in trials:
+        if records.learns(t):
+            every.add(point(t), t.number)
+    best = hypervolume(every.points, reference) if every.items else 0.0
+    true_hv = hypervolume(emitted, reference)
+    return {
+        "wall_s": wall,
+        "trials": len(trials),
+        "front": len(emitted),
+        "true_hv": true_hv,
+        "best_hv": best,
+        "capture": true_hv / best if best else 0.0,
+    }
