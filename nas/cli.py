@@ -15,12 +15,11 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-import optuna
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nas.config.rules import field_type, typed
-from nas.errors import NasError
+from nas.errors import NasError, RedactingFilter
 
 T = TypeVar("T")
 
@@ -28,9 +27,21 @@ T = TypeVar("T")
 def configure_logging(level: int = logging.INFO) -> None:
     """Our own log lines at `level`; Optuna's per-trial lines and experimental-API notices off
     (`group=True` and metric names are marked experimental; they are stable in what we use)."""
+    import optuna  # deferred: `--help` and argument errors answer without it
+
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    redact_logs()
+
+
+def redact_logs() -> None:
+    """No database password in any log line: a `RedactingFilter` on every handler of the root
+    logger and of Optuna's (which does not pass its records up), installed once each."""
+    for logger in (logging.getLogger(), logging.getLogger("optuna")):
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
 
 
 @contextlib.contextmanager
@@ -47,6 +58,48 @@ def quiet_logs() -> Iterator[None]:
         logging.disable(previous)
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+class _ReportedOnce(logging.Filter):
+    """Optuna logs every failed trial (its traceback, then "Trial N failed with value None"),
+    then re-raises what `catch` does not hold: Ctrl-C, SIGTERM, a storage failure, a `NasError`,
+    a bug. Those stop the run and are reported once, by `nas.errors.run_cli` (one line, or a
+    bug's traceback), so both records are dropped; failures the run survives (`catch`) keep
+    their log lines."""
+
+    def __init__(self, catch: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.catch = catch
+        self.dropped: set[str] = set()  # "Trial N failed": its follow-up line goes too
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        head = " ".join(record.getMessage().split()[:3])  # "Trial 7 failed"
+        if error is None:
+            return head not in self.dropped
+        if isinstance(error, self.catch):
+            return True
+        self.dropped.add(head)
+        return False
+
+
+@contextlib.contextmanager
+def reported_once(catch: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """`_ReportedOnce` on Optuna's loggers while the block runs. A filter on the `optuna` logger
+    alone misses the record: Optuna logs it on `optuna.study._optimize`, and a parent logger's
+    filters do not see records its children pass up (only its handlers do), so the filter sits
+    on every `optuna.*` logger and on the handlers of `optuna` and of the root logger."""
+    quiet = _ReportedOnce(catch)
+    names = ["optuna", *(n for n in logging.root.manager.loggerDict if n.startswith("optuna."))]
+    loggers = [logging.getLogger(n) for n in names]
+    handlers = [*logging.getLogger("optuna").handlers, *logging.getLogger().handlers]
+    for item in [*loggers, *handlers]:
+        item.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for item in [*loggers, *handlers]:
+            item.removeFilter(quiet)
 
 
 def wants_help(argv: Sequence[str]) -> bool:

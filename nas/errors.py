@@ -1,50 +1,227 @@
 """User-facing errors: one line that says what was wrong and what to do, exit code 2.
 
 Anything a user can cause (a bad override, a missing corpus, an unreachable database) raises
-`NasError`; `run_cli` prints its message without a traceback. Bugs still raise normally.
+`NasError`; `run_cli` prints its message without a traceback. Errors raised deep inside a library
+that still name a user's problem (a full disk, a damaged study database) are turned into such a
+line by the explainers registered with `explain_with` (e.g. `nas.study.storage`'s). Anything else
+is a bug: its traceback is printed, with every password hidden, and the exit code is 1.
+
+Redaction: `redact` hides what can hold a secret in any URL of a text (the password of the user
+information, however it is written: an empty user name, unencoded `@`, `/`, `?` or `:` in it;
+`password=`/`token=`-like query parameters), libpq's `password=...` keywords, and every password
+seen in a storage URL this process opened (`remember_secrets`), wherever it shows up.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import shutil
+import signal
 import sys
+import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 USAGE_EXIT_CODE = 2
-_PASSWORD_IN_URL = re.compile(r"(\w+://[^:/@\s]+:)[^@\s]+@")
+BUG_EXIT_CODE = 1
+MASK = "***"
+# A URL runs from its scheme to the next white space: a password may hold quotes or brackets.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*")
+_QUERY_SECRET = re.compile(
+    r"([?&;][^=&;#\s]*(?:pass|pwd|secret|token|key|auth)[^=&;#\s]*=)[^&;#\s]*", re.IGNORECASE
+)
+_KEYWORD_SECRET = re.compile(
+    r"\b((?:ssl)?(?:password|passwd|pwd)\s*=\s*)('[^']*'|\"[^\"]*\"|[^\s,;&)'\"]+)", re.IGNORECASE
+)
+_SECRETS: set[str] = set()
+_TRAILING = "'\".,;:)]}>"
+_MASKED = rf"\g<1>{MASK}"  # keep the key (group 1), hide the value
+MIN_SECRET = 3  # shorter "passwords" would mask ordinary text; the URL rules still hide them
 
 
 class NasError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+# -- redaction -------------------------------------------------------------------------------------
+def _split_userinfo(rest: str) -> tuple[str, str | None, str]:
+    """`user`, `password` (None: none given) and what follows the user information, for the
+    part of a URL after `scheme://`. The user information ends at the *last* `@`: parsers
+    disagree on unencoded `@`, `/`, `?` and `#` in a password, so the widest reading wins."""
+    at = rest.rfind("@")
+    if at < 0:
+        return "", None, rest
+    user, colon, password = rest[:at].partition(":")
+    return user, (password if colon else None), rest[at:]
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    core = match.group(0).rstrip(_TRAILING)  # the sentence's punctuation after a URL stays
+    scheme, _, rest = core.partition("://")
+    user, password, host = _split_userinfo(rest)
+    if password is not None:
+        rest = f"{user}:{MASK}{host}"
+    return f"{scheme}://{_QUERY_SECRET.sub(_MASKED, rest)}{match.group(0)[len(core) :]}"
+
+
+def passwords(url: str) -> list[str]:
+    """Every secret `url` holds (user password, password-like query values), as written and
+    percent-decoded."""
+    found: list[str] = []
+    for match in _URL.finditer(url):
+        rest = match.group(0).partition("://")[2]
+        password = _split_userinfo(rest)[1]
+        if password:
+            found.append(password)
+        for query in _QUERY_SECRET.finditer(rest):
+            value = rest[query.end(1) : query.end()]
+            if value:
+                found.append(value)
+    return [s for p in found for s in dict.fromkeys((p, unquote(p)))]
+
+
+def remember_secrets(url: str) -> None:
+    """Hide the passwords of `url` wherever they appear from now on (a library may echo them
+    in a form no URL rule recognises)."""
+    _SECRETS.update(p for p in passwords(url) if len(p) >= MIN_SECRET)
+
+
 def redact(text: str) -> str:
-    """Hide passwords in database URLs (`postgresql://user:secret@host` -> `user:***@host`)."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", text)
+    """Hide passwords in database URLs (`postgresql://user:secret@host` -> `user:***@host`),
+    in `password=` keywords, and every password remembered from a storage URL."""
+    text = _URL.sub(_redact_url, text)
+    text = _KEYWORD_SECRET.sub(_MASKED, text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 class RedactingFilter(logging.Filter):
-    """Installed on log handlers: no password in a database URL reaches a log line."""
+    """Installed on log handlers: no password in a database URL reaches a log line (nor the
+    traceback a record carries)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[0] is not None:
+            text = "".join(traceback.format_exception(*record.exc_info))
+            record.exc_info, record.exc_text = None, None
+            record.msg, record.args = f"{record.msg}\n{redact(text).rstrip()}", None
         return True
 
 
-def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
-    """Run a command's `main(argv)`; turn `NasError` into one line on stderr and exit code 2."""
-    args = sys.argv[1:] if argv is None else argv
+# -- turning library errors into one line ------------------------------------------------------
+Explainer = Callable[[BaseException], "str | None"]
+_EXPLAINERS: list[Explainer] = []
+
+
+def explain_with(explainer: Explainer) -> Explainer:
+    """Register `explainer(err) -> one line | None`; `run_cli` asks it about any exception (and
+    the exceptions it was raised from) before treating it as a bug."""
+    if explainer not in _EXPLAINERS:
+        _EXPLAINERS.append(explainer)
+    return explainer
+
+
+def free_mb(path: str | Path) -> float | None:
+    """Megabytes free on the file system holding `path` (its nearest existing folder)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        code = main(args)
+        return shutil.disk_usage(folder).free / 1e6
+    except OSError:
+        return None
+
+
+def out_of_space(path: str | Path, setting: str = "runs_dir") -> str:
+    """The one line for a full disk (or quota) while writing `path`."""
+    free = free_mb(path)
+    left = f" ({free:.1f} MB free)" if free is not None else ""
+    return (
+        f"{setting} is out of space writing {path}{left}: free some space there or pass "
+        f"{setting}=PATH on another disk; nothing half-written was left"
+    )
+
+
+def _disk_trouble(err: BaseException) -> str | None:
+    if not isinstance(err, OSError):
+        return None
+    where = err.filename or "a file"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return out_of_space(where)
+    if err.errno == errno.EROFS:
+        return f"cannot write {where}: read-only file system; pass runs_dir=PATH somewhere writable"
+    return None
+
+
+def explain(err: BaseException) -> str | None:
+    """The one line a registered explainer gives for `err` or any exception it came from."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for explainer in [*_EXPLAINERS, _disk_trouble]:
+            line = explainer(current)
+            if line:
+                return line
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def one_line(text: str) -> str:
+    return redact(" ".join(text.split()))
+
+
+# -- the command line's edge ---------------------------------------------------------------------
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def sigterm_as_interrupt() -> Any:
+    """SIGTERM (`kill`, SLURM's time limit) stops a command as Ctrl-C does: cleanups run, so
+    no temporary file or half-written folder is left behind. Returns the previous handler
+    (None when none was replaced)."""
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            return signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread
+        pass
+    return None
+
+
+def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
+    """Run a command's `main(argv)`; turn `NasError` (and every explained library error) into
+    one line on stderr and exit code 2; print a bug's traceback redacted, exit code 1."""
+    args = sys.argv[1:] if argv is None else argv
+    previous = sigterm_as_interrupt()
+    try:
+        code = _run(main, args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    sys.exit(code)
+
+
+def _run(main: Callable[[list[str]], int | None], args: list[str]) -> int:
+    try:
+        return main(args) or 0
     except NasError as err:
-        message = " ".join(str(err).split())  # one line, whatever the message held
-        print(f"error: {redact(message)}", file=sys.stderr)
-        sys.exit(USAGE_EXIT_CODE)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        return USAGE_EXIT_CODE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)
+        return 130
+    except Exception as err:
+        line = explain(err)
+        if line is not None:
+            print(f"error: {one_line(line)}", file=sys.stderr)
+            return USAGE_EXIT_CODE
+        print(redact(traceback.format_exc()).rstrip(), file=sys.stderr)
+        return BUG_EXIT_CODE
