@@ -6,10 +6,8 @@ and budget); every finished trial is kept and none is repeated.
 
 from __future__ import annotations
 
-import logging
-
 from nas.cli import wants_help
-from nas.errors import RedactingFilter, redact, run_cli
+from nas.errors import redact, run_cli
 
 USAGE = """usage: python -m nas.search [KEY=VALUE ...]
 
@@ -43,9 +41,7 @@ def main(argv: list[str]) -> int:
     if "--cfg" in argv:
         print(redact(OmegaConf.to_yaml(cfg)))
         return 0
-    configure_logging()
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())  # no database password in any log line
+    configure_logging()  # with every log line redacted: no database password in the logs
     from nas.search.run import run_search  # deferred: torch and transformers load here
 
     run_search(settings)

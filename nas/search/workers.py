@@ -38,13 +38,14 @@ import optuna
 from optuna.trial import FrozenTrial
 from sqlalchemy.exc import SQLAlchemyError
 
+from nas.cli import redact_logs, reported_once
 from nas.config.schema import StudyConfig
-from nas.errors import NasError, RedactingFilter, redact
+from nas.errors import NasError, redact
 from nas.records import FINISHED
 from nas.samplers.factory import SamplerSpec
 from nas.search.owners import OwnedObjective, recover_orphans, requeue
 from nas.study.lock import release_study
-from nas.study.storage import is_journal, is_sqlite
+from nas.study.storage import is_journal, is_sqlite, storage_error
 
 log = logging.getLogger("nas.search")
 
@@ -137,12 +138,8 @@ def run_trials(
                 _run_here(study, objective, n_trials, timeout, callbacks, catch, retries, url)
             else:
                 _run_pool(workers, study, objective, n_trials, timeout, callbacks, catch)
-    except SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise NasError(
-            f"lost the study storage {redact(url)}: {redact(reason)}; finished trials are safe, "
-            "run the same command again to resume"
-        ) from None
+    except SQLAlchemyError as err:  # full, damaged, or a server gone: finished trials are safe
+        raise NasError(storage_error(err, url)) from None
     finally:
         release_study(url)
 
@@ -163,17 +160,16 @@ def _run_here(
         recover_orphans(study, retries=retries)
         extra.append(lambda s, _t: recover_orphans(s, retries=retries))
     _freeze_heap()
-    quiet = _NoInterruptTraceback()
-    logging.getLogger("optuna").addFilter(quiet)
     try:
-        study.optimize(
-            owned,
-            n_trials=n_trials,
-            timeout=timeout,
-            callbacks=[*extra, *callbacks],
-            catch=catch,
-            gc_after_trial=False,
-        )
+        with reported_once(catch):
+            study.optimize(
+                owned,
+                n_trials=n_trials,
+                timeout=timeout,
+                callbacks=[*extra, *callbacks],
+                catch=catch,
+                gc_after_trial=False,
+            )
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
         try:
@@ -182,7 +178,6 @@ def _run_here(
             signal.signal(signal.SIGINT, signal.default_int_handler)
         raise
     finally:
-        logging.getLogger("optuna").removeFilter(quiet)
         gc.unfreeze()
 
 
@@ -191,14 +186,6 @@ def _freeze_heap() -> None:
     sight: Optuna's gc after each trial then scans only that trial's objects (255 ms -> ~1 ms)."""
     gc.collect()
     gc.freeze()
-
-
-class _NoInterruptTraceback(logging.Filter):
-    """Optuna logs the objective's KeyboardInterrupt with its traceback; Ctrl-C is no crash."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[0] if record.exc_info else None
-        return not (exc is not None and issubclass(exc, KeyboardInterrupt))
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -343,9 +330,8 @@ def _worker_main(
 ) -> None:
     """One pool worker: take a slot, run one trial, repeat until no slot or time is left."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {index}: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    redact_logs()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     import torch
 
@@ -368,13 +354,14 @@ def _worker_main(
                 current[index] = HOLDING
             if spec["journal"]:
                 recover_orphans(study, retries=spec["retries"])
-            study.optimize(
-                owned,
-                n_trials=1,
-                timeout=max(1.0, spec["deadline"] - time.time()),
-                catch=catch,
-                gc_after_trial=False,
-            )
+            with reported_once(catch):
+                study.optimize(
+                    owned,
+                    n_trials=1,
+                    timeout=max(1.0, spec["deadline"] - time.time()),
+                    catch=catch,
+                    gc_after_trial=False,
+                )
             current[index] = IDLE
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from nas.config.compose import load_settings
 from nas.config.schema import Settings
 from nas.errors import NasError, redact
-from nas.study.storage import local_path, open_storage
+from nas.study.urls import local_path
+
+if TYPE_CHECKING:  # Optuna loads only once a study is opened: unknown names answer at once
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ def known_studies(runs_dir: Path) -> list[str]:
     """Names of the studies stored under `runs_dir` (default storage layout)."""
     names: set[str] = set()
     for db in sorted(runs_dir.glob("*/study.db")):
+        import optuna  # only once a database is there
+
         try:
             names.update(optuna.get_all_study_names(storage=f"sqlite:///{db}"))
         except Exception:  # an unreadable or foreign file is not a study: skip it
@@ -95,7 +99,16 @@ def load(ref: StudyRef) -> optuna.Study:
     path = local_path(ref.storage)
     if path is not None and not path.is_file():
         raise NasError(_missing(ref))
+    from nas.study.storage import open_storage, storage_errors
+
     storage = open_storage(ref.storage)
+    with storage_errors(ref.storage, opening=True):
+        return _load(ref, storage, path)
+
+
+def _load(ref: StudyRef, storage: optuna.storages.BaseStorage, path: Path | None) -> optuna.Study:
+    import optuna
+
     try:
         return optuna.load_study(study_name=ref.name, storage=storage)
     except KeyError:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from sqlalchemy.exc import SQLAlchemyError
 
 from nas import records
-from nas.errors import NasError, redact
+from nas.errors import NasError
 from nas.study.lock import lock_study
-from nas.study.storage import open_storage
+from nas.study.storage import open_storage, storage_errors
 
 
 def open_study(
@@ -28,7 +27,7 @@ def open_study(
     trials already stored (`nas.samplers.build_sampler`)."""
     backend = open_storage(storage, heartbeat_s=heartbeat_s, grace_s=grace_s, retries=retries)
     lock_study(storage)
-    try:
+    with storage_errors(storage, opening=True):  # a full, damaged or unreachable storage
         study = optuna.create_study(
             study_name=name,
             storage=backend,
@@ -36,18 +35,15 @@ def open_study(
             directions=["minimize"] * len(records.OBJECTIVES),
             load_if_exists=True,
         )
-    except SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-        raise NasError(f"cannot open study storage {redact(storage)}: {redact(reason)}") from None
-    stored = records.identity(study)
-    if stored is None:
-        records.store_identity(study, identity)
-        study.set_metric_names(list(records.OBJECTIVES))
-    else:
-        changed = sorted(k for k in identity if k in stored and stored[k] != identity[k])
-        if changed:
-            raise NasError(
-                f"study '{name}' was started with other settings ({', '.join(changed)} differ); "
-                "pick a new study.name or run with the original settings"
-            )
+        stored = records.identity(study)
+        if stored is None:
+            records.store_identity(study, identity)
+            study.set_metric_names(list(records.OBJECTIVES))
+            return study
+    changed = sorted(k for k in identity if k in stored and stored[k] != identity[k])
+    if changed:
+        raise NasError(
+            f"study '{name}' was started with other settings ({', '.join(changed)} differ); "
+            "pick a new study.name or run with the original settings"
+        )
     return study

@@ -1,9 +1,14 @@
-"""Where a study lives: Optuna storages behind `study.storage` URLs, and what each one takes."""
+"""Where a study lives: Optuna storages behind `study.storage` URLs, what each one takes, and
+what a storage's failure means to the user (`storage_error`: one line; registered with
+`nas.errors.explain_with`, so every command turns a full or damaged study database into it)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +16,11 @@ import optuna
 import sqlalchemy
 from sqlalchemy.exc import SQLAlchemyError
 
-from nas.errors import NasError, redact
+from nas.errors import NasError, explain_with, free_mb, redact, remember_secrets
+from nas.study.urls import JOURNAL_PREFIX as JOURNAL_PREFIX  # re-exported with the helpers
+from nas.study.urls import is_journal, is_sqlite, local_path
 
 log = logging.getLogger(__name__)
-
-JOURNAL_PREFIX = "journal:///"  # Optuna's JournalStorage on a local file (several local writers)
-
-
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite:")
-
-
-def is_journal(url: str) -> bool:
-    return url.startswith(JOURNAL_PREFIX)
-
-
-def local_path(url: str) -> Path | None:
-    for prefix in ("sqlite:///", JOURNAL_PREFIX):
-        if url.startswith(prefix):
-            return Path(url.removeprefix(prefix))
-    return None
 
 
 def prepare_storage(url: str) -> str:
@@ -89,7 +79,9 @@ def open_storage(
     - any other RDB URL (`postgresql://...`): many machines; a worker that stops sending
       heartbeats for `grace_s` seconds has its trial failed and re-queued (`retries` times).
     """
+    remember_secrets(url)
     prepare_storage(url)
+    _OPENED.append(url)
     try:
         if is_journal(url):
             backend = optuna.storages.journal.JournalFileBackend(str(local_path(url)))
@@ -105,10 +97,94 @@ def open_storage(
             heartbeat_stale_trial_callback=retry_callback(retries),
         )
     except (SQLAlchemyError, ImportError, ValueError) as err:
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise NasError(
-            f"cannot open study storage {redact(url)}: {redact(reason)}; check study.storage "
-            "(server running? user, password and database right? driver installed?)"
-        ) from None
+        raise NasError(storage_error(err, url, opening=True)) from None
     except OSError as err:
         raise NasError(f"cannot open study storage {redact(url)}: {err.strerror}") from None
+
+
+# -- what a storage failure means ------------------------------------------------------------------
+_OPENED: list[str] = []  # storages this process opened, the latest last
+_DAMAGED = ("malformed", "not a database", "file is encrypted")
+
+
+def _reason(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _sqlite_error(err: BaseException) -> sqlite3.Error | None:
+    orig = getattr(err, "orig", err)
+    return orig if isinstance(orig, sqlite3.Error) else None
+
+
+def _sqlite_advice(url: str, reason: str) -> str | None:
+    """One line for what SQLite says about the file behind `url`, or None."""
+    path = local_path(url) or Path("study.db")
+    lowered = reason.lower()
+    if "database or disk is full" in lowered:
+        free = free_mb(path)
+        left = f", {free:.1f} MB free" if free is not None else ""
+        return (
+            f"runs_dir is out of space: the study database {path} is full{left}; finished "
+            "trials are safe: free space (or move the study to another disk), then run the "
+            "same command again"
+        )
+    if any(word in lowered for word in _DAMAGED):
+        return (
+            f"the study database {path} is damaged ({reason}): keep a copy, recover what it "
+            f"holds with `sqlite3 {path} .recover | sqlite3 {path.with_name('recovered.db')}` "
+            "and use that file instead (study.storage=sqlite:///PATH), or pick a new study.name"
+        )
+    if "database is locked" in lowered:
+        return (
+            f"the study database {path} is locked by another process; wait for it, or run "
+            "several workers on study.storage=journal:///FILE or postgresql://..."
+        )
+    if "readonly" in lowered or "unable to open" in lowered or "i/o error" in lowered:
+        return (
+            f"cannot use the study database {path} ({reason}): check that the file and its "
+            "folder are writable, or pass runs_dir=PATH / study.storage=URL"
+        )
+    return None
+
+
+def storage_error(err: BaseException, url: str, *, opening: bool = False) -> str:
+    """The one line for a storage failure: SQLite gets advice about its file (full, damaged,
+    locked, read-only), a server gets advice about the connection."""
+    reason = _reason(err)
+    if is_sqlite(url) or _sqlite_error(err) is not None:
+        advice = _sqlite_advice(url, reason)
+        if advice is not None:
+            return advice
+        return f"study database {redact(url)} failed: {redact(reason)}"
+    if opening:
+        return (
+            f"cannot open study storage {redact(url)}: {redact(reason)}; check study.storage "
+            "(server running? user, password and database right? driver installed?)"
+        )
+    return (
+        f"lost the study storage {redact(url)}: {redact(reason)}; finished trials are safe, "
+        "run the same command again to resume"
+    )
+
+
+@explain_with
+def explain_storage(err: BaseException) -> str | None:
+    """For `run_cli`: a storage failure anywhere in a command, as one line."""
+    if not isinstance(err, SQLAlchemyError) and _sqlite_error(err) is None:
+        return None
+    url = _OPENED[-1] if _OPENED else "sqlite:///study.db"
+    if is_sqlite(url) or _sqlite_error(err) is not None:
+        return _sqlite_advice(url, _reason(err))
+    if isinstance(err, sqlalchemy.exc.OperationalError):  # the server went away
+        return storage_error(err, url)
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors(url: str, *, opening: bool = False) -> Iterator[None]:
+    """Turn a storage failure inside the block into one `NasError` line (see `storage_error`)."""
+    try:
+        yield
+    except SQLAlchemyError as err:
+        raise NasError(storage_error(err, url, opening=opening)) from None
