@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from nas.arch import Candidate
+
+if TYPE_CHECKING:  # Optuna loads with the study: a space's settings are checked without it
+    import optuna
 
 
 class SearchSpace(ABC):
@@ -28,7 +29,9 @@ class SearchSpace(ABC):
 
     def candidate_from_params(self, params: dict[str, Any]) -> Candidate:
         """Rebuild the candidate a finished trial evaluated, from its recorded parameters."""
-        return self.suggest(optuna.trial.FixedTrial(params))
+        from optuna.trial import FixedTrial
+
+        return self.suggest(FixedTrial(params))
 
     @abstractmethod
     def choices(self) -> dict[str, list[Any]]:

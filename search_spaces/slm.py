@@ -9,14 +9,17 @@ the space is built, and an empty choice list is a configuration error, not a run
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import optuna
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.errors import NasError
 from search_spaces.base import SearchSpace
+
+if TYPE_CHECKING:  # Optuna loads with the study: a space's settings are checked without it
+    import optuna
 
 SPARSITY_CHOICES = {
     "none": (0.0, "none"),
@@ -24,6 +27,66 @@ SPARSITY_CHOICES = {
     "2:4": (0.5, "2:4"),
 }
 FFN_MULTIPLE = 8  # SwiGLU hidden sizes are rounded to a multiple of 8, as hardware kernels like
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What one parameter's choices must be: of one kind, each passing `check` (said by `rule`)."""
+
+    kind: type  # int, float (any finite number), bool or str
+    check: Callable[[Any], bool] = lambda value: True
+    rule: str = ""
+
+    def accepts(self, value: Any) -> bool:
+        if self.kind is float:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            return number and math.isfinite(value) and self.check(value)
+        if self.kind is int and isinstance(value, bool):
+            return False
+        return isinstance(value, self.kind) and self.check(value)
+
+
+def _count() -> Choices:
+    return Choices(int, lambda v: v >= 1, "integers >= 1")
+
+
+# Every sample is valid by construction only if every choice is: checked once, when built.
+RULES = {
+    "n_layers": _count(),
+    "n_heads": _count(),
+    # Rotary embeddings (Llama, Qwen3-MoE) rotate pairs of dimensions: an odd head_dim breaks.
+    "head_dim": Choices(int, lambda v: v >= 2 and v % 2 == 0, "even integers >= 2"),
+    "n_kv_heads": _count(),
+    "ffn_ratio": Choices(float, lambda v: v > 0, "numbers > 0"),
+    "n_experts": _count(),
+    "experts_per_token": _count(),
+    "moe_every": _count(),
+    "tie_embeddings": Choices(bool, rule="true or false"),
+    "weight_bits": Choices(int, lambda v: v in (16, 8, 4), "16, 8 or 4"),
+    # ONNX Runtime's MatMulNBits (the quantizer that scores and runs 8/4-bit weights).
+    "group_size": Choices(int, lambda v: v >= 16 and not v & (v - 1), "powers of two >= 16"),
+    "sparsity": Choices(
+        str, lambda v: v in SPARSITY_CHOICES, "any of " + ", ".join(SPARSITY_CHOICES)
+    ),
+}
+
+
+def checked(key: str, values: Any) -> list[Any]:
+    """The choices given for `key` as a list (a single value is one choice); a `NasError`
+    naming the key and the rule for anything else."""
+    if isinstance(values, str | int | float | bool):
+        values = [values]
+    if not isinstance(values, Sequence):
+        raise NasError(f"search_space.{key} must be a list of choices, got {values!r}")
+    rule = RULES[key]
+    bad = [v for v in values if not rule.accepts(v)]
+    if bad:
+        raise NasError(
+            f"search_space.{key}: {bad[0]!r} unsupported; its choices must be {rule.rule}"
+        )
+    if not values:
+        raise NasError(f"search_space.{key} has no choice; give at least one")
+    return list(values)
 
 
 class SLMSpace(SearchSpace):
@@ -52,7 +115,8 @@ class SLMSpace(SearchSpace):
         if unknown:
             raise NasError(f"unknown budget caps {sorted(unknown)}")
 
-        def capped(key: str, values: Sequence[Any], cap: str | None = None) -> list[Any]:
+        def capped(key: str, values: Any, cap: str | None = None) -> list[Any]:
+            values = checked(key, values)
             kept = sorted({v for v in values if cap is None or v <= caps.get(cap, v)})
             if not kept:
                 limit = f" <= {cap}={caps.get(cap)}" if cap else ""
@@ -66,17 +130,19 @@ class SLMSpace(SearchSpace):
         self.ffn_ratio = capped("ffn_ratio", ffn_ratio)
         self.n_experts = capped("n_experts", n_experts, "max_experts")
         self.experts_per_token = capped("experts_per_token", experts_per_token)
-        self.moe_every = capped("moe_every", [k for k in moe_every if k <= min(self.n_layers)])
-        self.tie_embeddings = sorted(set(tie_embeddings))
+        layers = min(self.n_layers)
+        self.moe_every = capped(
+            "moe_every", [k for k in checked("moe_every", moe_every) if k <= layers]
+        )
+        self.tie_embeddings = sorted(set(checked("tie_embeddings", tie_embeddings)))
         self.weight_bits = capped("weight_bits", weight_bits)
         self.group_size = capped("group_size", group_size)
-        self.sparsity = list(dict.fromkeys(sparsity))
-        bad = [s for s in self.sparsity if s not in SPARSITY_CHOICES]
-        if bad or not self.sparsity:
-            raise NasError(f"search_space.sparsity: {bad} unknown; use {list(SPARSITY_CHOICES)}")
-        for bits in self.weight_bits:
-            if bits not in (16, 8, 4):
-                raise NasError(f"search_space.weight_bits: {bits} unsupported; use 16, 8 or 4")
+        self.sparsity = list(dict.fromkeys(checked("sparsity", sparsity)))
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Rules across parameters: kv-heads dividing the heads, top-k within the experts,
+        2:4 sparsity on widths that divide by 4."""
         for heads in self.n_heads:
             if not self._kv_choices(heads):
                 raise NasError(
@@ -88,6 +154,15 @@ class SLMSpace(SearchSpace):
                 raise NasError(
                     f"search_space.experts_per_token {self.experts_per_token} has no value <= "
                     f"n_experts={experts}"
+                )
+        if "2:4" in self.sparsity:
+            odd = [(h, d) for h in self.n_heads for d in self.head_dim if (h * d) % 4]
+            if odd:
+                heads, dim = odd[0]
+                raise NasError(
+                    f"search_space.sparsity holds 2:4, which needs layer widths divisible by 4, "
+                    f"but n_heads={heads} x head_dim={dim} = {heads * dim}: use head_dim "
+                    "multiples of 4 or drop 2:4"
                 )
 
     def _kv_choices(self, heads: int) -> list[int]:

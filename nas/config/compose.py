@@ -8,6 +8,10 @@ is validated: types while Hydra merges it into the schema (`nas.config.schema`),
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_module
@@ -29,17 +33,50 @@ def _auto_budget(overrides: list[str]) -> list[str]:
     chosen = [o for o in overrides if o.split("=", 1)[0] == "budget"]
     if chosen and chosen[-1] != "budget=auto":
         return overrides
-    import torch  # deferred: only the default path needs it
-
-    budget = "gpu" if torch.cuda.is_available() else "cpu"
+    budget = "gpu" if cuda_present() else "cpu"
     return [o for o in overrides if o.split("=", 1)[0] != "budget"] + [f"budget={budget}"]
 
 
-def _check_group_choices(overrides: list[str]) -> None:
+def _torch_build() -> dict[str, Any]:
+    """The constants of torch's `version.py` (`cuda`, `hip`, ...), read without importing torch;
+    empty when torch or the file cannot be found."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        tree = ast.parse((Path(spec.submodule_search_locations[0]) / "version.py").read_text())
+    except (OSError, SyntaxError):
+        return {}
+    build: dict[str, Any] = {}
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
+            build[target.id] = value.value
+    return build
+
+
+def cuda_present() -> bool:
+    """Whether torch sees a CUDA (or ROCm) device. A CPU build of torch says so in its
+    `version.py`, read without importing torch (seconds): `--help`, argument errors and the
+    study lookups of export and report need no torch on a CPU machine."""
+    if "torch" not in sys.modules:
+        build = _torch_build()
+        if build and not (build.get("cuda") or build.get("hip")):
+            return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
     except HydraException as err:
-        raise NasError(f"cannot read override: {str(err).splitlines()[0]}") from None
+        raise NasError(_unreadable(parser, overrides, err)) from None
     loader = GlobalHydra.instance().config_loader()
     groups = set(loader.list_groups(""))
     for override in parsed:
@@ -50,6 +87,20 @@ def _check_group_choices(overrides: list[str]) -> None:
         value = override.value()
         if not isinstance(value, str) or value not in options:
             raise NasError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
+
+
+def _unreadable(parser: OverridesParser, overrides: list[str], err: HydraException) -> str:
+    """Which override Hydra cannot read, and how to quote it."""
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except HydraException as own:
+            reason = str(own).splitlines()[0]
+            return (
+                f"cannot read override '{override}': {reason}; quote a value that holds "
+                "=, [, ], {, }, (, ), commas or spaces: KEY='VALUE'"
+            )
+    return f"cannot read override: {str(err).splitlines()[0]}"
 
 
 def _explain_bad_key(overrides: list[str]) -> str | None:
@@ -85,10 +136,11 @@ def compose_config(overrides: list[str], *, config_name: str = "config") -> Dict
     """The resolved, type-checked configuration for these overrides; a `NasError` when one is
     wrong. `load_settings` also checks the ranges and returns typed settings."""
     register()
-    overrides = _auto_budget(list(overrides))
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        _check_group_choices(overrides)
+        # Before `auto` may ask torch (on a GPU build), which takes seconds.
+        _check_group_choices([o for o in overrides if o != "budget=auto"])
+        overrides = _auto_budget(list(overrides))
         try:
             cfg = compose(config_name, overrides=overrides)
         except HydraException as err:
@@ -112,7 +164,18 @@ def to_settings(cfg: DictConfig) -> Settings:
         raise NasError("the configuration does not follow the settings schema")
     check(settings)
     check_settings(settings)
+    check_search_space(settings)
     return settings
+
+
+def check_search_space(settings: Settings) -> None:
+    """The search space plugin's constructor is its schema: building it once here refuses a bad
+    choice (`search_space.head_dim=[3]`) before any work starts, whichever command composed the
+    settings. The search builds it again with the tokenizer's real vocabulary."""
+    space = settings.search_space
+    if isinstance(space, dict) and space.get("_target_"):
+        vocab = settings.proxy.vocab_size
+        build("search_space", space, vocab_size=vocab, caps=settings.budget.caps)
 
 
 def load_settings(overrides: list[str]) -> Settings:
