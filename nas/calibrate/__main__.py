@@ -28,8 +28,10 @@ def main(argv: list[str]) -> int:
     if wants_help(argv):
         print(__doc__)
         return 0
-    from nas.calibrate.run import (  # deferred: torch and ONNX Runtime load here
-        parse_args,
+    from nas.calibrate.args import parse_args
+
+    args, hardware = parse_args(argv)  # before torch and ONNX Runtime load: errors answer at once
+    from nas.calibrate.run import (
         run_bundle,
         run_ingest,
         run_measure,
@@ -38,7 +40,6 @@ def main(argv: list[str]) -> int:
     )
     from predictors.calibrated import calibration_path
 
-    args, hardware = parse_args(argv)
     if args.mode == "bundle":
         out = run_bundle(args, hardware)
         print(f"wrote the bundle to {out}: copy it to the device and run `python run_bundle.py`")

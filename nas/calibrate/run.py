@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import math
 import platform
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.arch import ArchConfig, CompressionConfig
+from nas.calibrate.args import CalibrateArgs
+from nas.calibrate.args import parse_args as parse_args  # re-exported: light module
 from nas.calibrate.calibration_set import (
     CalibrationPoint,
     calibration_set,
@@ -19,10 +23,8 @@ from nas.calibrate.calibration_set import (
     read_rows,
     write_rows,
 )
-from nas.cli import split_own
-from nas.config.compose import load_settings
-from nas.config.rules import at_least, one_of
 from nas.errors import NasError
+from nas.files import atomic_write
 from nas.hardware import HardwareProfile
 from predictors.accuracy import accuracy
 from predictors.calibrated import (
@@ -33,33 +35,7 @@ from predictors.calibrated import (
     to_json,
 )
 
-
-@dataclass
-class CalibrateArgs:
-    """The command's own settings; other `KEY=VALUE`s choose the hardware profile."""
-
-    mode: str = field(default="measure", metadata=one_of("measure", "bundle", "ingest"))
-    out: str = ""  # mode=bundle: the folder to copy to the device
-    results: str = ""  # mode=ingest: the device's results.jsonl
-    manifest: str = ""  # mode=ingest: default next to results
-    rounds: int = field(default=3, metadata=at_least(1))
-    n_fit: int = field(default=20, metadata=at_least(1))
-    n_heldout: int = field(default=30, metadata=at_least(0))
-    seed: int = field(default=0, metadata=at_least(0))
-    threads: int | None = field(default=None, metadata=at_least(1))  # None: the profile's
-    reuse: bool = True  # use measurements already in runs/calibration/<H>/measurements.jsonl
-    calibration: str = ""  # where the fit is written (default predictors/calibrations/<H>.json)
-    runs_dir: str = "runs"
-    target: str = field(default="best", metadata=one_of("best", "median"))
-
-    def threads_for(self, hardware: HardwareProfile) -> int:
-        return self.threads or hardware.threads
-
-
-def parse_args(argv: list[str]) -> tuple[CalibrateArgs, HardwareProfile]:
-    """This command's own settings, and the hardware profile the other overrides choose."""
-    args, hydra = split_own(argv, CalibrateArgs)
-    return args, load_settings([*hydra, "budget=smoke"]).hardware
+log = logging.getLogger("nas.calibrate")
 
 
 # --- fitting and provenance -----------------------------------------------------------------------
@@ -112,8 +88,8 @@ def fit_and_score(
 
 
 def write_calibration(calibration: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(calibration, indent=2) + "\n")
+    """Written whole or not at all: a full disk never leaves a truncated calibration."""
+    atomic_write(path, json.dumps(calibration, indent=2) + "\n", setting="calibration")
 
 
 def summary(calibration: dict[str, Any]) -> str:
@@ -143,7 +119,7 @@ def measured_rows(
     runs_dir = Path(args.runs_dir)
     store = runs_dir / "calibration" / hardware.name / "measurements.jsonl"
     wanted = {p.id for p in points}
-    rows = read_rows(store) if args.reuse and store.exists() else []
+    rows = _stored_rows(store) if args.reuse and store.exists() else []
     if {r["id"] for r in rows} != wanted:
         rows = measure_rows(
             points,
@@ -154,6 +130,18 @@ def measured_rows(
         )
         write_rows(rows, store)
     return rows, store
+
+
+def _stored_rows(store: Path) -> list[dict[str, Any]]:
+    """Measurements kept from an earlier run; a damaged file is measured again, not fatal."""
+    try:
+        rows = read_rows(store)
+    except (OSError, ValueError):
+        rows = []
+    if all(isinstance(r, dict) and "id" in r for r in rows):
+        return rows
+    log.warning("%s cannot be read; measuring again", store)
+    return []
 
 
 def with_target(rows: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
@@ -258,6 +246,8 @@ def validate_results(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> li
     points = {p["id"]: p for p in manifest["points"]}
     joined, seen = [], set()
     for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise NasError(f"results row {number} is not a JSON object: {str(row)[:60]}")
         where = f"results row {number} (id {row.get('id', '?')!r})"
         if row.get("id") not in points:
             raise NasError(f"{where}: unknown model id; ids come from the bundle's manifest.json")
@@ -267,9 +257,10 @@ def validate_results(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> li
                 f"{manifest['device']!r}; ingest it with hardware={row.get('device')}"
             )
         for key in QUANTITIES:
-            value = row.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise NasError(f"{where}: {key} must be a positive number, got {value!r}")
+            if not _positive(row.get(key)):
+                raise NasError(f"{where}: {key} must be a positive number, got {row.get(key)!r}")
+        if "threads" in row and not (_positive(row["threads"]) and isinstance(row["threads"], int)):
+            raise NasError(f"{where}: threads must be an integer >= 1, got {row['threads']!r}")
         if row["id"] in seen:
             raise NasError(f"{where}: measured twice; keep one row per model id")
         seen.add(row["id"])
@@ -288,6 +279,44 @@ def validate_results(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> li
     return joined
 
 
+def _positive(value: Any) -> bool:
+    """A finite number > 0 (JSON lets NaN and Infinity through; a time is neither)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isfinite(value) and value > 0
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A bundle's manifest.json, checked: a `NasError` of one line for anything else."""
+    again = "copy manifest.json from the bundle again, or pass manifest=PATH"
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise NasError(f"{path} is not JSON ({str(err).splitlines()[0]}); {again}") from None
+    points = manifest.get("points") if isinstance(manifest, dict) else None
+    if not (
+        isinstance(points, list)
+        and isinstance(manifest.get("device"), str)
+        and isinstance(manifest.get("threads"), int)
+        and all(
+            isinstance(p, dict) and {"id", "split", "arch", "compression"} <= p.keys()
+            for p in points
+        )
+    ):
+        raise NasError(
+            f"{path} is not a bundle manifest (device, threads, points with id, split, arch, "
+            f"compression); {again}"
+        )
+    for point in points:
+        try:
+            ArchConfig.from_dict(point["arch"])
+            CompressionConfig(**point["compression"])
+        except (TypeError, ValueError, AttributeError) as err:
+            raise NasError(
+                f"{path}: point {point['id']!r} is no valid model ({err}); {again}"
+            ) from None
+    return manifest
+
+
 def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]:
     if not args.results:
         raise NasError("mode=ingest needs results=FILE (the results.jsonl the device wrote)")
@@ -296,7 +325,7 @@ def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]
     for path in (results, manifest_path):
         if not path.is_file():
             raise NasError(f"no such file {path}; pass results=FILE (and manifest=PATH)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     if manifest["device"] != hardware.name:
         raise NasError(
             f"the bundle in {manifest_path} is for {manifest['device']}, not {hardware.name}"
@@ -305,6 +334,10 @@ def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]
         raw = read_rows(results)
     except json.JSONDecodeError as err:
         raise NasError(f"{results} line {err.lineno} is not JSON: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise NasError(
+            f"{results} is not UTF-8 text ({err.reason}); give the device's results.jsonl"
+        ) from None
     rows = validate_results(raw, manifest)
     source = {
         "device": f"{hardware.name} (bundle results)",
