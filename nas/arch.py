@@ -12,7 +12,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from nas.errors import NasError
 
 SPARSITY_PATTERNS = ("none", "unstructured", "2:4")
 
@@ -225,3 +228,75 @@ def label(arch: Mapping[str, Any], compression: Mapping[str, Any]) -> str:
         f"{arch.get('n_layers')}L d{arch.get('d_model')} {heads} ffn{arch.get('ffn_dim')}"
         f"{experts} {quant}{'' if sparse == 'none' else ' ' + sparse}"
     )
+
+
+# --- Hugging Face configs (nas.predict prices one; nas.train checks one before training it) ------
+EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
+DENSE_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")  # Llama-style: RoPE, GQA, SwiGLU
+MOE_FAMILIES = ("qwen3_moe", "qwen2_moe", "mixtral")
+SUPPORTED = (
+    f"supported: {', '.join(DENSE_FAMILIES)} (dense, Llama-style) and "
+    f"{', '.join(MOE_FAMILIES)} (mixture of experts)"
+)
+
+
+def _int(config: dict[str, Any], key: str, default: int | None = None, minimum: int = 1) -> int:
+    """`config[key]` as an integer >= `minimum`; a `NasError` naming the key otherwise."""
+    value = config.get(key)
+    if value is None:
+        if default is None:
+            raise NasError(f"config.json lacks {key!r}; {SUPPORTED}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise NasError(f"config.json: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def arch_from_hf(config: dict[str, Any]) -> ArchConfig:
+    """The `ArchConfig` of a Hugging Face model config; a `NasError` for what it cannot express."""
+    family = config.get("model_type")
+    if family is not None and family not in DENSE_FAMILIES + MOE_FAMILIES:
+        raise NasError(f"config.json describes a {family!r} model; {SUPPORTED}")
+    heads = _int(config, "num_attention_heads")
+    hidden = _int(config, "hidden_size")
+    head_dim = _int(config, "head_dim", hidden // heads or 1)
+    experts = next((_int(config, k) for k in EXPERT_KEYS if config.get(k)), 1)
+    ffn_key = "moe_intermediate_size" if experts > 1 and config.get("moe_intermediate_size") else ""
+    if heads * head_dim != hidden:
+        raise NasError(
+            f"hidden_size={hidden} != num_attention_heads x head_dim ({heads} x {head_dim}); "
+            "only models whose width is heads x head_dim are supported"
+        )
+    if config.get("shared_expert_intermediate_size") or config.get("mlp_only_layers"):
+        raise NasError("MoE models with shared experts or mlp_only_layers are not supported")
+    try:
+        return ArchConfig(
+            n_layers=_int(config, "num_hidden_layers"),
+            n_heads=heads,
+            n_kv_heads=_int(config, "num_key_value_heads", heads),
+            head_dim=head_dim,
+            ffn_dim=_int(config, ffn_key or "intermediate_size"),
+            vocab_size=_int(config, "vocab_size"),
+            n_experts=experts,
+            experts_per_token=_int(config, "num_experts_per_tok", 1),
+            moe_every=_int(config, "decoder_sparse_step", 1),
+            tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+    except ValueError as err:
+        raise NasError(f"config.json describes no model this engine can price: {err}") from None
+
+
+def read_hf_config(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise NasError(f"no config.json at {path}; pass arch=PATH/config.json")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise NasError(f"{path} is not JSON: {err.msg} (line {err.lineno})") from None
+    except UnicodeDecodeError as err:
+        raise NasError(f"{path} is not UTF-8 text ({err.reason}); pass a config.json") from None
+    if not isinstance(config, dict):
+        raise NasError(f"{path} holds no JSON object; pass a Hugging Face config.json")
+    return config

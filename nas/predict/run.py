@@ -9,12 +9,17 @@ sparsity_pattern.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.arch import SPARSITY_PATTERNS, ArchConfig, Candidate, CompressionConfig
+from nas.arch import (
+    SPARSITY_PATTERNS,
+    Candidate,
+    CompressionConfig,
+    arch_from_hf,
+    read_hf_config,
+)
 from nas.cli import split_own
 from nas.config.compose import load_settings
 from nas.config.rules import at_least, between, one_of
@@ -22,53 +27,6 @@ from nas.errors import NasError
 from nas.hardware import HardwareProfile
 from predictors.energy import decode_energy_mj
 from predictors.factory import latency_predictor, memory_predictor
-
-EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
-
-
-def arch_from_hf(config: dict[str, Any]) -> ArchConfig:
-    """The `ArchConfig` of a Hugging Face model config; a `NasError` for what it cannot express."""
-    try:
-        heads = int(config["num_attention_heads"])
-        hidden = int(config["hidden_size"])
-        head_dim = int(config.get("head_dim") or hidden // heads)
-        experts = next((int(config[k]) for k in EXPERT_KEYS if config.get(k)), 1)
-        ffn = config.get("moe_intermediate_size") if experts > 1 else None
-        ffn = int(ffn or config["intermediate_size"])
-        if heads * head_dim != hidden:
-            raise NasError(
-                f"hidden_size={hidden} != num_attention_heads x head_dim ({heads} x {head_dim}); "
-                "only models whose width is heads x head_dim are supported"
-            )
-        if config.get("shared_expert_intermediate_size") or config.get("mlp_only_layers"):
-            raise NasError("MoE models with shared experts or mlp_only_layers are not supported")
-        return ArchConfig(
-            n_layers=int(config["num_hidden_layers"]),
-            n_heads=heads,
-            n_kv_heads=int(config.get("num_key_value_heads") or heads),
-            head_dim=head_dim,
-            ffn_dim=ffn,
-            vocab_size=int(config["vocab_size"]),
-            n_experts=experts,
-            experts_per_token=int(config.get("num_experts_per_tok") or 1),
-            moe_every=int(config.get("decoder_sparse_step") or 1),
-            tie_embeddings=bool(config.get("tie_word_embeddings", False)),
-        )
-    except KeyError as err:
-        raise NasError(f"config.json lacks {err}; is it a decoder-only transformer?") from None
-    except (TypeError, ValueError) as err:
-        raise NasError(f"config.json describes no model this engine can price: {err}") from None
-
-
-def read_hf_config(path: Path) -> dict[str, Any]:
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise NasError(f"no config.json at {path}; pass arch=PATH/config.json")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise NasError(f"{path} is not JSON: {err.msg} (line {err.lineno})") from None
 
 
 def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
