@@ -36,18 +36,19 @@ def main(argv: list[str]) -> int:
     if wants_help(argv):
         print(USAGE)
         return 0
-    import optuna
-
+    args, overrides = split_own(argv, DashboardArgs)  # before optuna loads: errors answer at once
     from nas.study.lookup import load, resolve
-    from nas.study.storage import open_storage
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    args, overrides = split_own(argv, DashboardArgs)
     refs = resolve(overrides, args.studies)
     if len(refs) != 1:
         raise NasError("the dashboard opens one storage; name one study (study.name=NAME)")
     ref = refs[0]
     load(ref)  # one-line error for an unknown study, and never creates one
+    import optuna
+
+    from nas.study.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(ref.storage)  # an object: journal:/// URLs are ours, not the dashboard's
     study_id = storage.get_study_id_from_name(ref.name)
     from optuna_dashboard import run_server  # deferred: only this command needs it

@@ -29,10 +29,8 @@ def main(argv: list[str]) -> int:
     if wants_help(argv):
         print(USAGE)
         return 0
-    from nas.cli import configure_logging
-    from nas.export.run import run_export  # deferred: transformers loads here
+    from nas.export.run import run_export  # deferred: it loads Optuna and transformers when due
 
-    configure_logging()
     for item in run_export(argv):
         print(f"trial {item.trial}: {item.params:,} parameters -> {item.path}")
     print(

@@ -3,16 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nas.cli import split_own
+from nas.cli import configure_logging, split_own
 from nas.errors import NasError
-from nas.export.pick import pick_trials, summary
-from nas.export.write import Exported, export_trial
 from nas.study.lookup import load, resolve
+
+if TYPE_CHECKING:
+    from nas.export.write import Exported
 
 log = logging.getLogger("nas.export")
 
@@ -29,10 +34,38 @@ class ExportArgs:
 
 
 def _check_out(out: Path, force: bool) -> None:
+    """Refuse an `out` that cannot take the export, before anything is written."""
     if out.exists() and not out.is_dir():
         raise NasError(f"out={out} is a file; pass out=DIR for a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise NasError(f"out={out} exists and is not empty; pass force=true or another out=DIR")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NasError(f"out={out}: {existing} is a file; pass out=DIR somewhere writable")
+    try:  # a probe that leaves nothing behind (as root, permissions say little: try it)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise NasError(f"cannot write out={out}: {err.strerror}; pass out=DIR elsewhere") from None
+
+
+@contextlib.contextmanager
+def _removed_unless_done(out: Path) -> Iterator[None]:
+    """Folders this export creates for `out` are removed again when it stops half-way (an
+    error, Ctrl-C, SIGTERM) and they hold nothing: no empty output is left behind."""
+    created = []
+    folder = out
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty: a finished trial-N/ stays
+        raise
 
 
 def run_export(argv: list[str]) -> list[Exported]:
@@ -42,6 +75,10 @@ def run_export(argv: list[str]) -> list[Exported]:
         raise NasError("export reads one study; pass study.name=NAME")
     ref = resolve(overrides)[0]
     study = load(ref)
+    from nas.export.pick import pick_trials, summary  # deferred: Optuna loads with the study
+
+    configure_logging()
+
     if not args.trial:
         raise NasError(f"pass trial=N, trial=pareto or trial=best:bpb; {summary(study)}")
     trials = pick_trials(study, args.trial)
@@ -52,8 +89,12 @@ def run_export(argv: list[str]) -> list[Exported]:
         targets = [(t, out / f"trial-{t.number}") for t in trials]
     else:
         targets = [(trials[0], out)]
+    from nas.export.write import export_trial  # deferred: transformers loads here
+
     done = []
-    for trial, path in targets:
-        log.info("exporting trial %d of %s to %s", trial.number, study.study_name, path)
-        done.append(export_trial(study, ref, trial, path, onnx=args.onnx))
+    with _removed_unless_done(out):
+        for trial, path in targets:
+            log.info("exporting trial %d of %s to %s", trial.number, study.study_name, path)
+            with _removed_unless_done(path):
+                done.append(export_trial(study, ref, trial, path, onnx=args.onnx))
     return done
