@@ -35,6 +35,7 @@ from nas.samplers.factory import SamplerContext, SamplerSpec
 from nas.search.progress import SearchProgress
 from nas.search.trial import TrialObjective
 from nas.search.workers import Workers, run_trials, start_forkserver
+from nas.study.identity import settings_identity
 from nas.study.open import open_study
 from nas.study.storage import is_sqlite
 from predictors.factory import latency_predictor, memory_predictor
@@ -118,10 +119,14 @@ def prepare(settings: Settings) -> Prepared:
     proxy_identity["fidelity"] = {"rungs": rungs.count, "eta": rungs.eta, "seeds": rungs.seeds}
     if scorer.name != "train":  # the default keeps the identity of studies started before proxies
         proxy_identity["quality_proxy"] = scorer.identity()
+    # Every setting that changes a stored value (nas.study.identity), and what it resolves to.
+    every = settings_identity(settings)
+    every["device"] = resolve_device(settings.device).type
     identity = {
         "hardware": hardware.name,
         "search_space": {"name": space.name, **space.choices()},
         "proxy": proxy_identity,
+        "settings": every,
     }
     return Prepared(data, tokenizer, info, space, cheap, scorer, identity, rungs)
 

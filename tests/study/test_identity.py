@@ -1,0 +1,83 @@
+"""Every configuration key is either part of a study's identity or allowed to vary, with a
+reason; a resume that changes an identity key is refused before anything is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas.config.compose import load_settings
+from nas.errors import NasError
+from nas.search.run import run_search
+from nas.study.identity import IDENTITY, VARIES, classify, leaves, settings_identity
+
+CONFIGS = Path(__file__).resolve().parents[2] / "hydra_configs"
+GROUPS = ("hardware", "search_space", "budget", "proxy", "sampler", "compression", "study")
+
+
+def _every_key() -> set[str]:
+    keys: set[str] = set()
+    for group in GROUPS:
+        for option in sorted(p.stem for p in (CONFIGS / group).glob("*.yaml")):
+            settings = load_settings([f"{group}={option}", "budget=smoke"] if group != "budget"
+                                     else [f"budget={option}"])  # fmt: skip
+            keys.update(key for key, _ in leaves(settings))
+    return keys
+
+
+def test_every_configuration_key_has_a_class_and_a_reason() -> None:
+    keys = _every_key()
+    assert len(keys) > 80  # the whole configuration, every group option's keys
+    for key in keys:
+        kind, why = classify(key)
+        assert kind in (IDENTITY, VARIES) and len(why) > 10, key
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("hardware.bandwidth_gbs", IDENTITY),
+        ("hardware.deploy.max_memory_mb", IDENTITY),
+        ("compression.recovery_steps", IDENTITY),
+        ("proxy.tokenizer", IDENTITY),
+        ("budget.rungs", IDENTITY),
+        ("sampler.n_startup_trials", VARIES),
+        ("study.workers", VARIES),
+        ("target.tokens", VARIES),
+        ("hardware.sources.compute", VARIES),
+    ],
+)
+def test_the_classes_say_what_changes_a_stored_value(key: str, kind: str) -> None:
+    assert classify(key)[0] == kind
+
+
+def test_a_new_key_without_a_rule_is_an_error() -> None:
+    with pytest.raises(KeyError, match="no identity rule"):
+        classify("brand_new_setting")
+
+
+def test_the_identity_holds_every_identity_key() -> None:
+    base = settings_identity(load_settings(["budget=smoke"]))
+    assert base["hardware.bandwidth_gbs"] == 51.0
+    assert "study.workers" not in base and "sampler._target_" not in base
+    other = settings_identity(load_settings(["budget=smoke", "hardware.bandwidth_gbs=60"]))
+    assert {k for k in base if base[k] != other[k]} == {"hardware.bandwidth_gbs"}
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["hardware.bandwidth_gbs=60", "hardware.deploy.max_memory_mb=1024",
+     "compression.recovery_steps=2"],
+)  # fmt: skip
+def test_a_resume_that_changes_a_stored_value_is_refused_before_any_write(
+    change: str, tmp_path: Path, shared_cache: Path, tiny: list[str]
+) -> None:
+    base = ["budget=smoke", f"runs_dir={tmp_path}", f"cache_dir={shared_cache}", "quiet=true",
+            *tiny, "study.name=I", "study.n_trials=1"]  # fmt: skip
+    run_search(load_settings(base))
+    out = tmp_path / "I"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(NasError, match=r"started with other settings \(.*" + change.split("=")[0]):
+        run_search(load_settings([*base, change]))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
