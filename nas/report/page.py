@@ -82,6 +82,10 @@ def render_html(studies: list[StudyData]) -> str:
         "candidates count.</p>",
         _plot(hypervolume_figure(studies), "hypervolume"),
         "<h2>Architectures on the front</h2>",
+        '<p class="note">Bits per byte is what the front is judged on (the top rung\'s mean '
+        "over paired seeds, or the training target's extrapolation), ± its spread; ~ marks a "
+        "member whose lead over a front neighbour is within the seed noise. Δbpb compression: "
+        "the compression's effect measured on the top-rung model, ± over seeds.</p>",
     ]
     if any(s.front for s in studies):
         body.append(_plot(architecture_figure(studies), "architectures"))
@@ -145,19 +149,32 @@ def _card(index: int, s: StudyData) -> str:
     )
 
 
+def _delta(metrics: dict) -> str:
+    """The compression's effect on bits per byte at the top rung, with its seed spread."""
+    if "compression_delta" not in metrics:
+        return "n/a"
+    return f"{metrics['compression_delta']:+.4f} ± {metrics.get('compression_delta_sd', 0):.4f}"
+
+
 def _front_table(studies: list[StudyData]) -> str:
     head = (
-        "study trial bpb decode&nbsp;ms tok/s prefill&nbsp;ms memory&nbsp;MB params layers d "
-        "heads/kv ffn experts tied weights sparsity export"
+        "study trial bpb ±&nbsp;sd rung Δbpb&nbsp;compression decode&nbsp;ms tok/s "
+        "prefill&nbsp;ms memory&nbsp;MB params layers d heads/kv ffn experts tied weights "
+        "sparsity export"
     ).split()
     rows = []
     for s in studies:
         for e in s.front:
             a, c, m = e["arch"], e["compression"], e["metrics"]
+            q = e.get("quality", {"bpb": m["bpb"], "sd": 0.0})
+            close = "~" if e.get("within_noise_of") else ""  # lead within the seed noise
             cells = [
                 html.escape(s.name),
                 str(e["trial"]),
-                f"{m['bpb']:.4f}",
+                f"{q['bpb']:.4f}{close}",
+                f"{q['sd']:.4f}",
+                str(e.get("rung", 0)),
+                _delta(m),
                 f"{m['decode_ms']:.3g}",
                 f"{1000 / m['decode_ms']:.0f}",
                 f"{m.get('prefill_ms', float('nan')):.3g}",

@@ -219,8 +219,8 @@ class Ladder:
         for t in self.trial.study.get_trials(deepcopy=False, states=LIVE):
             if t.number == mine or records.cached_from(t) is not None:
                 continue
-            entry = records.read(t).rung_result(rung)
-            if entry is not None and records.is_feasible(t):
+            entry = records.read(t).rung_result(rung) if records.is_feasible(t) else None
+            if entry is not None:
                 rows.append((entry["bpb_seeds"][0], entry["decode_ms"], entry["memory_mb"]))
         mine = self.results[rung]
         rows.append((mine["bpb_seeds"][0], mine["decode_ms"], mine["memory_mb"]))

@@ -95,3 +95,22 @@ def test_a_real_search_gets_valid_candidates_and_a_seed_repeats_them(
         assert record.trained
     again = _search(name, tmp_path / "b", shared_cache, seed=3, n=n)
     assert [t.params for t in again.trials] == [t.params for t in trials]
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_every_sampler_runs_a_multi_fidelity_search(
+    name: str, tmp_path: Path, shared_cache: Path, tiny: list[str]
+) -> None:
+    """With rungs, every sampler learns from rung 0's values (what every candidate has)."""
+    settings = load_settings(
+        ["budget=smoke", f"sampler={name}", "quiet=true", f"runs_dir={tmp_path}",
+         f"cache_dir={shared_cache}", *tiny, "study.n_trials=4"]
+    )  # fmt: skip
+    run_search(settings)
+    study = optuna.load_study(study_name=settings.study.name, storage=settings.study.storage)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    for t in trials:
+        record = records.read(t)
+        assert t.values[0] == record.rungs[0]["bpb_seeds"][0]  # the value samplers see
+    assert any(records.counts(t) for t in trials)  # someone reached the top rung
