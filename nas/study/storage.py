@@ -130,10 +130,12 @@ def _sqlite_advice(url: str, reason: str) -> str | None:
             "same command again"
         )
     if any(word in lowered for word in _DAMAGED):
+        recovered = path.with_name("recovered.db")
         return (
             f"the study database {path} is damaged ({reason}): keep a copy, recover what it "
-            f"holds with `sqlite3 {path} .recover | sqlite3 {path.with_name('recovered.db')}` "
-            "and use that file instead (study.storage=sqlite:///PATH), or pick a new study.name"
+            f"holds with `sqlite3 {path} .recover | sqlite3 {recovered}` (or .dump where your "
+            f"sqlite3 lacks .recover) and pass study.storage=sqlite:///{recovered}, or pick a "
+            "new study.name"
         )
     if "database is locked" in lowered:
         return (

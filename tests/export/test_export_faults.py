@@ -1,0 +1,62 @@
+"""SIGTERM during an export (SLURM's time limit, `kill`): the command stops as on Ctrl-C, leaves
+no half-written model directory and no temporary folder, and the study is as it was."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.config.compose import load_settings
+from nas.search.run import run_search
+from nas.study.storage import open_storage
+
+
+def trials(url: str) -> list[tuple[int, str, tuple[float, ...]]]:
+    study = optuna.load_study(study_name="E", storage=open_storage(url))
+    return [(t.number, t.state.name, tuple(t.values or ())) for t in study.trials]
+
+
+def stop_while_writing(args: list[str], out: Path) -> subprocess.CompletedProcess[str]:
+    """Start `python -m nas.export ARGS`, SIGTERM it once it writes into `out`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nas.export", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.is_dir() and any(out.glob(".export-*/*")):  # files are being written
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-out", "force-into-old-out"])
+def test_sigterm_during_an_export_leaves_no_partial_output(
+    smoke_overrides: list[str], tiny: list[str], tmp_path: Path, existing: bool
+) -> None:
+    settings = load_settings([*smoke_overrides, *tiny, "study.name=E", "study.n_trials=1"])
+    run_search(settings)
+    before = trials(settings.study.storage)
+    out = tmp_path / "models" / "e0"
+    old = {}
+    if existing:  # force=true into a folder that holds an earlier export: it stays whole
+        out.mkdir(parents=True)
+        (out / "README.md").write_text("an earlier export's card\n")
+        old = {"README.md": "an earlier export's card\n"}
+    args = [f"runs_dir={settings.runs_dir}", "study.name=E", "trial=0", f"out={out}"]
+    done = stop_while_writing([*args, *(["force=true"] if existing else [])], out)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in done.stderr
+    if existing:
+        assert {p.name: p.read_text() for p in out.iterdir()} == old
+    else:
+        assert not out.exists() and not out.parent.exists(), "an empty folder was left behind"
+    assert trials(settings.study.storage) == before
