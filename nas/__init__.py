@@ -1,16 +1,16 @@
 """slm-nas: hardware-aware architecture and compression search for small language models.
 
 The shared vocabulary (imports nothing above it):
-- `arch`: `ArchConfig`, `CompressionConfig`, `Candidate` and their labels;
+- `arch`: `ArchConfig`, `CompressionConfig`, `Candidate`, their labels, reading an HF config;
 - `hardware`: a device profile (the `hardware` config group's schema);
-- `errors`: `NasError`, one-line messages, password redaction, `run_cli`;
+- `errors`: `NasError`, one-line messages, password redaction, `run_cli` (explains library errors);
 - `config`: Hydra composition into typed settings, validated once (`load_settings`);
 - `cli`: log set-up and each command's own `KEY=VALUE` settings (`split_own`);
 - `records`: what a trial and a study store; the only reader and writer of trial attributes;
-- `files`: atomic writes of output files.
+- `files`: atomic writes of output files (whole or absent, the umask's mode).
 
 Shared parts (import the vocabulary and each other, never a command):
-- `study`: storages, the SQLite lock, opening and finding studies;
+- `study`: storages and their errors, the SQLite lock, opening and finding studies;
 - `objectives`: cheap objectives and device limits, the Pareto front, the hypervolume;
 - `samplers`: building the configured sampler, the cost-aware sampler, fast TPE;
 - `quality`: corpus, tokenizer, models, proxy training, quality scorers, early stopping;

@@ -25,12 +25,13 @@ from nas.config.compose import load_settings
 from nas.config.rules import at_least, between, one_of
 from nas.errors import NasError
 from nas.hardware import HardwareProfile
-from predictors.energy import decode_energy_mj
-from predictors.factory import latency_predictor, memory_predictor
 
 
 def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
     """Every predicted quantity of `candidate` on `hardware`, as `nas.predict` prints it."""
+    from predictors.energy import decode_energy_mj  # deferred: arguments are checked first
+    from predictors.factory import latency_predictor, memory_predictor
+
     latency_model = latency_predictor(hardware)
     latency = latency_model.predict(candidate)
     memory = memory_predictor(hardware).predict(candidate)["memory_mb"]
@@ -84,6 +85,6 @@ def run_predict(argv: list[str]) -> dict[str, Any]:
     args, hydra = split_own(argv, PredictArgs)
     if not args.arch:
         raise NasError("pass arch=PATH/config.json (a Hugging Face model config)")
-    hardware = load_settings([*hydra, "budget=smoke"]).hardware
     candidate = Candidate(arch_from_hf(read_hf_config(Path(args.arch))), args.compression.config())
+    hardware = load_settings([*hydra, "budget=smoke"]).hardware
     return predict(candidate, hardware)
