@@ -25,6 +25,11 @@ def _umask() -> int:
     return mask
 
 
+def file_mode() -> int:
+    """The mode `open()` gives a new file here: 0666 less the umask."""
+    return FILE_MODE & ~_umask()
+
+
 def atomic_write(path: Path, data: str | bytes, *, setting: str = "runs_dir") -> None:
     """Write `data` via a temporary file, fsync and rename: a failed write (full disk, unwritable
     folder, a crash, Ctrl-C) never leaves a truncated file nor the temporary one, and the old file
@@ -36,7 +41,7 @@ def atomic_write(path: Path, data: str | bytes, *, setting: str = "runs_dir") ->
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE & ~_umask())
+            os.fchmod(handle.fileno(), file_mode())
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())

@@ -35,6 +35,7 @@ from transformers import DynamicCache
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.cli import quiet_logs
 from nas.errors import NasError
+from nas.files import file_mode
 from nas.onnx.moe import Phase, exportable_moe
 from nas.quality.models import arch_from_config, build_model
 
@@ -351,6 +352,7 @@ def _atomic(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())  # not mkstemp's 0600: a shared runs folder stays readable
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
