@@ -5,7 +5,9 @@ Three searches of the budget's default space, one after the other, each its own 
 - `multi-fidelity`: the default (rungs, promotion, paired seeds at the top rung), `e2e_trials`
   trials; its wall time becomes everyone's budget (or `e2e_seconds`);
 - `single-fidelity`: today's search before rungs (one 1x run per candidate, one seed, cosine);
-- `random`: random sampling, single-fidelity.
+- `random`: random sampling, single-fidelity;
+- `random, multi-fidelity`: random sampling with the default's rungs (what the cost-aware
+  sampler, which learns from rung-0 values, adds under the same rungs).
 Then every candidate any of them trained is trained again at `e2e_factor` (8) x the rung-0 steps
 with 2 seeds on the standard recipe and compressed as it was searched (cached per candidate and
 shared between the searches). Reported per search: the emitted front's true hypervolume (its
@@ -36,6 +38,7 @@ KINDS = {
     "multi-fidelity": [],
     "single-fidelity": ["budget.rungs=1", "budget.seeds=1", "proxy.schedule=cosine"],
     "random": ["sampler=random", "budget.rungs=1", "budget.seeds=1", "proxy.schedule=cosine"],
+    "random, multi-fidelity": ["sampler=random"],  # what the sampler adds under the same rungs
 }
 FACTOR = 8
 SEEDS = 2
@@ -43,8 +46,9 @@ SEEDS = 2
 
 def _search(kind: str, root: Path, overrides: list[str], trials: int, seconds: float) -> Any:
     """Run (once) the `kind` search; its study and wall seconds (kept in a marker file)."""
-    marker = root / f"{kind}.done.json"
-    args = [*overrides, *KINDS[kind], f"runs_dir={root}", f"study.name=e2e-{kind}", "quiet=true",
+    slug = kind.replace(", ", "-")
+    marker = root / f"{slug}.done.json"
+    args = [*overrides, *KINDS[kind], f"runs_dir={root}", f"study.name=e2e-{slug}", "quiet=true",
             f"study.n_trials={trials}", f"study.timeout_s={seconds}"]  # fmt: skip
     settings = load_settings(args)
     if not marker.is_file():
@@ -72,7 +76,7 @@ def e2e_part(bench: Any, opts: dict[str, Any], overrides: list[str]) -> dict[str
     first, wall = _search("multi-fidelity", root, overrides, opts["e2e_trials"], 1e6)
     studies["multi-fidelity"] = (first, wall)
     budget = float(opts["e2e_seconds"] or wall)
-    for kind in ("single-fidelity", "random"):
+    for kind in list(KINDS)[1:]:
         studies[kind] = _search(kind, root, overrides, 100000, budget)
     settings = bench.truth_settings(FACTOR)
     candidates: dict[str, tuple[ArchConfig, CompressionConfig]] = {}
