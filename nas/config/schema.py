@@ -181,6 +181,12 @@ def check_settings(settings: Settings) -> None:
             f"does not: add study.storage=journal:///{settings.out_dir}/study.journal "
             "(one machine) or study.storage=postgresql://... (many machines)"
         )
+    if settings.proxy.schedule == "cosine" and settings.budget.rungs > 1:
+        raise NasError(
+            f"proxy.schedule=cosine decays over one run and cannot carry on to "
+            f"budget.rungs={settings.budget.rungs}: use proxy.schedule=wsd, or budget.rungs=1 "
+            "for a single-fidelity search"
+        )
 
 
 def register() -> None:
