@@ -121,6 +121,7 @@ class TrialRecord:
     fail_reason: str | None
     requeued: str | None
     train_seconds: float | None
+    train_tokens: int | None
     rungs: list[dict[str, Any]]
     final: bool
     promotion: str | None
@@ -163,6 +164,7 @@ def read(trial: FrozenTrial) -> TrialRecord:
         fail_reason=attrs.get("fail_reason"),
         requeued=attrs.get("requeued"),
         train_seconds=attrs.get("train_seconds"),
+        train_tokens=attrs.get("train_tokens"),
         rungs=list(attrs.get("rungs") or []),
         final=is_final(trial),
         promotion=attrs.get("promotion"),

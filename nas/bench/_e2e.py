@@ -98,7 +98,8 @@ def e2e_part(bench: Any, opts: dict[str, Any], overrides: list[str]) -> dict[str
     report = {k: _scored(study, wall, truth) for k, (study, wall) in studies.items()}
     for kind, row in report.items():
         print(
-            f"e2e {kind:<16} {row['wall_s']:>6.0f} s, {row['trials']:>4} trials, front "
+            f"e2e {kind:<22} {row['wall_s']:>6.0f} s, {row['trained_tokens'] / 1e6:>6.1f}M tokens, "
+            f"{row['trials']:>4} trials, front "
             f"{row['front']:>3}: true hypervolume {row['true_hv']:.4f}, capture "
             f"{row['capture']:.1%} (best attainable {row['best_hv']:.4f})"
         )
@@ -122,8 +123,10 @@ def _scored(study: optuna.Study, wall: float, truth: dict[str, float]) -> dict[s
             every.add(point(t), t.number)
     best = hypervolume(every.points, reference) if every.items else 0.0
     true_hv = hypervolume(emitted, reference)
+    tokens = sum(records.read(t).train_tokens or 0 for t in trials)
     return {
         "wall_s": wall,
+        "trained_tokens": tokens,  # the compute each search spent, whatever the machine's load
         "trials": len(trials),
         "front": len(emitted),
         "true_hv": true_hv,
