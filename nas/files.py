@@ -25,6 +25,23 @@ def _umask() -> int:
     return mask
 
 
+def check_writable(folder: Path, setting: str) -> None:
+    """Refuse, in one line and before anything is written, a folder that cannot be created or
+    written: its nearest existing ancestor must be a folder that takes a file (a probe that
+    leaves nothing behind; as root, permissions alone say little)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NasError(f"{setting}={folder}: {existing} is a file; pass {setting}=DIR elsewhere")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise NasError(
+            f"cannot write {setting}={folder}: {err.strerror}; pass {setting}=DIR elsewhere"
+        ) from None
+
+
 def file_mode() -> int:
     """The mode `open()` gives a new file here: 0666 less the umask."""
     return FILE_MODE & ~_umask()

@@ -24,7 +24,7 @@ from nas.calibrate.calibration_set import (
     write_rows,
 )
 from nas.errors import NasError
-from nas.files import atomic_write
+from nas.files import atomic_write, check_writable
 from nas.hardware import HardwareProfile
 from predictors.accuracy import accuracy
 from predictors.calibrated import (
@@ -117,6 +117,7 @@ def measured_rows(
     """The calibration set's measurements: reused from the store when complete, else measured."""
     points = _points(args)
     runs_dir = Path(args.runs_dir)
+    check_writable(runs_dir, "runs_dir")
     store = runs_dir / "calibration" / hardware.name / "measurements.jsonl"
     wanted = {p.id for p in points}
     rows = _stored_rows(store) if args.reuse and store.exists() else []
@@ -188,6 +189,7 @@ def run_bundle(
     if not args.out:
         raise NasError("mode=bundle needs out=DIR (the folder to copy to the device)")
     out = Path(args.out)
+    check_writable(out, "out")
     points = points if points is not None else _points(args)
     cache = Path(args.runs_dir) / ".cache" / "onnx"
     (out / "models").mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,8 +165,33 @@ def to_settings(cfg: DictConfig) -> Settings:
         raise NasError("the configuration does not follow the settings schema")
     check(settings)
     check_settings(settings)
+    check_device(settings.device)
     check_search_space(settings)
     return settings
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """`device` names one torch can use here: `auto`, `cpu`, `cuda`, `cuda:N` or `mps`, and the
+    accelerator it names is present (torch is asked only then)."""
+    if not _DEVICE.fullmatch(device):
+        raise NasError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if device == "mps":
+        present, count = torch.backends.mps.is_available(), 1
+    else:
+        present, count = torch.cuda.is_available(), torch.cuda.device_count()
+    index = int(device.partition(":")[2] or 0)
+    if not present or index >= count:
+        seen = f"{count} CUDA device(s)" if present else "none"
+        raise NasError(
+            f"device={device} is not available here (torch sees {seen}); use auto or cpu"
+        )
 
 
 def check_search_space(settings: Settings) -> None:

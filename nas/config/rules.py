@@ -5,7 +5,7 @@ values are merged in) and its range in the field's metadata (`at_least`, `betwee
 which `check` enforces afterwards, whichever command composed the settings. A value outside its
 type or range is a `NasError` of one line that names the key, the rule and the value given, e.g.
 `proxy.lr must be a number > 0, got 'abc'`. Floats must also be finite: nan and inf are never
-a setting.
+a setting. Text fields can be held to a pattern (`matches`, e.g. `FILE_NAME`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,12 @@ class Rule:
     high: float | None = None
     exclusive: bool = False  # the low end is open: `> low` instead of `>= low`
     choices: tuple[Any, ...] = ()
+    pattern: str = ""  # text fields: the whole value must match this regular expression
+    what: str = ""  # what `pattern` accepts, in words
 
     def allows(self, value: Any) -> bool:
+        if self.pattern:
+            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
         if self.choices:
             return value in self.choices
         if self.low is not None and (value <= self.low if self.exclusive else value < self.low):
@@ -44,6 +48,8 @@ class Rule:
         return self.high is None or value <= self.high
 
     def describe(self, kind: str) -> str:
+        if self.pattern:
+            return self.what
         if self.choices:
             return "one of: " + ", ".join(str(c) for c in self.choices)
         if self.high is not None:
@@ -65,6 +71,18 @@ def between(low: float, high: float) -> dict[str, Rule]:
 
 def one_of(*choices: Any) -> dict[str, Rule]:
     return {RULE: Rule(choices=tuple(choices))}
+
+
+def matches(pattern: str, what: str) -> dict[str, Rule]:
+    """A text field whose whole value matches `pattern`; `what` says what that is, for the
+    message (`study.name must be a file name ..., got '../x'`)."""
+    return {RULE: Rule(pattern=pattern, what=what)}
+
+
+FILE_NAME = matches(
+    r"(?!\.{1,2}$)[\w.+=@,-]+",
+    "a file name (letters, digits and _.+=@,- ; no / and not . or ..)",
+)
 
 
 # -- checking -------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.cli import configure_logging, split_own
 from nas.errors import NasError
+from nas.files import check_writable
 from nas.study.lookup import load, resolve
 
 if TYPE_CHECKING:
@@ -39,15 +39,7 @@ def _check_out(out: Path, force: bool) -> None:
         raise NasError(f"out={out} is a file; pass out=DIR for a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise NasError(f"out={out} exists and is not empty; pass force=true or another out=DIR")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NasError(f"out={out}: {existing} is a file; pass out=DIR somewhere writable")
-    try:  # a probe that leaves nothing behind (as root, permissions say little: try it)
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as err:
-        raise NasError(f"cannot write out={out}: {err.strerror}; pass out=DIR elsewhere") from None
+    check_writable(out, "out")
 
 
 @contextlib.contextmanager

@@ -27,6 +27,13 @@ def prepare_storage(url: str) -> str:
     """Create the folder of a SQLite or journal file; refuse storages that cannot be written."""
     path = local_path(url)
     if path is not None:
+        if path.name in ("", ".", "..") or path.is_dir() or (path.exists() and not path.is_file()):
+            folder = path.is_dir() or path.name in ("", ".", "..")
+            what = "a folder" if folder else "a device, pipe or socket"
+            raise NasError(
+                f"study.storage={redact(url)} names {what}, not a database file: give "
+                "sqlite:///PATH/study.db or journal:///PATH/study.journal"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             probe = path.parent / ".write-test"

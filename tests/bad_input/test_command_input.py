@@ -121,6 +121,23 @@ CALIBRATE = [
     alone(
         "calibrate",
         CAL,
+        "mode=bundle",
+        "out=/proc/x",
+        expect="cannot write out=/proc/x",
+        id="bundle-out-unwritable",
+    ),
+    alone(
+        "calibrate",
+        CAL,
+        "runs_dir=/proc/x",
+        "n_fit=1",
+        "n_heldout=0",
+        expect="cannot write runs_dir=/proc/x",
+        id="measure-runs-dir-unwritable",
+    ),
+    alone(
+        "calibrate",
+        CAL,
         "mode=fly",
         expect="mode must be one of: measure, bundle, ingest, got 'fly'",
         id="unknown-mode",
