@@ -153,11 +153,19 @@ def out_of_space(path: str | Path, setting: str = "runs_dir") -> str:
 def _disk_trouble(err: BaseException) -> str | None:
     if not isinstance(err, OSError):
         return None
-    where = err.filename or "a file"
+    where = err.filename
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if where is None:  # the library did not say which file: no free-space figure either
+            return (
+                f"runs_dir is out of space ({err.strerror}): free some space there or pass "
+                "runs_dir=PATH on another disk; nothing half-written was left"
+            )
         return out_of_space(where)
     if err.errno == errno.EROFS:
-        return f"cannot write {where}: read-only file system; pass runs_dir=PATH somewhere writable"
+        return (
+            f"cannot write {where or 'a file'}: read-only file system; pass runs_dir=PATH "
+            "somewhere writable"
+        )
     return None
 
 

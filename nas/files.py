@@ -33,7 +33,9 @@ def check_writable(folder: Path, setting: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise NasError(f"{setting}={folder}: {existing} is a file; pass {setting}=DIR elsewhere")
+        raise NasError(
+            f"cannot write {setting}={folder}: {existing} is a file; pass {setting}=DIR elsewhere"
+        )
     try:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as err:

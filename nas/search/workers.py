@@ -36,16 +36,15 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
-from sqlalchemy.exc import SQLAlchemyError
 
 from nas.cli import redact_logs, reported_once
 from nas.config.schema import StudyConfig
-from nas.errors import NasError, redact
+from nas.errors import NasError, explain, one_line
 from nas.records import FINISHED
 from nas.samplers.factory import SamplerSpec
 from nas.search.owners import OwnedObjective, recover_orphans, requeue
 from nas.study.lock import release_study
-from nas.study.storage import is_journal, is_sqlite, storage_error
+from nas.study.storage import is_journal, is_sqlite, storage_errors
 
 log = logging.getLogger("nas.search")
 
@@ -128,8 +127,8 @@ def run_trials(
     import torch  # deferred: the pool's parent needs torch only for its thread count
 
     torch.set_num_threads(workers.threads)
-    try:
-        with _sigterm_as_interrupt():
+    try:  # a full, damaged or lost storage: one line, and finished trials are safe
+        with _sigterm_as_interrupt(), storage_errors(url):
             if is_sqlite(url):
                 # open_study holds this SQLite file's lock: a RUNNING trial is a dead process's.
                 recover_orphans(study, retries=retries, all_running=True)
@@ -138,8 +137,6 @@ def run_trials(
                 _run_here(study, objective, n_trials, timeout, callbacks, catch, retries, url)
             else:
                 _run_pool(workers, study, objective, n_trials, timeout, callbacks, catch)
-    except SQLAlchemyError as err:  # full, damaged, or a server gone: finished trials are safe
-        raise NasError(storage_error(err, url)) from None
     finally:
         release_study(url)
 
@@ -219,11 +216,13 @@ def _run_pool(
         "retries": retries,
         "threads": workers.threads,
         "journal": is_journal(workers.storage),
+        "storage": workers.storage,
         "deadline": deadline,
     }
+    errors = ctx.SimpleQueue()  # a worker's one line, for this process to print once
 
     def start(index: int, generation: int) -> multiprocessing.process.BaseProcess:
-        args = (index, generation, study, objective, catch, slots, current, spec)
+        args = (index, generation, study, objective, catch, slots, current, spec, errors)
         proc = ctx.Process(target=_worker_main, args=args, name=f"nas-worker-{index}")
         proc.start()
         return proc
@@ -242,8 +241,10 @@ def _run_pool(
                 del procs[index]
                 if proc.exitcode == 0:
                     continue
-                if proc.exitcode == 2:  # the worker printed a NasError line
-                    raise NasError(f"worker {index} stopped on the error above")
+                if proc.exitcode == 2:  # the worker explained its stop in one line
+                    raise NasError(
+                        errors.get() if not errors.empty() else f"worker {index} stopped"
+                    )
                 _reclaim(study, current, index, slots, retries, proc.exitcode)
                 if slots.value > 0 and time.time() < deadline and restarts < 2 * workers.count:
                     restarts += 1
@@ -327,8 +328,10 @@ def _worker_main(
     slots: Any,
     current: Any,
     spec: dict[str, Any],
+    errors: Any,
 ) -> None:
-    """One pool worker: take a slot, run one trial, repeat until no slot or time is left."""
+    """One pool worker: take a slot, run one trial, repeat until no slot or time is left. A
+    user's error (or a full or damaged storage) goes to `errors` as one line, exit code 2."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {index}: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     redact_logs()
@@ -346,28 +349,45 @@ def _worker_main(
     owned.on_start = lambda number: current.__setitem__(index, number)
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # SLURM: as on Ctrl-C
     try:
-        while time.time() < spec["deadline"]:
-            with slots.get_lock():
-                if slots.value <= 0:
-                    break
-                slots.value -= 1
-                current[index] = HOLDING
-            if spec["journal"]:
-                recover_orphans(study, retries=spec["retries"])
-            with reported_once(catch):
-                study.optimize(
-                    owned,
-                    n_trials=1,
-                    timeout=max(1.0, spec["deadline"] - time.time()),
-                    catch=catch,
-                    gc_after_trial=False,
-                )
-            current[index] = IDLE
+        with storage_errors(spec["storage"]):
+            _worker_loop(index, study, owned, catch, slots, current, spec)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         owned.release(study)
         current[index] = IDLE
         os._exit(130)
-    except NasError as err:
-        print(f"error: worker {index}: {redact(' '.join(str(err).split()))}", flush=True)
+    except Exception as err:
+        line = str(err) if isinstance(err, NasError) else explain(err)
+        if line is None:
+            raise  # a bug: its traceback
+        errors.put(f"worker {index}: {one_line(line)}")
         os._exit(2)
+
+
+def _worker_loop(
+    index: int,
+    study: optuna.Study,
+    owned: OwnedObjective,
+    catch: tuple[type[Exception], ...],
+    slots: Any,
+    current: Any,
+    spec: dict[str, Any],
+) -> None:
+    """Take a slot, run one trial, until no slot or time is left."""
+    while time.time() < spec["deadline"]:
+        with slots.get_lock():
+            if slots.value <= 0:
+                break
+            slots.value -= 1
+            current[index] = HOLDING
+        if spec["journal"]:
+            recover_orphans(study, retries=spec["retries"])
+        with reported_once(catch):
+            study.optimize(
+                owned,
+                n_trials=1,
+                timeout=max(1.0, spec["deadline"] - time.time()),
+                catch=catch,
+                gc_after_trial=False,
+            )
+        current[index] = IDLE

@@ -5,8 +5,10 @@ what a storage's failure means to the user (`storage_error`: one line; registere
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,14 @@ import optuna
 import sqlalchemy
 from sqlalchemy.exc import SQLAlchemyError
 
-from nas.errors import NasError, explain_with, free_mb, redact, remember_secrets
+from nas.errors import (
+    NasError,
+    explain_with,
+    free_mb,
+    out_of_space,
+    redact,
+    remember_secrets,
+)
 from nas.study.urls import JOURNAL_PREFIX as JOURNAL_PREFIX  # re-exported with the helpers
 from nas.study.urls import is_journal, is_sqlite, local_path
 
@@ -71,6 +80,36 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> optuna.storages.RDBStor
     return storage
 
 
+def _drop_partial_record(path: str) -> None:
+    """An append cut short (a full disk, a crash mid-write) leaves a journal whose last line is
+    incomplete; Optuna would append after it and then fail to read the file. Drop that line,
+    under the journal's own lock, before anything appends: its write never completed."""
+    if not os.path.isfile(path) or not os.path.getsize(path):
+        return
+    lock = optuna.storages.journal.JournalFileSymlinkLock(path)
+    lock.acquire()
+    try:
+        with open(path, "rb+") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            end = size
+            while end > 0:  # back to the last complete line, one block at a time
+                start = max(0, end - 65536)
+                handle.seek(start)
+                block = handle.read(end - start)
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    end = start + cut + 1
+                    break
+                end = start
+            handle.truncate(end)
+        log.warning("dropped the incomplete last record of %s (a write cut short)", path)
+    finally:
+        lock.release()
+
+
 def retry_callback(retries: int) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
     """Re-queues a dead worker's trial (same parameters, WAITING) up to `retries` times."""
     return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
@@ -91,7 +130,9 @@ def open_storage(
     _OPENED.append(url)
     try:
         if is_journal(url):
-            backend = optuna.storages.journal.JournalFileBackend(str(local_path(url)))
+            path = str(local_path(url))
+            _drop_partial_record(path)
+            backend = optuna.storages.journal.JournalFileBackend(path)
             return optuna.storages.JournalStorage(backend)
         if is_sqlite(url):
             return _fast_sqlite(optuna.storages.RDBStorage(url))
@@ -197,3 +238,10 @@ def storage_errors(url: str, *, opening: bool = False) -> Iterator[None]:
         yield
     except SQLAlchemyError as err:
         raise NasError(storage_error(err, url, opening=opening)) from None
+    except OSError as err:  # a journal file on a full disk
+        path = local_path(url)
+        if path is None or err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise NasError(
+            f"{out_of_space(path)}; finished trials are safe: run the same command again"
+        ) from None

@@ -396,7 +396,10 @@ STORAGE = [
         id="journal-under-a-file",
     ),
     case(
-        "search", "runs_dir={bad}/plain/runs", expect="cannot write to", id="runs-dir-under-a-file"
+        "search",
+        "runs_dir={bad}/plain/runs",
+        expect="{bad}/plain/runs/B",
+        id="runs-dir-under-a-file",
     ),
     case(
         "search",

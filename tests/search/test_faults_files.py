@@ -218,3 +218,19 @@ def test_a_stop_mid_trial_prints_no_traceback(
     assert proc.returncode == 2, stderr[-2000:]
     assert "Traceback" not in stderr and "failed with" not in stderr, stderr[-2000:]
     assert one_error_line(stderr).startswith("error: interrupted; the running trial is marked")
+
+
+def test_a_journal_cut_short_mid_append_is_read_and_resumed(tmp_path: Path) -> None:
+    """A full disk (or a crash) can stop an append half-way; Optuna would then append after the
+    broken line and fail to read the file ever after. Opening drops that line; every finished
+    trial stays and the study resumes."""
+    url = f"journal:///{tmp_path}/study.journal"
+    study = optuna.create_study(study_name="J", storage=open_storage(url))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    before = finished(url, "J")
+    with open(tmp_path / "study.journal", "ab") as handle:
+        handle.write(b'{"op_code": 5, "worker_id": "cut sh')  # no newline: the disk filled up
+    resumed = optuna.load_study(study_name="J", storage=open_storage(url))
+    resumed.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    after = finished(url, "J")
+    assert len(after) == 5 and all(after[n] == v for n, v in before.items())
