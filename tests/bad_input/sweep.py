@@ -60,6 +60,9 @@ def tree(root: Path) -> dict[str, bytes]:
 def settle(db: Path) -> None:
     """Close this process's idle connections to `db` and move its write-ahead log into it, so
     that its bytes change only when something writes to the study."""
+    wal = db.with_name(db.name + "-wal")
+    if not wal.is_file() or not wal.stat().st_size:
+        return  # nothing waits to be moved in
     gc.collect()  # an engine left by an earlier run closes its connections (and checkpoints)
     with contextlib.closing(sqlite3.connect(db)) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
