@@ -8,6 +8,7 @@ import optuna
 
 from nas import records
 from nas.errors import NasError
+from nas.study.identity import differences
 from nas.study.lock import lock_study
 from nas.study.storage import open_storage, storage_errors
 
@@ -40,7 +41,7 @@ def open_study(
             records.store_identity(study, identity)
             study.set_metric_names(list(records.OBJECTIVES))
             return study
-    changed = sorted(k for k in identity if k in stored and stored[k] != identity[k])
+    changed = differences(stored, identity)  # nas.study.identity: which keys, precisely
     if changed:
         raise NasError(
             f"study '{name}' was started with other settings ({', '.join(changed)} differ); "
