@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
 from nas.arch import ArchConfig, Candidate
+from nas.compression.calibrated import prune_calibrated, quantize_calibrated
+from nas.compression.calibration import calibration_windows
 from nas.compression.matrices import block_matrices
 from nas.compression.prune import BACKENDS, measured_sparsity, prune_matrices
 from nas.compression.quantize import int8_activation_hooks, quantize_matrices
@@ -32,15 +35,16 @@ from nas.quality.training import ProxyData, bits_per_byte
 
 @dataclass(frozen=True)
 class StructuredSpec:
-    """Shares of heads, FFN channels and experts to remove (not sampled by the `slm` space)."""
+    """Shares of heads, FFN channels, experts and layers to remove."""
 
     heads: float = 0.0
     ffn: float = 0.0
     experts: float = 0.0
+    layers: float = 0.0  # whole decoder layers, lowest block influence first
 
     @property
     def active(self) -> bool:
-        return self.heads > 0 or self.ffn > 0 or self.experts > 0
+        return self.heads > 0 or self.ffn > 0 or self.experts > 0 or self.layers > 0
 
 
 @dataclass
@@ -58,20 +62,46 @@ class Compressed:
         self.hooks.clear()
 
 
+PRUNE_BACKENDS = {
+    "magnitude": BACKENDS,
+    "wanda": "nas.compression.wanda (|w| * ||x|| per output row)",
+    "sparsegpt": "nas.compression.sparsegpt (inverse-Hessian saliency and re-fit)",
+}
+QUANT_BACKENDS = {
+    "rtn": "onnxruntime MatMulNBits block quantizer",
+    "gptq": "nas.compression.gptq on onnxruntime's MatMulNBits grid",
+    "awq": "nas.compression.awq scales, then onnxruntime MatMulNBits block quantizer",
+}
+
+
 def plan(candidate: Candidate, structured: StructuredSpec | None = None) -> Recipe:
     """The recipe `compress` will follow, before anything is measured (for untrained trials)."""
     comp = candidate.compression
+    prune_backend = PRUNE_BACKENDS[comp.prune_method]
+    if isinstance(prune_backend, dict):
+        prune_backend = prune_backend.get(comp.sparsity_pattern, "")
     return Recipe(
         modules=module_names(_matrix_names(candidate.arch)),
-        structured=StructuredStep(structured.heads, structured.ffn, structured.experts)
+        structured=StructuredStep(
+            structured.heads, structured.ffn, structured.experts, layers=structured.layers
+        )
         if structured and structured.active
         else None,
         sparsity=SparsityStep(
-            comp.sparsity_pattern, comp.sparsity, backend=BACKENDS[comp.sparsity_pattern]
+            comp.sparsity_pattern,
+            comp.sparsity,
+            method=comp.prune_method,
+            scope="per-matrix" if comp.prune_method == "magnitude" else "per-row",
+            backend=prune_backend,
         )
         if comp.sparsity_pattern != "none"
         else None,
-        quantization=QuantStep(comp.weight_bits, comp.group_size)
+        quantization=QuantStep(
+            comp.weight_bits,
+            comp.group_size,
+            method=comp.quant_method,
+            backend=QUANT_BACKENDS[comp.quant_method],
+        )
         if comp.weight_bits < 16
         else None,
     )
@@ -84,6 +114,45 @@ def _matrix_names(arch: ArchConfig) -> list[str]:
     names = attn + (dense if arch.n_layers > arch.n_moe_layers else [])
     names += moe if arch.is_moe else []
     return [f"model.layers.0.{n}" for n in names]
+
+
+def needs_calibration(recipe: Recipe) -> bool:
+    """Whether `compress` will run the model on calibration tokens for this recipe."""
+    return bool(
+        (recipe.structured and (recipe.structured.experts > 0 or recipe.structured.layers > 0))
+        or (recipe.sparsity and recipe.sparsity.method != "magnitude")
+        or (recipe.quantization and recipe.quantization.method != "rtn")
+    )
+
+
+@dataclass
+class _Calibration:
+    """Calibration windows: the caller's, or drawn from the training split on first use."""
+
+    given: torch.Tensor | None
+    data: ProxyData | None
+    seq_len: int
+    count: int
+    seed: int
+    source: str = "given"
+
+    def windows(self) -> torch.Tensor:
+        if self.given is None:
+            if self.data is None:
+                raise ValueError("calibration-based compression needs calibration windows or data")
+            self.given = calibration_windows(
+                self.data.train_ids, seq_len=self.seq_len, count=self.count, seed=self.seed
+            )
+            self.source = "training split"
+        return self.given
+
+    def available(self) -> torch.Tensor | None:
+        return self.windows() if self.given is not None or self.data is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        windows = self.windows()
+        shape = {"windows": int(windows.shape[0]), "seq_len": int(windows.shape[1])}
+        return {**shape, "source": self.source, "seed": self.seed}
 
 
 def compress(
@@ -101,23 +170,29 @@ def compress(
 
     Args:
         structured: heads / FFN channels / experts to remove first (a smaller architecture).
-        settings: the recovery fine-tune (needs `data` and `proxy` when `recovery_steps` > 0).
-        calibration: token windows [batch, seq] to rank experts by routing weight.
+        settings: the recovery fine-tune (needs `data` and `proxy` when `recovery_steps` > 0),
+            calibration windows and GPTQ's options.
+        calibration: token windows [batch, seq] for the calibration-based methods and expert
+            ranking; drawn from `data`'s training split (`settings.calibration_windows` windows
+            of `proxy.seq_len`) when not given.
     """
     settings = settings or CompressionSettings()
     recipe = plan(candidate, structured)
     arch = candidate.arch
+    calib = _Calibration(
+        calibration, data, proxy.seq_len if proxy else 64, settings.calibration_windows, seed
+    )
     teacher = None
     if settings.recovery_steps > 0 and settings.distill and not recipe.is_identity:
         teacher = copy.deepcopy(model).eval()
     if recipe.structured is not None and structured is not None:
-        model, arch, recipe = _prune_structured(model, arch, recipe, structured, calibration)
+        ranked = structured.experts > 0 or structured.layers > 0
+        windows = calib.available() if ranked else None
+        model, arch, recipe = _prune_structured(model, arch, recipe, structured, windows)
     matrices = block_matrices(model)
     masks = None
     if recipe.sparsity is not None:
-        masks = prune_matrices(matrices, recipe.sparsity.pattern, recipe.sparsity.sparsity)
-        measured = round(measured_sparsity(matrices), 6)
-        recipe = _with(recipe, sparsity=_with(recipe.sparsity, measured=measured))
+        masks, recipe = _sparsify(model, matrices, recipe, calib, settings)
     losses: list[float] = []
     if settings.recovery_steps > 0 and not recipe.is_identity:
         if data is None or proxy is None:
@@ -140,15 +215,58 @@ def compress(
         recipe = _with(recipe, recovery=step)
     hooks: list = []
     if recipe.quantization is not None:
+        recipe = _quantize(model, matrices, masks, recipe, calib, settings)
         if settings.int8_activations:
             hooks = int8_activation_hooks(model, block=recipe.quantization.group_size)
             recipe = _with(recipe, quantization=_with(recipe.quantization, activations="int8"))
-        quantize_matrices(
-            matrices, bits=recipe.quantization.bits, group_size=recipe.quantization.group_size
-        )
     return Compressed(
         model=model.eval(), arch=arch, recipe=recipe, recovery_losses=losses, hooks=hooks
     )
+
+
+def _sparsify(model, matrices, recipe: Recipe, calib: _Calibration, settings):
+    """Zero weights as the recipe's sparsity step says; (keep-masks, recipe with what happened)."""
+    step = recipe.sparsity
+    if step.method == "magnitude":
+        masks = prune_matrices(matrices, step.pattern, step.sparsity)
+    else:
+        masks, kept = prune_calibrated(
+            model,
+            calib.windows(),
+            method=step.method,
+            pattern=step.pattern,
+            sparsity=step.sparsity,
+            damp=settings.damp,
+        )
+        fallback = f"{kept} of {len(matrices)}"
+        step = _with(step, calibration=calib.describe(), magnitude_matrices=fallback)
+    measured = round(measured_sparsity(matrices), 6)
+    return masks, _with(recipe, sparsity=_with(step, measured=measured))
+
+
+def _quantize(model, matrices, masks, recipe: Recipe, calib: _Calibration, settings) -> Recipe:
+    """Round the weights as the recipe's quantization step says; the recipe with what happened."""
+    step = recipe.quantization
+    if step.method == "rtn":
+        quantize_matrices(matrices, bits=step.bits, group_size=step.group_size)
+        return recipe
+    found = quantize_calibrated(
+        model,
+        calib.windows(),
+        method=step.method,
+        bits=step.bits,
+        group_size=step.group_size,
+        masks=masks,
+        act_order=settings.act_order,
+        damp=settings.damp,
+    )
+    changes: dict[str, Any] = {"calibration": calib.describe()}
+    if step.method == "gptq":
+        changes.update(act_order=settings.act_order, damp=settings.damp)
+        changes["rtn_rows"] = f"{found['rtn_rows']} of {found['rows']}"
+    else:
+        changes["alpha"] = found["alpha"]
+    return _with(recipe, quantization=_with(step, **changes))
 
 
 def _prune_structured(
@@ -165,6 +283,7 @@ def _prune_structured(
         heads=structured.heads,
         ffn=structured.ffn,
         experts=structured.experts,
+        layers=structured.layers,
         calibration=calibration,
     )
     step = _with(recipe.structured, arch_before=arch.to_dict(), removed=result.removed)

@@ -18,8 +18,6 @@ from nas.arch import Candidate, CompressionConfig
 from nas.quality.models import arch_from_config
 from nas.quality.training import ProxyData, ProxySettings
 
-CALIBRATION_WINDOWS = 8  # token windows that rank experts by routing weight
-
 
 def _not_applied(reason: str) -> dict[str, Any]:
     return {"applied": False, "reason": reason}
@@ -48,7 +46,7 @@ def apply_recipe(
             "again would prune and round twice"
         )
     try:
-        from nas.compression import CompressionSettings, StructuredSpec, compress, plan
+        from nas.compression import StructuredSpec, compress, plan
     except ImportError as err:
         return model, _not_applied(f"this install cannot apply the recipe yet ({err})")
     steps = recipe_file.get("recipe") or {}
@@ -57,30 +55,20 @@ def apply_recipe(
         heads=float(structured_step.get("heads", 0.0)),
         ffn=float(structured_step.get("ffn", 0.0)),
         experts=float(structured_step.get("experts", 0.0)),
-    )
-    recovery = steps.get("recovery") or {}
-    settings = CompressionSettings(
-        recovery_steps=int(recovery.get("steps", 0)),
-        recovery_lr=float(recovery.get("lr", 3e-4)),
-        distill=bool(recovery.get("distill", False)),
-        temperature=float(recovery.get("temperature", 2.0)),
+        layers=float(structured_step.get("layers", 0.0)),
     )
     candidate = Candidate(
         arch_from_config(model.config), CompressionConfig(**recipe_file["compression"])
     )
     if plan(candidate, structured).is_identity:
         return model, _not_applied("the recipe keeps 16-bit dense weights: nothing to compress")
-    span = proxy.seq_len
-    n = min(CALIBRATION_WINDOWS, len(data.train_ids) // span)
-    calibration = torch.from_numpy(data.train_ids[: n * span].astype("int64")).view(n, span)
     done = compress(
         model,
         candidate,
         structured=structured if structured.active else None,
-        settings=settings,
+        settings=_settings(steps),
         data=data,
         proxy=proxy,
-        calibration=calibration,
         seed=seed,
     )
     recipe = done.recipe.to_dict()
@@ -94,11 +82,32 @@ def apply_recipe(
     }
 
 
+def _settings(steps: dict[str, Any]) -> Any:
+    """The compression settings the trial ran with, as its recipe recorded them: the recovery
+    fine-tune, and the calibration windows and GPTQ options of calibration-based methods (drawn
+    here from this run's training split, at this run's window length)."""
+    from nas.compression import CompressionSettings
+
+    recovery = steps.get("recovery") or {}
+    quant = steps.get("quantization") or {}
+    calibrated = quant.get("calibration") or (steps.get("sparsity") or {}).get("calibration")
+    return CompressionSettings(
+        recovery_steps=int(recovery.get("steps", 0)),
+        recovery_lr=float(recovery.get("lr", 3e-4)),
+        distill=bool(recovery.get("distill", False)),
+        temperature=float(recovery.get("temperature", 2.0)),
+        calibration_windows=int((calibrated or {}).get("windows", 32)),
+        act_order=quant.get("act_order") is not False,  # absent (rtn, older recipes): on
+        damp=float(quant.get("damp") or 0.01),
+    )
+
+
 def _describe(step: str, spec: dict[str, Any]) -> str:
     if step == "quantization":
         return f"int{spec['bits']} g{spec['group_size']} {spec['method']}"
     if step == "sparsity":
-        return f"{spec['pattern']} sparsity (measured {spec.get('measured') or 0:.0%})"
+        method = spec.get("method", "magnitude")
+        return f"{spec['pattern']} {method} sparsity (measured {spec.get('measured') or 0:.0%})"
     if step == "structured":
         return f"structured pruning (removed {spec.get('removed')})"
     return f"recovery fine-tune ({spec['steps']} steps)"

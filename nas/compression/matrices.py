@@ -41,7 +41,7 @@ class Matrix:
 
 def block_matrices(model: torch.nn.Module) -> list[Matrix]:
     """Every weight matrix of the decoder blocks, in parameter order (norms are 1-D: skipped)."""
-    layers = _decoder_layers(model)
+    layers = decoder_layers(model)
     found: list[Matrix] = []
     for index, layer in enumerate(layers):
         for local, param in layer.named_parameters():
@@ -53,7 +53,7 @@ def block_matrices(model: torch.nn.Module) -> list[Matrix]:
     return found
 
 
-def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     if not isinstance(layers, torch.nn.ModuleList):

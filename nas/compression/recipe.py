@@ -20,23 +20,36 @@ KEPT_FLOAT = ("model.embed_tokens", "lm_head", "*norm")
 class QuantStep:
     bits: int
     group_size: int
-    method: str = "rtn"  # round-to-nearest, one scale per group
+    # rtn: round-to-nearest, one scale per group; gptq: columns rounded in turn with
+    # inverse-Hessian error feedback; awq: activation-aware input-channel scales folded into the
+    # preceding RMSNorm / v_proj / up_proj, then round-to-nearest. All on ONNX Runtime's grid.
+    method: str = "rtn"
     symmetric: bool = True
     group_axis: str = "input"  # groups run along each output row's input weights
     backend: str = "onnxruntime MatMulNBits block quantizer"
     # "float" (fp32 compute) or "int8": inputs quantized per block of group_size at run time
     # (ONNX Runtime MatMulNBits accuracy_level=4)
     activations: str = "float"
+    calibration: dict[str, Any] | None = None  # the windows gptq / awq measured inputs on
+    act_order: bool | None = None  # gptq: columns in order of decreasing Hessian diagonal
+    damp: float | None = None  # gptq: share of the mean Hessian diagonal added to it
+    rtn_rows: str | None = None  # gptq: "k of n" rows kept round-to-nearest (it fitted better)
+    alpha: dict[str, float] | None = None  # awq: the exponent chosen per scale group
 
 
 @dataclass(frozen=True)
 class SparsityStep:
     pattern: str  # unstructured | 2:4
     sparsity: float
+    # magnitude: smallest |w| per matrix; wanda: smallest |w| * ||x|| per output row;
+    # sparsegpt: inverse-Hessian saliency, remaining weights re-fitted to the layer's outputs
     method: str = "magnitude"
     scope: str = "per-matrix"
     backend: str = ""
     measured: float | None = None  # share of exact zeros after pruning
+    calibration: dict[str, Any] | None = None  # the windows wanda / sparsegpt measured inputs on
+    # wanda / sparsegpt: "k of n" matrices that kept magnitude pruning (it fitted them better)
+    magnitude_matrices: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,11 @@ class StructuredStep:
     heads: float = 0.0  # share of query heads removed
     ffn: float = 0.0  # share of FFN channels removed (every dense MLP and every expert)
     experts: float = 0.0  # share of experts removed from every MoE layer
-    method: str = "l1-norm (heads, channels); routing weight on calibration tokens (experts)"
+    layers: float = 0.0  # share of decoder layers removed (lowest block influence first)
+    method: str = (
+        "l1-norm (heads, channels); routing weight on calibration tokens (experts); "
+        "block influence on calibration tokens (layers)"
+    )
     backend: str = "nni==3.0 L1NormPruner + slicing into a smaller transformers model"
     arch_before: dict[str, Any] | None = None
     removed: dict[str, int] | None = None

@@ -1,4 +1,5 @@
-"""Structured pruning: whole attention heads, FFN channels or experts leave the model.
+"""Structured pruning: whole decoder layers, attention heads, FFN channels or experts leave the
+model.
 
 The result is a genuinely smaller `ArchConfig` and a freshly built `transformers` model of that
 shape holding the kept weights, so the predictors, parameter counts and export all see the smaller
@@ -6,7 +7,9 @@ model. Which heads and channels go is decided by NNI's `L1NormPruner` (through
 `nas.compression.nni_backend`) on one row per head or channel that joins every weight belonging
 to it; NNI's own `ModelSpeedup` cannot trace `transformers` models on torch 2.13, so the surgery is
 done here by slicing. Experts are ranked by the routing weight they receive on calibration tokens
-(a data-dependent score that NNI has no pruner for).
+(a data-dependent score that NNI has no pruner for). Whole layers go by block influence
+(ShortGPT, Men et al. 2024): 1 - cos(layer input, layer output) averaged over calibration tokens;
+the layers that change the residual stream least are dropped first.
 
 Rules the shapes obey: every layer keeps the same counts (one `ArchConfig` describes all layers);
 grouped-query attention keeps equal groups (with groups of g > 1 query heads, the same number of
@@ -167,6 +170,63 @@ def _expert_slices(layer, keep: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+# --- whole layers ---------------------------------------------------------------------------
+@torch.no_grad()
+def block_influence(model: torch.nn.Module, calibration: torch.Tensor) -> torch.Tensor:
+    """1 - mean cos(input, output) of each decoder layer over the calibration tokens."""
+    layers = model.model.layers
+    scores = torch.zeros(len(layers), dtype=torch.float64)
+    hooks = []
+    for index, layer in enumerate(layers):
+
+        def record(_module, args, output, index=index):
+            out = output[0] if isinstance(output, tuple) else output
+            cos = torch.nn.functional.cosine_similarity(args[0].float(), out.float(), dim=-1)
+            scores[index] += float((1 - cos).sum())
+
+        hooks.append(layer.register_forward_hook(record))
+    try:
+        model.eval()
+        model(input_ids=calibration.to(next(model.parameters()).device), use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return scores / calibration.numel()
+
+
+def drop_layers(
+    model: torch.nn.Module, arch: ArchConfig, fraction: float, calibration: torch.Tensor | None
+) -> tuple[torch.nn.Module, ArchConfig, int]:
+    """Remove `fraction` of the decoder layers, lowest block influence first."""
+    n_remove = round(fraction * arch.n_layers)
+    if not 0 < n_remove < arch.n_layers:
+        raise NasError(
+            f"pruning {fraction:.0%} of {arch.n_layers} layers removes {n_remove}; pick a "
+            "fraction that removes at least one and keeps one"
+        )
+    if arch.is_moe and arch.moe_every > 1:
+        raise NasError(
+            f"layer pruning needs every layer alike; this model has MoE every {arch.moe_every} "
+            "layers (dropping some would move the MoE layers)"
+        )
+    if calibration is None:
+        raise NasError("layer pruning ranks layers by block influence: pass calibration tokens")
+    scores = block_influence(model, calibration)
+    keep = scores.topk(arch.n_layers - n_remove).indices.sort().values.tolist()
+    new = replace(arch, n_layers=len(keep))
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("model.layers."):
+            index, rest = key.removeprefix("model.layers.").split(".", 1)
+            if int(index) in keep:
+                state[f"model.layers.{keep.index(int(index))}.{rest}"] = value
+        else:
+            state[key] = value
+    smaller = build_model(new, max_positions=_positions(model))
+    smaller.load_state_dict(state)
+    return smaller.to(next(model.parameters()).device), new, n_remove
+
+
 # --- the whole model ------------------------------------------------------------------------
 @torch.no_grad()
 def prune_structured(
@@ -176,12 +236,17 @@ def prune_structured(
     heads: float = 0.0,
     ffn: float = 0.0,
     experts: float = 0.0,
+    layers: float = 0.0,
     calibration: torch.Tensor | None = None,
 ) -> StructuredResult:
-    """Remove `heads` of the query heads, `ffn` of the FFN channels and `experts` of the experts
-    (shares in [0, 1)); `calibration` token windows [batch, seq] rank experts by routing weight."""
+    """Remove `layers` of the decoder layers (first), then `heads` of the query heads, `ffn` of
+    the FFN channels and `experts` of the experts (shares in [0, 1)); `calibration` token
+    windows [batch, seq] rank layers by block influence and experts by routing weight."""
+    dropped = 0
+    if layers > 0:
+        model, arch, dropped = drop_layers(model, arch, layers, calibration)
     new = arch
-    removed = {"heads": 0, "ffn_channels": 0, "experts": 0}
+    removed = {"heads": 0, "ffn_channels": 0, "experts": 0, "layers": dropped}
     per_group = kv_removed = 0
     if heads > 0:
         per_group, kv_removed, new_heads = _head_plan(arch, heads)

@@ -127,6 +127,11 @@ class CompressionSettings:
     # Score int8/int4 models as ONNX Runtime runs them with accuracy_level=4: activations
     # quantized to int8 per block of group_size (faster on CPUs; see BENCHMARKS.md).
     int8_activations: bool = False
+    # Calibration-based methods (gptq, awq, wanda, sparsegpt): windows of the proxy's seq_len
+    # drawn from the training split; GPTQ's column order and Hessian damping (also SparseGPT's).
+    calibration_windows: int = field(default=32, metadata=at_least(1))
+    act_order: bool = True
+    damp: float = field(default=0.01, metadata=between(0.0, 1.0))
 
 
 @dataclass

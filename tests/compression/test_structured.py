@@ -39,7 +39,7 @@ def test_pruning_unused_heads_and_channels_keeps_the_logits() -> None:
     result = prune_structured(model, GQA, heads=0.25, ffn=0.25)
     assert (result.arch.n_heads, result.arch.n_kv_heads, result.arch.ffn_dim) == (6, 2, 48)
     assert result.arch.d_model == GQA.d_model  # the residual stream keeps its width
-    assert result.removed == {"heads": 2, "ffn_channels": 16, "experts": 0}
+    assert result.removed == {"heads": 2, "ffn_channels": 16, "experts": 0, "layers": 0}
     assert count_params(result.model) == result.arch.params < GQA.params
     torch.testing.assert_close(result.model(input_ids=x).logits, before)
 
@@ -81,3 +81,31 @@ def test_impossible_requests_fail_with_one_line(arch: ArchConfig, kwargs: dict) 
     with pytest.raises(NasError) as info:
         prune_structured(build_model(arch, max_positions=32), arch, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_the_layer_that_changes_nothing_is_dropped_first() -> None:
+    """Block influence: a layer whose attention and MLP add nothing to the residual stream has
+    influence 0, is removed first, and removing it keeps the logits."""
+    arch = ArchConfig(n_layers=4, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=32, vocab_size=100)
+    model = build_model(arch, max_positions=32).eval()
+    with torch.no_grad():
+        model.model.layers[2].self_attn.o_proj.weight.zero_()
+        model.model.layers[2].mlp.down_proj.weight.zero_()
+    calib = torch.randint(0, 100, (4, 16))
+    before = model(input_ids=calib).logits
+    result = prune_structured(model, arch, layers=0.25, calibration=calib)
+    assert result.arch.n_layers == 3 and result.removed["layers"] == 1
+    assert count_params(result.model) == result.arch.params
+    torch.testing.assert_close(result.model(input_ids=calib).logits, before)
+
+
+def test_layer_pruning_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(NasError, match="calibration"):
+        prune_structured(build_model(GQA, max_positions=32), GQA, layers=0.5)
+    with pytest.raises(NasError, match="MoE every 2"):
+        prune_structured(
+            build_model(MOE, max_positions=32),
+            MOE,
+            layers=0.5,
+            calibration=torch.zeros(1, 4).long(),
+        )
