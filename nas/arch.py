@@ -18,6 +18,8 @@ from typing import Any
 from nas.errors import NasError
 
 SPARSITY_PATTERNS = ("none", "unstructured", "2:4")
+QUANT_METHODS = ("rtn", "gptq", "awq")  # round-to-nearest; calibration-based (nas.compression)
+PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ class CompressionConfig:
     group_size: int = 0  # weights per quantization scale; 0 when weight_bits == 16
     sparsity: float = 0.0  # share of linear-layer weights set to zero
     sparsity_pattern: str = "none"  # none | unstructured | 2:4
+    quant_method: str = "rtn"  # rtn | gptq | awq (how the 8/4-bit weights are chosen)
+    prune_method: str = "magnitude"  # magnitude | wanda | sparsegpt (which weights are zeroed)
 
     def __post_init__(self) -> None:
         if self.weight_bits not in (16, 8, 4):
@@ -166,6 +170,14 @@ class CompressionConfig:
             raise ValueError("sparsity must be 0 exactly when sparsity_pattern is 'none'")
         if self.sparsity_pattern == "2:4" and self.sparsity != 0.5:
             raise ValueError("2:4 sparsity zeroes exactly half of the weights (sparsity=0.5)")
+        if self.quant_method not in QUANT_METHODS:
+            raise ValueError(f"quant_method must be one of {QUANT_METHODS}")
+        if self.prune_method not in PRUNE_METHODS:
+            raise ValueError(f"prune_method must be one of {PRUNE_METHODS}")
+        if self.weight_bits == 16 and self.quant_method != "rtn":
+            raise ValueError(f"quant_method={self.quant_method} needs 8- or 4-bit weights")
+        if self.sparsity_pattern == "none" and self.prune_method != "magnitude":
+            raise ValueError(f"prune_method={self.prune_method} needs a sparsity pattern")
 
     @property
     def bits_per_weight(self) -> float:
@@ -176,6 +188,12 @@ class CompressionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """`to_dict` without methods left at their defaults: the candidate keys (trial caches)
+        of studies from before the methods existed stay the same."""
+        defaults = {"quant_method": "rtn", "prune_method": "magnitude"}
+        return {k: v for k, v in asdict(self).items() if defaults.get(k, object()) != v}
 
 
 @dataclass(frozen=True)
@@ -190,7 +208,8 @@ class Candidate:
 
     def key(self, *extra: Any) -> str:
         """A stable hash of the candidate (and of whatever else decides its result)."""
-        payload = json.dumps([self.to_dict(), *extra], sort_keys=True, default=str)
+        mine = {"arch": self.arch.to_dict(), "compression": self.compression.key_dict()}
+        payload = json.dumps([mine, *extra], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.arch import PRUNE_METHODS, QUANT_METHODS, ArchConfig, Candidate, CompressionConfig
 from nas.errors import NasError
 from search_spaces.base import SearchSpace
 
@@ -68,6 +68,13 @@ RULES = {
     "sparsity": Choices(
         str, lambda v: v in SPARSITY_CHOICES, "any of " + ", ".join(SPARSITY_CHOICES)
     ),
+    # How 8/4-bit weights are chosen and which weights sparsity zeroes (nas.compression).
+    "quant_method": Choices(
+        str, lambda v: v in QUANT_METHODS, "any of " + ", ".join(QUANT_METHODS)
+    ),
+    "prune_method": Choices(
+        str, lambda v: v in PRUNE_METHODS, "any of " + ", ".join(PRUNE_METHODS)
+    ),
 }
 
 
@@ -107,6 +114,8 @@ class SLMSpace(SearchSpace):
         weight_bits: Sequence[int],
         group_size: Sequence[int],
         sparsity: Sequence[str],
+        quant_method: Sequence[str] = ("rtn",),
+        prune_method: Sequence[str] = ("magnitude",),
         caps: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(name=name, vocab_size=vocab_size)
@@ -138,6 +147,8 @@ class SLMSpace(SearchSpace):
         self.weight_bits = capped("weight_bits", weight_bits)
         self.group_size = capped("group_size", group_size)
         self.sparsity = list(dict.fromkeys(checked("sparsity", sparsity)))
+        self.quant_method = list(dict.fromkeys(checked("quant_method", quant_method)))
+        self.prune_method = list(dict.fromkeys(checked("prune_method", prune_method)))
         self._check_combinations()
 
     def _check_combinations(self) -> None:
@@ -202,14 +213,25 @@ class SLMSpace(SearchSpace):
         bits = trial.suggest_categorical("weight_bits", self.weight_bits)
         group = trial.suggest_categorical("group_size", self.group_size) if bits < 16 else 0
         sparsity, pattern = SPARSITY_CHOICES[trial.suggest_categorical("sparsity", self.sparsity)]
+        quant = trial.suggest_categorical("quant_method", self.quant_method) if bits < 16 else "rtn"
+        prune = (
+            trial.suggest_categorical("prune_method", self.prune_method)
+            if pattern != "none"
+            else "magnitude"
+        )
         compression = CompressionConfig(
-            weight_bits=bits, group_size=group, sparsity=sparsity, sparsity_pattern=pattern
+            weight_bits=bits,
+            group_size=group,
+            sparsity=sparsity,
+            sparsity_pattern=pattern,
+            quant_method=quant,
+            prune_method=prune,
         )
         return Candidate(arch=arch, compression=compression)
 
     def choices(self) -> dict[str, list[Any]]:
         names = (
             "n_layers n_heads head_dim n_kv_heads ffn_ratio n_experts experts_per_token "
-            "moe_every tie_embeddings weight_bits group_size sparsity"
+            "moe_every tie_embeddings weight_bits group_size sparsity quant_method prune_method"
         ).split()
         return {name: list(getattr(self, name)) for name in names}

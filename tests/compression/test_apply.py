@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -58,6 +59,40 @@ def test_pareto_entries_carry_both_bpb_values_and_the_recipe(smoke_overrides: li
         assert recipe["sparsity"]["pattern"] == "unstructured"
         if trial.user_attrs.get("trained") and "cached_from" not in trial.user_attrs:
             assert recipe["sparsity"]["measured"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_pareto_entries_and_recipes_name_the_methods(smoke_overrides: list[str]) -> None:
+    cfg = load_settings(
+        [
+            *smoke_overrides,
+            *SMALL,
+            "search_space.weight_bits=[4]",
+            "search_space.group_size=[16]",
+            "search_space.sparsity=[2:4]",
+            "search_space.quant_method=[gptq]",
+            "search_space.prune_method=[wanda]",
+            "study.name=M",
+            "study.n_trials=1",
+        ]
+    )
+    run_search(cfg)
+    study = optuna.load_study(study_name="M", storage=cfg.study.storage)
+    (trial,) = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert trial.user_attrs["compression"]["quant_method"] == "gptq"
+    assert trial.user_attrs["compression"]["prune_method"] == "wanda"
+    recipe = trial.user_attrs["recipe"]
+    assert recipe["quantization"]["method"] == "gptq"
+    assert recipe["quantization"]["calibration"]["source"] == "training split"
+    assert recipe["sparsity"]["method"] == "wanda"
+    assert trial.params["quant_method"] == "gptq" and trial.params["prune_method"] == "wanda"
+
+
+def test_default_methods_keep_the_candidate_keys_of_older_studies() -> None:
+    arch = ArchConfig(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, ffn_dim=64, vocab_size=64)
+    comp = CompressionConfig(weight_bits=4, group_size=32)
+    old = {"weight_bits": 4, "group_size": 32, "sparsity": 0.0, "sparsity_pattern": "none"}
+    assert comp.key_dict() == old
+    assert Candidate(arch, comp).key() != Candidate(arch, replace(comp, quant_method="gptq")).key()
 
 
 def test_uncompressed_trials_score_the_trained_model(smoke_overrides: list[str]) -> None:

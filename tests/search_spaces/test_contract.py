@@ -58,6 +58,12 @@ def test_gqa_moe_and_compression_are_reachable(space: SearchSpace) -> None:
     assert {c.compression.weight_bits for c in candidates} == {16, 8, 4}
     assert {c.compression.sparsity_pattern for c in candidates} == {"none", "unstructured", "2:4"}
     assert {c.arch.tie_embeddings for c in candidates} == {True, False}
+    quantized = [c.compression for c in candidates if c.compression.weight_bits < 16]
+    sparse = [c.compression for c in candidates if c.compression.sparsity_pattern != "none"]
+    assert {c.quant_method for c in quantized} == {"rtn", "gptq", "awq"}
+    assert {c.prune_method for c in sparse} == {"magnitude", "wanda", "sparsegpt"}
+    dense_fp16 = [c.compression for c in candidates if c.compression.weight_bits == 16]
+    assert all(c.quant_method == "rtn" for c in dense_fp16)  # a method only where it acts
 
 
 def test_seed_reproduces_samples(space: SearchSpace) -> None:
@@ -80,3 +86,16 @@ def test_caps_bound_the_samples() -> None:
         assert candidate.arch.n_layers <= cfg.budget.caps["max_layers"]
         assert candidate.arch.n_heads <= cfg.budget.caps["max_heads"]
         assert candidate.arch.head_dim <= cfg.budget.caps["max_head_dim"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [("quant_method", "hqq", "any of rtn, gptq, awq"),
+     ("prune_method", "random", "any of magnitude, wanda, sparsegpt")],
+)  # fmt: skip
+def test_unknown_methods_are_refused_when_the_space_is_built(key: str, value: str, rule: str):
+    from nas.errors import NasError
+    from search_spaces.slm import checked
+
+    with pytest.raises(NasError, match=f"search_space.{key}: '{value}' unsupported; .*{rule}"):
+        checked(key, [value])
