@@ -18,7 +18,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from nas.config.rules import at_least, between, one_of
+from nas.config.rules import FILE_NAME, at_least, between, one_of
 from nas.errors import NasError
 from nas.hardware import HardwareProfile
 
@@ -138,7 +138,7 @@ class CompressionSettings:
 class StudyConfig:
     """The study's identity, storage, and how many processes add trials to it."""
 
-    name: str = MISSING
+    name: str = field(default=MISSING, metadata=FILE_NAME)  # a folder name under runs_dir
     n_trials: int = field(default=MISSING, metadata=at_least(0))
     timeout_s: float = field(default=MISSING, metadata=at_least(1))
     storage: str = MISSING

@@ -10,6 +10,7 @@ checked in ONNX Runtime against torch. Files are written into a temporary folder
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,8 +137,13 @@ def export_trial(
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp_name:
         tmp = Path(tmp_name)
         _write_files(this, tokenizer, tmp, onnx=onnx)
-        for path in tmp.iterdir():
-            path.replace(out / path.name)
+        # Ctrl-C or SIGTERM waits for the moves: a force=true export never mixes old and new.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for path in tmp.iterdir():
+                path.replace(out / path.name)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return Exported(trial.number, out, this.arch.params)
 
 

@@ -34,17 +34,19 @@ class ReportArgs:
 def run_report(argv: list[str]) -> int:
     """Write the report of the studies `argv` names; the plain function behind the command."""
     from nas.cli import configure_logging
-    from nas.report.data import collect
-    from nas.report.page import build_report
-    from nas.report.png import latency_word
     from nas.study.lookup import load, resolve
 
     args, overrides = split_own(argv, ReportArgs)
+    refs = resolve(overrides, args.studies)
+    loaded = [(load(ref), ref) for ref in refs]  # an unknown study answers before plotly loads
+    from nas.report.data import collect
+    from nas.report.page import build_report
+    from nas.report.png import latency_word
+
     configure_logging()
     # PED-ANOVA reminds that it ranks parameters for *low* values: what minimised objectives want.
     warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
-    refs = resolve(overrides, args.studies)
-    studies = [collect(load(ref), ref) for ref in refs]
+    studies = [collect(study, ref) for study, ref in loaded]
     if args.out:
         out_dir = Path(args.out)
     elif len(refs) == 1:

@@ -22,7 +22,7 @@ from nas.config.schema import Settings
 from nas.errors import NasError
 from nas.fidelity.judge import judge, noise_sd
 from nas.fidelity.rungs import Rungs
-from nas.files import atomic_write
+from nas.files import atomic_write, check_writable
 from nas.hardware import HardwareProfile
 from nas.objectives.cheap import CheapObjectives
 from nas.objectives.hypervolume import Reference, space_reference
@@ -135,7 +135,7 @@ def run_search(settings: Settings) -> SearchResult:
     """Run (or resume) the study that `settings` describe and write its Pareto front."""
     started = time.perf_counter()
     out_dir = settings.out_dir
-    _check_writable(out_dir)
+    check_writable(out_dir, "runs_dir")  # probes without creating: a refusal leaves no folder
     start_forkserver(settings.study.workers)  # its imports overlap the data set-up
     ready = prepare(settings)
     sampler = SamplerSpec(
@@ -310,15 +310,3 @@ def _device_info(hardware: HardwareProfile, cheap: CheapObjectives) -> dict[str,
             "provenance": cheap.latency.provenance,
         },
     }
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise NasError(
-            f"cannot write to {out_dir}: {err.strerror}; pass runs_dir=PATH somewhere writable"
-        ) from None

@@ -38,11 +38,13 @@ def main(argv: list[str]) -> int:
     if not argv or wants_help(argv):
         print(USAGE)
         return 0
+    from nas.train.args import parse_args
+
+    directory, settings = parse_args(argv)  # checked before torch and transformers load
     from transformers.utils import logging as hf_logging
 
-    from nas.train.run import parse_args, train  # deferred: torch and transformers load here
+    from nas.train.run import train
 
-    directory, settings = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("nas").setLevel(logging.INFO)
     hf_logging.set_verbosity_warning()

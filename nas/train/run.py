@@ -7,7 +7,7 @@ import logging
 import math
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,41 +21,16 @@ from transformers import (
     TrainingArguments,
 )
 
-from nas.cli import split_own
 from nas.compression.checkpoint import apply_recipe
-from nas.config.rules import at_least, between
 from nas.config.schema import ProxySettings
 from nas.errors import NasError
 from nas.quality.corpus import Corpus, encode, load_corpus, token_bytes
 from nas.quality.training import ProxyData, bits_per_byte, resolve_device
+from nas.train.args import DEFAULT_STEPS, TrainSettings, target_steps
 
 log = logging.getLogger("nas.train")
 
 CARRIED = ("README.md", "nas_trial.json")  # copied from DIR to the checkpoint
-DEFAULT_STEPS = 200  # without a training target
-
-
-@dataclass
-class TrainSettings:
-    """Every `KEY=VALUE` the command takes (the positional DIR is separate)."""
-
-    data: str = "default"
-    # None: the study's training target (DIR/nas_trial.json `training_target`), else 200
-    steps: int | None = field(default=None, metadata=at_least(1))
-    seq_len: int = field(default=128, metadata=at_least(1))
-    batch_size: int = field(default=8, metadata=at_least(1))
-    lr: float = field(default=3e-3, metadata=at_least(0.0, exclusive=True))
-    warmup_steps: int = field(default=10, metadata=at_least(0))
-    weight_decay: float = field(default=0.1, metadata=at_least(0.0))
-    corpus_mb: float = field(default=4.0, metadata=at_least(0.0, exclusive=True))
-    heldout_fraction: float = field(default=0.05, metadata=between(0.001, 0.5))
-    eval_windows: int = field(default=32, metadata=at_least(1))
-    compress: bool = True
-    out: str = ""  # "" = DIR/trained
-    force: bool = False
-    device: str = "auto"
-    seed: int = field(default=0, metadata=at_least(0))
-    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,36 +49,6 @@ class TrainResult:
     @property
     def last_loss(self) -> float:
         return self.losses[-1][1]
-
-
-def parse_args(argv: list[str]) -> tuple[Path, TrainSettings]:
-    """DIR and the settings; one-line NasError on a missing DIR, unknown key or bad value."""
-    positional = [a for a in argv if "=" not in a]
-    if len(positional) != 1:
-        raise NasError("pass exactly one model directory: python -m nas.train DIR [KEY=VALUE ...]")
-    settings, _ = split_own([a for a in argv if "=" in a], TrainSettings, others=False)
-    directory = Path(positional[0])
-    if not (directory / "config.json").is_file():
-        raise NasError(
-            f"{directory} has no config.json; pass a directory written by python -m nas.export"
-        )
-    if not (directory / "tokenizer.json").is_file():
-        raise NasError(f"{directory} has no tokenizer.json; export it again with nas.export")
-    return directory, settings
-
-
-def target_steps(directory: Path, settings: TrainSettings) -> int | None:
-    """Steps that reach the study's training target (tokens) at this run's batch and window,
-    when the export recorded one."""
-    path = directory / "nas_trial.json"
-    try:
-        target = json.loads(path.read_text()).get("training_target") if path.is_file() else None
-    except (OSError, ValueError):
-        return None
-    tokens = (target or {}).get("tokens")
-    if not tokens:
-        return None
-    return max(1, round(int(tokens) / (settings.batch_size * settings.seq_len)))
 
 
 class Windows(torch.utils.data.Dataset):

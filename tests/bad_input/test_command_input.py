@@ -16,8 +16,6 @@ def alone(command: str, *args: str, **kwargs: Any) -> Any:
     return case(command, *args, study=False, **kwargs)
 
 
-LEAD = "needs nas/train/run.py to check config.json (see the issue 14 report to the lead)"
-
 EXPORT = [
     case(
         "export",
@@ -342,7 +340,6 @@ TRAIN = [
         "steps=1",
         expect="config.json",
         id="garbage-config",
-        marks=[pytest.mark.xfail(reason=LEAD, strict=False)],
     ),
 ]
 

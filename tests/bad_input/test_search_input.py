@@ -13,7 +13,6 @@ from tests.bad_input.sweep import Case, case, check
 
 PG = "postgresql://nas:{secret}@127.0.0.1:1/test"  # port 1: nothing listens
 
-NAME = "needs StudyConfig.name to carry rules.FILE_NAME (nas/config/schema.py, the lead's)"
 
 CONFIG = [
     case(
@@ -39,14 +38,12 @@ CONFIG = [
         "study.name=../x",
         expect="study.name must be a file name",
         id="name-outside-runs",
-        marks=[pytest.mark.xfail(reason=NAME, run=False)],
     ),
     case(
         "search",
         "study.name=",
         expect="study.name must be a file name",
         id="empty-name",
-        marks=[pytest.mark.xfail(reason=NAME, run=False)],
     ),
     case(
         "search",

@@ -16,7 +16,8 @@ from nas.errors import NasError, run_cli
 from nas.export.run import run_export
 from nas.search.run import run_search
 from nas.train.__main__ import main
-from nas.train.run import TrainSettings, parse_args, train
+from nas.train.args import TrainSettings, parse_args
+from nas.train.run import train
 
 SMALL = ["steps=24", "warmup_steps=2", "lr=1e-2", "seq_len=32", "batch_size=8", "corpus_mb=1",
          "eval_windows=8", "quiet=true"]  # fmt: skip
