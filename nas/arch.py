@@ -148,6 +148,10 @@ class ArchConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+# The methods compression used before it had a choice: a record without a method used these.
+METHOD_DEFAULTS = {"quant_method": "rtn", "prune_method": "magnitude"}
+
+
 @dataclass(frozen=True)
 class CompressionConfig:
     """How the trained weights are stored on the device."""
@@ -192,8 +196,7 @@ class CompressionConfig:
     def key_dict(self) -> dict[str, Any]:
         """`to_dict` without methods left at their defaults: the candidate keys (trial caches)
         of studies from before the methods existed stay the same."""
-        defaults = {"quant_method": "rtn", "prune_method": "magnitude"}
-        return {k: v for k, v in asdict(self).items() if defaults.get(k, object()) != v}
+        return {k: v for k, v in asdict(self).items() if METHOD_DEFAULTS.get(k, object()) != v}
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,14 @@ def bits_label(compression: Mapping[str, Any]) -> str:
     if compression.get("weight_bits", 16) == 16:
         return "fp16"
     return f"int{compression['weight_bits']}g{compression['group_size']}"
+
+
+def method_label(label: str, compression: Mapping[str, Any], key: str) -> str:
+    """`int4g32 gptq`, `2:4 wanda`: the label with its method (quant_method or prune_method),
+    where one other than the plain default (rtn, magnitude) acts."""
+    default = METHOD_DEFAULTS[key]
+    method = compression.get(key, default)
+    return label if method == default else f"{label} {method}"
 
 
 def is_compressed(compression: Mapping[str, Any]) -> bool:

@@ -11,6 +11,7 @@ neighbours whose difference from it is within the seed noise).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -22,7 +23,7 @@ import numpy as np
 import optuna
 
 from nas import records
-from nas.arch import bits_label, experts_label
+from nas.arch import CompressionConfig, bits_label, experts_label, method_label
 from nas.fidelity.judge import Judged, judge, noise_sd
 from nas.fidelity.noise import within_noise
 from nas.files import atomic_write
@@ -31,7 +32,9 @@ ARCH_KEYS = (
     "n_layers d_model n_heads n_kv_heads head_dim ffn_dim n_experts experts_per_token moe_every "
     "tie_embeddings vocab_size"
 ).split()
-COMPRESSION_KEYS = ("weight_bits", "group_size", "sparsity", "sparsity_pattern")
+COMPRESSION_KEYS = tuple(f.name for f in dataclasses.fields(CompressionConfig))
+# Trials of studies from before quant_method / prune_method existed were compressed with these.
+COMPRESSION_DEFAULTS = CompressionConfig().to_dict()
 
 
 def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
@@ -58,7 +61,9 @@ def entry(judged: Judged, within_noise_of: Sequence[int] = ()) -> dict[str, Any]
     return {
         "trial": record.number,
         "arch": {k: record.arch[k] for k in ARCH_KEYS},
-        "compression": {k: record.compression[k] for k in COMPRESSION_KEYS},
+        "compression": {
+            k: record.compression.get(k, COMPRESSION_DEFAULTS[k]) for k in COMPRESSION_KEYS
+        },
         "metrics": record.metrics,
         "quality": {"bpb": judged.quality, "sd": judged.sd, "basis": judged.basis},
         "rung": record.rungs[-1]["rung"] if record.rungs else 0,
@@ -157,8 +162,16 @@ def format_table(entries: list[dict[str, Any]]) -> str:
         ("ffn", lambda e: e["arch"]["ffn_dim"]),
         ("experts", lambda e: experts_label(e["arch"])),
         ("tied", lambda e: "yes" if e["arch"]["tie_embeddings"] else "no"),
-        ("bits", lambda e: bits_label(e["compression"])),
-        ("sparsity", lambda e: e["compression"]["sparsity_pattern"]),
+        (
+            "bits",
+            lambda e: method_label(bits_label(e["compression"]), e["compression"], "quant_method"),
+        ),
+        (
+            "sparsity",
+            lambda e: method_label(
+                e["compression"]["sparsity_pattern"], e["compression"], "prune_method"
+            ),
+        ),
     ]
     cells = [[str(name) for name, _ in columns]]
     cells += [[str(get(e)) for _, get in columns] for e in entries]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from nas.arch import bits_label, experts_label
+from nas.arch import bits_label, experts_label, method_label
 from nas.files import atomic_write
 from nas.report.data import StudyData
 from nas.report.figures import (
@@ -186,8 +186,8 @@ def _front_table(studies: list[StudyData]) -> str:
                 str(a["ffn_dim"]),
                 experts_label(a),
                 "yes" if a["tie_embeddings"] else "no",
-                bits_label(c),
-                html.escape(str(c["sparsity_pattern"])),
+                method_label(bits_label(c), c, "quant_method"),
+                html.escape(method_label(str(c["sparsity_pattern"]), c, "prune_method")),
             ]
             cmd = f'<td class="cmd"><code>{html.escape(s.export_command(e["trial"]))}</code></td>'
             rows.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + cmd + "</tr>")

@@ -131,8 +131,9 @@ def test_unwritable_runs_dir_is_one_clear_error(tmp_path: Path, shared_cache: Pa
     )  # fmt: skip
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot write to")
-    assert "runs_dir=" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write runs_dir=")
+    assert "is a file" in lines[0]
+    assert blocker.read_text() == "a file where a folder should be"
 
 
 def test_resumed_study_refuses_other_settings(smoke_overrides: list[str]) -> None:

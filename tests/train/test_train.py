@@ -61,7 +61,7 @@ def test_loss_falls_recipe_is_applied_and_checkpoint_reloads(
         run_cli(main, [str(exported), *SMALL, f"out={out}"])
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
-    assert "loss " in printed and "compressed (2:4 sparsity" in printed
+    assert "loss " in printed and "compressed (2:4 magnitude sparsity" in printed
 
     record = json.loads((out / "training.json").read_text())
     losses = [loss for _, loss in record["losses"]]
