@@ -1,79 +1,75 @@
-"""Compression on one trained proxy model: bits per byte, ONNX decode latency and file size.
+"""Compression methods on models trained long enough to matter: bpb, ONNX size, decode latency.
 
-    python -m nas.bench compression [steps=300] [rounds=3] [runs=60] [budget=cpu]
-                                    [hardware=local_cpu] [runs_dir=runs]
+    python -m nas.bench compression [steps=2000] [seeds=2] [models=dense,moe] [parts=all]
+                                    [tune_steps=100] [eval_windows=512] [rounds=3] [runs=60]
+                                    [budget=cpu] [hardware=local_cpu] [runs_dir=runs]
 
-One dense model (4 layers, 8 heads of 48 with 2 kv-heads, d_model 384, FFN 1024) is trained once
-on the proxy corpus (cached under `<cache_dir>/bench-compression/`); every variant starts from a
-copy of it: fp32, int8 g128, int4 g128, int4 g32, 50% unstructured, 2:4, 25% of heads pruned,
-25% of FFN channels pruned; and int8 g128 / int4 g32 again with ONNX Runtime's int8 activations
-("a8", accuracy_level=4: faster kernels; scored with the same int8 activations in torch), and
-`nas.onnx.export`'s int8 (dynamic quantization, per-channel weights; its bpb is the weight-only
-int8 model's, not its own).
-For each: held-out bits per byte, the decode-step ONNX graph (KV cache of the hardware's
-`context_len`) with the variant's weights, its file size, the predicted stored weight bytes, and
-decode latency measured with ONNX Runtime in a fresh process per invocation, `rounds`
-invocations per variant, interleaved. Writes `<runs_dir>/bench/compression.json`.
+Two architectures at the cpu budget's largest width (8 heads of 48, 2 kv-heads, 4 layers): a
+dense Llama (FFN 1024, 6.98M parameters) and a Qwen3-MoE (4 experts of FFN 256, top-2), each
+trained `steps` steps on the proxy corpus per training seed (cached under
+`<cache_dir>/bench-compression/`). Every variant starts from a copy of a trained model:
+- quantization: rtn / gptq / awq at int8 g128, int4 g128, int4 g32;
+- sparsity: magnitude / wanda / sparsegpt at 50% unstructured and 2:4;
+- structured: 25% and 50% of heads, FFN channels and layers (block influence), alone, with a
+  `tune_steps` fine-tune, and with a distillation fine-tune from the unpruned model;
+- qat: PTQ (rtn, gptq) vs QAT (a fake-quantized fine-tune) at int4 g32, and the same fine-tune in
+  float then PTQ (what the extra steps alone do);
+- combined: prune (SparseGPT 50%), quantize (GPTQ int4 g32), distil, in all 8 combinations.
+Held-out bits per byte on `eval_windows` windows; each Δ against the model's own uncompressed
+bpb with a paired standard error over windows, per training seed. `parts=` picks tables
+(quantization,sparsity,structured,qat,combined,latency); rows already measured (same model, seed
+and settings) are read from `<runs_dir>/bench/compression-rows.json`, so a run can be resumed.
+Latency: one decode graph (KV cache of the hardware's `context_len`) per distinct final shape and
+weight format, timed in fresh processes, `rounds` per graph, interleaved. Writes
+`<runs_dir>/bench/compression.json` and prints markdown tables.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import statistics
-from dataclasses import asdict, dataclass, field, replace
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.arch import ArchConfig
 from nas.bench import split_options
-from nas.compression import CompressionSettings, StructuredSpec, compress
-from nas.compression.matrices import block_matrices
-from nas.compression.prune import measured_sparsity
+from nas.bench._compression_eval import (
+    MB,
+    delta,
+    export_graph_file,
+    interactions,
+    measure_graphs,
+    table,
+    window_bits,
+    window_bytes,
+)
+from nas.bench._compression_variants import Variant, apply_variant, variants
+from nas.compression.calibration import calibration_windows
 from nas.config.compose import load_settings
 from nas.errors import NasError
 from nas.files import atomic_write
 from nas.quality.data import prepare_data
 from nas.quality.models import build_model
-from nas.quality.training import bits_per_byte, train_proxy
-from predictors.footprint import stored_weight_bytes
+from nas.quality.training import train_proxy
 
-BENCH_KEYS = {"steps": 300, "rounds": 3, "runs": 60, "seed": 0}
-MB = 1024.0 * 1024.0
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    compression: CompressionConfig = field(default_factory=CompressionConfig)
-    structured: StructuredSpec | None = None
-    accuracy_level: int | None = None  # 4: ONNX Runtime computes with int8 activations
-    dynamic_int8: bool = False  # nas.onnx.export's int8 instead: per-channel, int8 activations
+BENCH_KEYS = {
+    "steps": 2000, "seeds": 2, "models": "dense,moe", "parts": "all", "tune_steps": 100,
+    "eval_windows": 512, "rounds": 3, "runs": 60, "calibration_windows": 32,
+}  # fmt: skip
+TABLES = ("quantization", "sparsity", "structured", "qat", "combined")
 
 
-VARIANTS = (
-    Variant("fp32"),
-    Variant("int8 g128", CompressionConfig(weight_bits=8, group_size=128)),
-    Variant("int4 g128", CompressionConfig(weight_bits=4, group_size=128)),
-    Variant("int4 g32", CompressionConfig(weight_bits=4, group_size=32)),
-    Variant("int8 g128 a8", CompressionConfig(weight_bits=8, group_size=128), accuracy_level=4),
-    Variant("int4 g32 a8", CompressionConfig(weight_bits=4, group_size=32), accuracy_level=4),
-    Variant("int8 dynamic", CompressionConfig(weight_bits=8, group_size=128), dynamic_int8=True),
-    Variant("50% unstructured", CompressionConfig(sparsity=0.5, sparsity_pattern="unstructured")),
-    Variant("2:4", CompressionConfig(sparsity=0.5, sparsity_pattern="2:4")),
-    Variant("25% heads pruned", structured=StructuredSpec(heads=0.25)),
-    Variant("25% FFN pruned", structured=StructuredSpec(ffn=0.25)),
-)
-
-
-def bench_arch(vocab_size: int) -> ArchConfig:
+def bench_arches(vocab_size: int) -> dict[str, ArchConfig]:
     # 8 heads of 48: removing 2 (one per kv group) leaves 6, which divides d_model 384.
-    return ArchConfig(
-        n_layers=4, n_heads=8, n_kv_heads=2, head_dim=48, ffn_dim=1024, vocab_size=vocab_size
-    )
+    common = dict(n_layers=4, n_heads=8, n_kv_heads=2, head_dim=48, vocab_size=vocab_size)
+    return {
+        "dense": ArchConfig(**common, ffn_dim=1024),
+        "moe": ArchConfig(**common, ffn_dim=256, n_experts=4, experts_per_token=2),
+    }
 
 
 def trained_model(arch, data, settings, *, seed: int, cache: Path, tag: str) -> torch.nn.Module:
@@ -97,134 +93,134 @@ def trained_model(arch, data, settings, *, seed: int, cache: Path, tag: str) -> 
     return result.model.eval()
 
 
-def prepare_variant(variant, trained, arch, data, settings, hardware, out_dir: Path, calib):
-    """Compress a copy, score it, and write its decode graph; returns the row (no latency yet)."""
-    from nas.onnx.export import export_decode, quantize_onnx
+def _row_key(model: str, seed: int, variant: Variant, own: dict[str, Any]) -> str:
+    settings = {k: own[k] for k in ("steps", "tune_steps", "eval_windows", "calibration_windows")}
+    return json.dumps([model, seed, repr(variant), settings], sort_keys=True)
 
-    candidate = Candidate(arch=arch, compression=variant.compression)
-    settings_c = CompressionSettings(int8_activations=variant.accuracy_level == 4)
-    done = compress(
-        copy.deepcopy(trained),
-        candidate,
-        structured=variant.structured,
-        calibration=calib,
-        settings=settings_c,
+
+def _measure(variant, trained, arch, data, eval_settings, calib, base_bits, total, seed, lr):
+    started = time.perf_counter()
+    model, new_arch, recipe, losses = apply_variant(
+        variant, trained, arch, data, eval_settings, calibration=calib, seed=seed, lr=lr
     )
-    bpb = bits_per_byte(done.model, data, settings)
-    done.remove_hooks()  # the ONNX graph gets its activation quantization from accuracy_level
-    slug = variant.name.replace("%", "pct").replace(" ", "-").replace(":", "of")
-    float_path = out_dir / f"{slug}-fp32.onnx"
-    export_decode(done.model, float_path, context_len=hardware.deploy.context_len)
-    path = float_path
-    comp = variant.compression
-    if variant.dynamic_int8:
-        path = quantize_onnx(
-            float_path, out_dir / f"{slug}.onnx", bits=8, group_size=128, method="dynamic"
-        )
-        float_path.unlink()
-    elif comp.weight_bits < 16:
-        path = quantize_onnx(
-            float_path,
-            out_dir / f"{slug}.onnx",
-            bits=comp.weight_bits,
-            group_size=comp.group_size,
-            accuracy_level=variant.accuracy_level,
-        )
-        float_path.unlink()
-    priced = Candidate(arch=done.arch, compression=comp)
-    return {
+    bits = window_bits(model, data, eval_settings)
+    d, se = delta(bits, base_bits, total)
+    row = {
+        "table": variant.table,
         "variant": variant.name,
-        "arch": done.arch.to_dict(),
-        "compression": comp.to_dict(),
-        "recipe": done.recipe.to_dict(),
-        "params": done.arch.params,
-        "bpb": bpb,
-        # a8: scored with int8 activations; dynamic: bpb is the weight-only model's
-        "activations": "int8" if variant.accuracy_level or variant.dynamic_int8 else "fp32",
-        "zeros": round(measured_sparsity(block_matrices(done.model)), 4),
-        "onnx": str(path),
-        "file_mb": path.stat().st_size / MB,
-        "predicted_weight_mb": stored_weight_bytes(priced, hardware) / MB,
+        "graph": variant.graph(arch),
+        "bpb": float(bits.sum() / total),
+        "delta": d,
+        "delta_se": se,
+        "params": new_arch.params,
+        "arch": new_arch.to_dict(),
+        "recipe": recipe,
+        "tune_losses": [losses[0], losses[-1]] if losses else None,
+        "seconds": round(time.perf_counter() - started, 1),
     }
+    return row
 
 
-def measure_rows(rows: list[dict[str, Any]], *, rounds: int, runs: int, threads: int) -> None:
-    """Decode latency: `rounds` fresh-process invocations per graph, interleaved across graphs."""
-    from nas.onnx.measure import measure_isolated
-
-    for row in rows:
-        row["decode_ms_runs"] = []
-    for r in range(rounds):
-        for row in rows:
-            m = measure_isolated(row["onnx"], threads=threads, runs=runs)
-            row["decode_ms_runs"].append(round(m.median_ms, 4))
-        print(f"  round {r + 1}/{rounds} measured", flush=True)
-    for row in rows:
-        times = row["decode_ms_runs"]
-        row["decode_ms"] = statistics.median(times)
-        row["decode_ms_min"], row["decode_ms_max"] = min(times), max(times)
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    base = rows[0]
-    head = (
-        f"{'variant':<18} {'params':>7} {'bpb':>7} {'Δbpb':>7} {'zeros':>6} {'file MB':>8} "
-        f"{'pred MB':>8} {'decode ms (min-max)':>22} {'vs fp32':>7}"
-    )
-    lines = [head, "-" * len(head)]
-    for row in rows:
-        spread = f"{row['decode_ms']:.3f} ({row['decode_ms_min']:.3f}-{row['decode_ms_max']:.3f})"
-        lines.append(
-            f"{row['variant']:<18} {row['params'] / 1e6:>6.2f}M {row['bpb']:>7.4f} "
-            f"{row['bpb'] - base['bpb']:>+7.4f} {row['zeros']:>6.2f} {row['file_mb']:>8.2f} "
-            f"{row['predicted_weight_mb']:>8.2f} {spread:>22} "
-            f"{row['decode_ms'] / base['decode_ms']:>6.2f}x"
+def run_model(name, arch, own, cfg, data, info, store, out_dir) -> list[dict[str, Any]]:
+    """Every selected variant of one architecture, for each training seed."""
+    parts = TABLES if own["parts"] == "all" else tuple(own["parts"].split(","))
+    settings = replace(cfg.proxy.training, steps=own["steps"])
+    eval_settings = replace(settings, eval_windows=own["eval_windows"])
+    lr = settings.lr * settings.min_lr_ratio  # where the trained model's schedule ended
+    rows = []
+    for seed in range(own["seeds"]):
+        trained = trained_model(
+            arch, data, settings, seed=seed, cache=Path(cfg.cache_dir) / "bench-compression",
+            tag=info["corpus_fingerprint"] + str(info["vocab_size"]),
+        )  # fmt: skip
+        calib = calibration_windows(
+            data.train_ids, seq_len=settings.seq_len, count=own["calibration_windows"], seed=seed
         )
-    return "\n".join(lines)
+        base_bits = window_bits(trained, data, eval_settings)
+        total = window_bytes(data, eval_settings)
+        print(f"{name} seed {seed}: bpb {base_bits.sum() / total:.4f}", flush=True)
+        for variant in variants(arch, tune_steps=own["tune_steps"]):
+            if variant.table not in parts:
+                continue
+            key = _row_key(name, seed, variant, own)
+            if key not in store:
+                row = _measure(
+                    variant, trained, arch, data, eval_settings, calib, base_bits, total, seed, lr
+                )
+                store[key] = {
+                    **row,
+                    "model": name,
+                    "seed": seed,
+                    "base_bpb": base_bits.sum() / total,
+                }
+                atomic_write(out_dir / "compression-rows.json", json.dumps(store, indent=1))
+                print(f"  {variant.name}: Δ {row['delta']:+.4f} ±{row['delta_se']:.4f}", flush=True)
+            rows.append(store[key])
+    return rows
+
+
+def latency_graphs(rows: list[dict[str, Any]], out: Path, context_len: int) -> dict[str, dict]:
+    """One decode graph per distinct final shape and weight format among `rows`: a model of that
+    shape in that format (its values do not change the graph's ops, sizes or CPU speed)."""
+    from nas.compression.matrices import block_matrices
+    from nas.compression.quantize import quantize_matrices
+
+    graphs: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key = f"{row['model']} | {row['graph']}"
+        if key in graphs:
+            continue
+        arch = ArchConfig.from_dict(row["arch"])
+        model = build_model(arch, max_positions=context_len + 1).eval()
+        comp = (row["recipe"].get("quantization") or {}) if row["recipe"] else {}
+        fmt = {"weight_bits": comp.get("bits", 16), "group_size": comp.get("group_size", 0)}
+        if fmt["weight_bits"] < 16:
+            quantize_matrices(
+                block_matrices(model), bits=fmt["weight_bits"], group_size=fmt["group_size"]
+            )
+        path = export_graph_file(model, out, key, context_len=context_len, comp=fmt)
+        graphs[key] = {
+            "onnx": str(path),
+            "file_mb": path.stat().st_size / MB,
+            "params": arch.params,
+        }
+        print(f"  graph {key}: {graphs[key]['file_mb']:.2f} MB", flush=True)
+    return graphs
 
 
 def main(argv: list[str]) -> int:
     own, overrides = split_options(argv, BENCH_KEYS)
-    if min(own["steps"], own["rounds"], own["runs"]) < 1:
-        raise NasError("steps, rounds and runs must be >= 1")
+    if min(own["steps"], own["seeds"], own["rounds"], own["runs"], own["eval_windows"]) < 1:
+        raise NasError("steps, seeds, rounds, runs and eval_windows must be >= 1")
     cfg = load_settings(["budget=cpu", "hardware=local_cpu", *overrides])
-    hardware = cfg.hardware
-    settings = replace(cfg.proxy.training, steps=own["steps"])
-    cache = Path(cfg.cache_dir)
-    data, _, info = prepare_data(cfg.proxy, cache)
-    arch = bench_arch(info["vocab_size"])
-    torch.manual_seed(own["seed"])
-    trained = trained_model(
-        arch,
-        data,
-        settings,
-        seed=own["seed"],
-        cache=cache / "bench-compression",
-        tag=info["corpus_fingerprint"] + str(info["vocab_size"]),
-    )
-    out_dir = Path(cfg.runs_dir) / "bench" / "compression"
-    span = settings.seq_len + 1
-    calib = torch.from_numpy(data.train_ids[: 8 * span].reshape(8, span).astype("int64"))
+    data, _, info = prepare_data(cfg.proxy, Path(cfg.cache_dir))
+    arches = bench_arches(info["vocab_size"])
+    chosen = own["models"].split(",")
+    if set(chosen) - set(arches):
+        raise NasError(f"models= takes {', '.join(arches)}, got {own['models']}")
+    out_dir = Path(cfg.runs_dir) / "bench"
+    rows_path = out_dir / "compression-rows.json"
+    store = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
     rows = []
-    for variant in VARIANTS:
-        rows.append(
-            prepare_variant(variant, trained, arch, data, settings, hardware, out_dir, calib)
-        )
-        print(
-            f"  {variant.name}: bpb {rows[-1]['bpb']:.4f}, {rows[-1]['file_mb']:.2f} MB", flush=True
-        )
-    measure_rows(rows, rounds=own["rounds"], runs=own["runs"], threads=hardware.threads)
+    for name in chosen:
+        rows += run_model(name, arches[name], own, cfg, data, info, store, out_dir)
+    graphs: dict[str, dict[str, Any]] = {}
+    if own["parts"] == "all" or "latency" in own["parts"].split(","):
+        graphs = latency_graphs(rows, out_dir / "compression", cfg.hardware.deploy.context_len)
+        measure_graphs(graphs, rounds=own["rounds"], runs=own["runs"], threads=cfg.hardware.threads)
     report = {
-        "arch": arch.to_dict(),
-        "proxy": {**asdict(settings), **info},
-        "hardware": hardware.name,
-        "context_len": hardware.deploy.context_len,
-        "threads": hardware.threads,
-        "rounds": own["rounds"],
-        "runs_per_round": own["runs"],
+        "arches": {k: v.to_dict() for k, v in arches.items()},
+        "options": own,
+        "proxy": {**asdict(cfg.proxy.training), **info},
+        "hardware": cfg.hardware.name,
         "rows": rows,
+        "graphs": graphs,
     }
-    atomic_write(Path(cfg.runs_dir) / "bench" / "compression.json", json.dumps(report, indent=2))
-    print(format_rows(rows))
-    print(f"\nwrote {Path(cfg.runs_dir) / 'bench' / 'compression.json'}")
+    atomic_write(out_dir / "compression.json", json.dumps(report, indent=2))
+    for name in TABLES:
+        if any(r["table"] == name for r in rows):
+            print(f"\n### {name}\n\n{table(rows, graphs, name)}")
+    if any(r["table"] == "combined" for r in rows):
+        print(f"\n### combined: measured vs sum of parts\n\n{interactions(rows)}")
+    print(f"\nwrote {out_dir / 'compression.json'}")
     return 0
