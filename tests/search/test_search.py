@@ -20,7 +20,14 @@ ARCH_KEYS = {
     "n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "n_experts",
     "experts_per_token", "moe_every", "tie_embeddings", "vocab_size",
 }  # fmt: skip
-COMPRESSION_KEYS = {"weight_bits", "group_size", "sparsity", "sparsity_pattern"}
+COMPRESSION_KEYS = {
+    "weight_bits",
+    "group_size",
+    "sparsity",
+    "sparsity_pattern",
+    "quant_method",
+    "prune_method",
+}
 METRIC_KEYS = {"bpb", "decode_ms", "prefill_ms", "memory_mb", "params", "active_params"}
 
 
