@@ -15,7 +15,8 @@ Shared parts (import the vocabulary and each other, never a command):
 - `samplers`: building the configured sampler, the cost-aware sampler, fast TPE;
 - `quality`: corpus, tokenizer, models, proxy training, quality scorers, early stopping;
 - `fidelity`: rungs, promotion, seed statistics, the training target, what the front judges;
-- `compression`: quantization, sparsity, structured pruning, recovery, recipes;
+- `compression`: quantization (rtn, GPTQ, AWQ), sparsity (magnitude, Wanda, SparseGPT), structured
+  pruning, recovery, QAT, recipes;
 - `onnx`: decode/prefill graphs, the exportable MoE kernels, checks, measurement.
 
 Commands (`python -m nas.X`, each a package with its `__main__`):
