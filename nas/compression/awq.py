@@ -96,16 +96,21 @@ class LayerObjective:
         return (out[0] if isinstance(out, tuple) else out).float()
 
     @torch.no_grad()
+    def error(self) -> float:
+        """The layer's output error as its weights are now."""
+        return sum(
+            float((self._run(args, kwargs) - ref).pow(2).sum())
+            for (args, kwargs), ref in zip(self.inputs, self.reference, strict=True)
+        )
+
+    @torch.no_grad()
     def __call__(self, group: Group, s: torch.Tensor, *, bits: int, group_size: int) -> float:
         originals = [m.get().clone() for m in group.matrices]
         try:
             for matrix, w in zip(group.matrices, originals, strict=True):
                 scale = s.to(w.device, torch.float32)
                 matrix.set(fake_quantize(w * scale, bits=bits, group_size=group_size) / scale)
-            return sum(
-                float((self._run(args, kwargs) - ref).pow(2).sum())
-                for (args, kwargs), ref in zip(self.inputs, self.reference, strict=True)
-            )
+            return self.error()
         finally:
             for matrix, w in zip(group.matrices, originals, strict=True):
                 matrix.set(w)
@@ -237,7 +242,20 @@ def awq_layer(
     scales = [
         search_scale(g, bits=bits, group_size=group_size, objective=objective) for g in groups
     ]
+    before = {k: v.clone() for k, v in layer.state_dict().items()} if objective else None
     for group, s in zip(groups, scales, strict=True):
         fold(group, s)
     quantize_matrices(matrices, bits=bits, group_size=group_size)
+    if objective is not None and before is not None:
+        # Each group's scale was searched with the others in float: together they can fit the
+        # layer's output worse than plain rounding does. Keep round-to-nearest then.
+        chosen = {k: v.clone() for k, v in layer.state_dict().items()}
+        awq_error = objective.error()
+        layer.load_state_dict(before)
+        quantize_matrices(matrices, bits=bits, group_size=group_size)
+        if objective.error() >= awq_error:
+            layer.load_state_dict(chosen)
+        else:
+            for g in groups:
+                g.alpha = 0.0
     return {f"{index}: {g.name}": g.alpha for g in groups}

@@ -1,14 +1,16 @@
 """The calibration-based methods over a whole model: Wanda and SparseGPT pruning, GPTQ and AWQ
-quantization, each layer after the one before (`calibration.sequential`)."""
+quantization, each layer after the one before (`calibration.sequential`; AWQ on float
+activations)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 
 from nas.compression.awq import awq_layer
-from nas.compression.calibration import Stats, reconstruction_error, sequential
+from nas.compression.calibration import Stats, layer_stats, reconstruction_error, sequential
 from nas.compression.gptq import quantize_matrix
 from nas.compression.matrices import Matrix, block_matrices, decoder_layers
 from nas.compression.prune import sparsity_masks
@@ -45,7 +47,7 @@ def prune_calibrated(
     masks: dict[str, torch.Tensor] = {}
     kept_magnitude = [0]
 
-    def apply(_index: int, matrices: list[Matrix], stats: dict[str, Stats], _inputs) -> None:
+    def apply(_index: int, matrices: list[Matrix], stats: dict[str, Stats]) -> None:
         for matrix in matrices:
             weight = matrix.get()
             (magnitude,) = sparsity_masks([matrix], pattern, sparsity)
@@ -122,14 +124,23 @@ def quantize_calibrated(
     counts = [0, 0]  # rows that kept round-to-nearest, rows
     alphas: dict[str, float] = {}
 
-    def apply(index: int, matrices: list[Matrix], stats: dict[str, Stats], inputs) -> None:
-        if method == "awq":
+    if method == "awq":
+        # AWQ's own recipe (Lin et al. 2024): scales are searched on the float model's
+        # activations and the weights rounded afterwards, so each layer's statistics and inputs
+        # come from an unquantized copy (folding keeps its function), not from the rounded
+        # layers before it as GPTQ's do.
+        shadow = copy.deepcopy(model)
+        matrices = block_matrices(model)
+        for index, layer in enumerate(layers):
+            inputs: list = []
+            stats = layer_stats(shadow, calibration, index, inputs=inputs)
+            mine = [m for m in matrices if m.name.startswith(f"model.layers.{index}.")]
             alphas.update(
-                awq_layer(
-                    layers[index], index, matrices, stats, inputs, bits=bits, group_size=group_size
-                )
+                awq_layer(layer, index, mine, stats, inputs, bits=bits, group_size=group_size)
             )
-            return
+        return {"alpha": alphas}
+
+    def apply(index: int, matrices: list[Matrix], stats: dict[str, Stats]) -> None:
         if method != "gptq":
             raise ValueError(f"unknown quantization method '{method}'; use one of {QUANT_METHODS}")
         for group in _same_input(matrices, stats):
@@ -139,7 +150,5 @@ def quantize_calibrated(
             counts[0] += kept
             counts[1] += rows
 
-    sequential(model, calibration, apply, keep_inputs=method == "awq")
-    if method == "awq":
-        return {"alpha": alphas}
+    sequential(model, calibration, apply)
     return {"rtn_rows": counts[0], "rows": counts[1]}

@@ -184,18 +184,14 @@ def layer_stats(
 def sequential(
     model: torch.nn.Module,
     calibration: torch.Tensor,
-    apply: Callable[[int, list[Matrix], dict[str, Stats], list], None],
-    *,
-    keep_inputs: bool = False,
+    apply: Callable[[int, list[Matrix], dict[str, Stats]], None],
 ) -> None:
     """For each decoder layer in order: its statistics (earlier layers already changed), then
-    `apply(layer_index, matrices of the layer, stats, layer inputs)`, which changes the layer in
-    place; the layer inputs (args, kwargs per batch) are kept only with `keep_inputs`."""
+    `apply(layer_index, matrices of the layer, stats)`, which changes the layer in place."""
     matrices = block_matrices(model)
     for index in range(len(decoder_layers(model))):
         prefix = f"model.layers.{index}."
         mine = [m for m in matrices if m.name.startswith(prefix)]
-        inputs: list = []
-        stats = layer_stats(model, calibration, index, inputs=inputs if keep_inputs else None)
+        stats = layer_stats(model, calibration, index)
         with one_thread():
-            apply(index, mine, stats, inputs)
+            apply(index, mine, stats)
