@@ -105,7 +105,9 @@ def architectures(vocab: int) -> list[ArchConfig]:
 
 def target_subset(archs: list[ArchConfig], count: int) -> list[int]:
     """Indices of the target check's architectures: the first of each depth's six, round robin."""
-    per_depth = [list(range(start, start + 6)) for start in range(0, len(archs), 6)]
+    per_depth = [
+        list(range(start, min(start + 6, len(archs)))) for start in range(0, len(archs), 6)
+    ]
     order = [i for slot in range(6) for group in per_depth for i in group[slot : slot + 1]]
     return sorted(order[:count])
 
