@@ -88,17 +88,25 @@ def known_studies(runs_dir: Path) -> list[str]:
 
     Read with the standard library from the `studies` table of Optuna's RDB schema: opening each
     file through Optuna would import it and run its schema check (about a second per database)
-    only to print names in an error line. `immutable=1` reads the file as it is and leaves no
-    -wal/-shm behind (a read-only WAL connection would create both); a study created moments ago
-    by a running search may be missing from the list until its log is checkpointed."""
+    only to print names in an error line."""
     names: set[str] = set()
     for db in sorted(runs_dir.glob("*/study.db")):
         try:
-            with closing(sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True)) as con:
+            with closing(sqlite3.connect(_read_only_uri(db), uri=True)) as con:
                 names.update(row[0] for row in con.execute("SELECT study_name FROM studies"))
         except sqlite3.Error:  # an unreadable or foreign file is not a study: skip it
             log.debug("skipping %s", db, exc_info=True)
     return sorted(names)
+
+
+def _read_only_uri(db: Path) -> str:
+    """A URI that reads `db` without leaving anything behind. While a search has the database
+    open, its write-ahead log holds the newest rows and the shared-memory file exists: read
+    both (`mode=ro`). Otherwise `immutable=1`: a read-only WAL connection would create the
+    -wal and -shm files that nobody else is there to remove."""
+    wal, shm = db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
+    live = wal.is_file() and wal.stat().st_size > 0 and shm.is_file()
+    return f"{db.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
 
 
 def load(ref: StudyRef) -> optuna.Study:
