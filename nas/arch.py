@@ -160,8 +160,10 @@ class CompressionConfig:
     group_size: int = 0  # weights per quantization scale; 0 when weight_bits == 16
     sparsity: float = 0.0  # share of linear-layer weights set to zero
     sparsity_pattern: str = "none"  # none | unstructured | 2:4
-    quant_method: str = "rtn"  # rtn | gptq | awq (how the 8/4-bit weights are chosen)
-    prune_method: str = "magnitude"  # magnitude | wanda | sparsegpt (which weights are zeroed)
+    # rtn | gptq | awq: how 8/4-bit weights are chosen; magnitude | wanda | sparsegpt: which
+    # weights sparsity zeroes
+    quant_method: str = METHOD_DEFAULTS["quant_method"]
+    prune_method: str = METHOD_DEFAULTS["prune_method"]
 
     def __post_init__(self) -> None:
         if self.weight_bits not in (16, 8, 4):

@@ -2,16 +2,16 @@
 
 Entry format (users and later tooling read these names): `trial`, `arch` {n_layers, d_model,
 n_heads, n_kv_heads, head_dim, ffn_dim, n_experts, experts_per_token, moe_every, tie_embeddings,
-vocab_size}, `compression` {weight_bits, group_size, sparsity, sparsity_pattern}, `metrics` {bpb,
-bpb_sd, seeds, decode_ms, prefill_ms, memory_mb, params, active_params, ...}, `quality` {bpb, sd,
-basis: what the front judges it on}, `rung` (where it was measured), `within_noise_of` (front
-neighbours whose difference from it is within the seed noise).
+vocab_size}, `compression` {weight_bits, group_size, sparsity, sparsity_pattern, quant_method,
+prune_method}, `metrics` {bpb, bpb_sd, seeds, decode_ms, prefill_ms, memory_mb, params,
+active_params, ...}, `quality` {bpb, sd, basis: what the front judges it on}, `rung` (where it
+was measured), `within_noise_of` (front neighbours whose difference from it is within the seed
+noise).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import itertools
 import json
@@ -32,9 +32,6 @@ ARCH_KEYS = (
     "n_layers d_model n_heads n_kv_heads head_dim ffn_dim n_experts experts_per_token moe_every "
     "tie_embeddings vocab_size"
 ).split()
-COMPRESSION_KEYS = tuple(f.name for f in dataclasses.fields(CompressionConfig))
-# Trials of studies from before quant_method / prune_method existed were compressed with these.
-COMPRESSION_DEFAULTS = CompressionConfig().to_dict()
 
 
 def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
@@ -61,9 +58,9 @@ def entry(judged: Judged, within_noise_of: Sequence[int] = ()) -> dict[str, Any]
     return {
         "trial": record.number,
         "arch": {k: record.arch[k] for k in ARCH_KEYS},
-        "compression": {
-            k: record.compression.get(k, COMPRESSION_DEFAULTS[k]) for k in COMPRESSION_KEYS
-        },
+        # Through the dataclass, as export reads it: records from before quant_method and
+        # prune_method existed get their defaults (rtn, magnitude), which is what they ran.
+        "compression": CompressionConfig(**record.compression).to_dict(),
         "metrics": record.metrics,
         "quality": {"bpb": judged.quality, "sd": judged.sd, "basis": judged.basis},
         "rung": record.rungs[-1]["rung"] if record.rungs else 0,
