@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from nas.compression.awq import awq_layer
-from nas.compression.calibration import Stats, layer_stats, reconstruction_error, sequential
+from nas.compression.calibration import Stats, reconstruction_error, sequential
 from nas.compression.gptq import quantize_matrix
 from nas.compression.matrices import Matrix, block_matrices, decoder_layers
 from nas.compression.prune import sparsity_masks
@@ -47,7 +47,7 @@ def prune_calibrated(
     masks: dict[str, torch.Tensor] = {}
     kept_magnitude = [0]
 
-    def apply(_index: int, matrices: list[Matrix], stats: dict[str, Stats]) -> None:
+    def apply(_index: int, matrices: list[Matrix], stats: dict[str, Stats], _inputs) -> None:
         for matrix in matrices:
             weight = matrix.get()
             (magnitude,) = sparsity_masks([matrix], pattern, sparsity)
@@ -124,23 +124,14 @@ def quantize_calibrated(
     counts = [0, 0]  # rows that kept round-to-nearest, rows
     alphas: dict[str, float] = {}
 
-    if method == "awq":
-        # AWQ's own recipe (Lin et al. 2024): scales are searched on the float model's
-        # activations and the weights rounded afterwards, so each layer's statistics and inputs
-        # come from an unquantized copy (folding keeps its function), not from the rounded
-        # layers before it as GPTQ's do.
-        shadow = copy.deepcopy(model)
-        matrices = block_matrices(model)
-        for index, layer in enumerate(layers):
-            inputs: list = []
-            stats = layer_stats(shadow, calibration, index, inputs=inputs)
-            mine = [m for m in matrices if m.name.startswith(f"model.layers.{index}.")]
+    def apply(index: int, matrices: list[Matrix], stats: dict[str, Stats], inputs) -> None:
+        if method == "awq":
             alphas.update(
-                awq_layer(layer, index, mine, stats, inputs, bits=bits, group_size=group_size)
+                awq_layer(
+                    layers[index], index, matrices, stats, inputs, bits=bits, group_size=group_size
+                )
             )
-        return {"alpha": alphas}
-
-    def apply(index: int, matrices: list[Matrix], stats: dict[str, Stats]) -> None:
+            return
         if method != "gptq":
             raise ValueError(f"unknown quantization method '{method}'; use one of {QUANT_METHODS}")
         for group in _same_input(matrices, stats):
@@ -150,5 +141,11 @@ def quantize_calibrated(
             counts[0] += kept
             counts[1] += rows
 
+    if method == "awq":
+        # AWQ's own recipe (Lin et al. 2024): scales are searched on the float model's
+        # activations and the weights rounded afterwards, so statistics and inputs come from an
+        # unquantized copy (folding keeps its function), not from the rounded layers before.
+        sequential(model, calibration, apply, observe=copy.deepcopy(model), keep_inputs=True)
+        return {"alpha": alphas}
     sequential(model, calibration, apply)
     return {"rtn_rows": counts[0], "rows": counts[1]}

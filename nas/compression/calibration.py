@@ -184,14 +184,22 @@ def layer_stats(
 def sequential(
     model: torch.nn.Module,
     calibration: torch.Tensor,
-    apply: Callable[[int, list[Matrix], dict[str, Stats]], None],
+    apply: Callable[[int, list[Matrix], dict[str, Stats], list], None],
+    *,
+    observe: torch.nn.Module | None = None,
+    keep_inputs: bool = False,
 ) -> None:
-    """For each decoder layer in order: its statistics (earlier layers already changed), then
-    `apply(layer_index, matrices of the layer, stats)`, which changes the layer in place."""
+    """For each decoder layer in order: its statistics, then `apply(layer_index, matrices of the
+    layer, stats, layer inputs)`, which changes the layer in place; the layer inputs (args,
+    kwargs per batch) are kept only with `keep_inputs`. Statistics and inputs are read from
+    `observe` (an unchanged copy: AWQ's float activations) or, by default, from `model` itself,
+    whose earlier layers are already changed (GPTQ's and SparseGPT's sequential mode)."""
+    source = model if observe is None else observe
     matrices = block_matrices(model)
     for index in range(len(decoder_layers(model))):
         prefix = f"model.layers.{index}."
         mine = [m for m in matrices if m.name.startswith(prefix)]
-        stats = layer_stats(model, calibration, index)
+        inputs: list = []
+        stats = layer_stats(source, calibration, index, inputs=inputs if keep_inputs else None)
         with one_thread():
-            apply(index, mine, stats)
+            apply(index, mine, stats, inputs)
