@@ -19,6 +19,7 @@ from nas.arch import is_compressed, label
 from nas.config.compose import load_settings
 from nas.objectives.hypervolume import Reference, hypervolume_history
 from nas.objectives.pareto import pareto_entries
+from nas.objectives.reach import Reach, device_reach
 from nas.records import OBJECTIVES
 from nas.study.lookup import StudyRef
 
@@ -60,6 +61,7 @@ class StudyData:
     importances: dict[str, dict[str, float]] = field(default_factory=dict)
     importance_note: str = ""
     export_prefix: str = ""  # `python -m nas.export` arguments shared by every member
+    reach: Reach | None = None  # how close the candidates come to the device's limits
 
     @property
     def hypervolume(self) -> float | None:
@@ -95,6 +97,11 @@ def collect(study: optuna.Study, ref: StudyRef) -> StudyData:
         export_prefix=_export_prefix(ref),
     )
     data.importances, data.importance_note = importances(study, trials)
+    limits = data.limits
+    if limits.get("max_decode_ms") and limits.get("max_memory_mb"):
+        data.reach = device_reach(
+            trials, max_decode_ms=limits["max_decode_ms"], max_memory_mb=limits["max_memory_mb"]
+        )
     return data
 
 

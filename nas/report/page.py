@@ -132,6 +132,14 @@ def _card(index: int, s: StudyData) -> str:
         ("Pareto front", f"{len(s.front)} configurations"),
         ("hypervolume", hv),
     ]
+    if s.reach is not None:
+        rows.append(
+            (
+                "device reach",
+                f"largest candidate: {s.reach.decode_share:.1%} of the decode limit, "
+                f"{s.reach.memory_share:.1%} of the memory limit",
+            )
+        )
     if s.reference is not None:
         ref = s.reference
         rows.append(
@@ -141,6 +149,8 @@ def _card(index: int, s: StudyData) -> str:
             )
         )
     cells = "".join(f"<div><b>{html.escape(k)}</b>{html.escape(v)}</div>" for k, v in rows)
+    if s.reach is not None and s.reach.out_of_reach:
+        cells += f'<div class="note reach">{html.escape(s.reach.message(s.hardware))}</div>'
     return (
         f'<div class="card"><div><span class="swatch" style="background:{color(index)}"></span>'
         f"<b>{html.escape(s.name)}</b></div>{cells}"
