@@ -294,10 +294,10 @@ def arch_from_hf(config: dict[str, Any]) -> ArchConfig:
     head_dim = _int(config, "head_dim", hidden // heads or 1)
     experts = next((_int(config, k) for k in EXPERT_KEYS if config.get(k)), 1)
     ffn_key = "moe_intermediate_size" if experts > 1 and config.get("moe_intermediate_size") else ""
-    if heads * head_dim != hidden:
+    if "head_dim" not in config and hidden % heads:
         raise NasError(
-            f"hidden_size={hidden} != num_attention_heads x head_dim ({heads} x {head_dim}); "
-            "only models whose width is heads x head_dim are supported"
+            f"hidden_size={hidden} is not a multiple of num_attention_heads={heads} and "
+            "config.json gives no head_dim; add head_dim (the attention width per head)"
         )
     if config.get("shared_expert_intermediate_size") or config.get("mlp_only_layers"):
         raise NasError("MoE models with shared experts or mlp_only_layers are not supported")
@@ -313,6 +313,9 @@ def arch_from_hf(config: dict[str, Any]) -> ArchConfig:
             experts_per_token=_int(config, "num_experts_per_tok", 1),
             moe_every=_int(config, "decoder_sparse_step", 1),
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+            # Qwen3 and Gemma-style models set the attention width apart from the residual
+            # width (Qwen3-0.6B: hidden 1024, 16 heads x 128); 0 when they agree.
+            hidden_size=0 if heads * head_dim == hidden else hidden,
         )
     except ValueError as err:
         raise NasError(f"config.json describes no model this engine can price: {err}") from None

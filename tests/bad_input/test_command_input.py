@@ -275,7 +275,8 @@ PREDICT = [
     alone(
         "predict",
         "arch={bad}/bad_width.json",
-        expect="hidden_size=250 != num_attention_heads x head_dim",
+        expect="hidden_size=250 is not a multiple of num_attention_heads=4 and config.json gives "
+        "no head_dim",
         id="width-not-heads-x-dim",
     ),
     alone(

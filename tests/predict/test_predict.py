@@ -11,7 +11,7 @@ from nas.arch import ArchConfig
 from nas.errors import NasError
 from nas.predict.__main__ import main
 from nas.predict.run import arch_from_hf
-from nas.quality.models import hf_config
+from nas.quality.models import build_model, hf_config
 
 HARDWARE = sorted(
     p.stem for p in (Path(__file__).parents[2] / "hydra_configs/hardware").glob("*.yaml")
@@ -73,3 +73,29 @@ def test_errors_are_one_line(tmp_path: Path, llama_config: Path) -> None:
         main(["hardware=rpi5", f"arch={bad}"])
     with pytest.raises(NasError, match="unknown hardware"):
         main(["hardware=pixel99", f"arch={llama_config}"])
+
+
+QWEN3_0_6B = {  # Qwen/Qwen3-0.6B config.json: attention 16 x 128 = 2048 wide, residual 1024
+    "model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072,
+    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+    "num_hidden_layers": 28, "vocab_size": 151936, "tie_word_embeddings": True,
+}  # fmt: skip
+
+
+def test_attention_width_apart_from_the_residual_width(tmp_path: Path, capsys) -> None:
+    arch = arch_from_hf(QWEN3_0_6B)
+    assert (arch.d_model, arch.n_heads * arch.head_dim) == (1024, 2048)
+    # 0.44B parameters outside the embedding, as Qwen3's model card says (Qwen3 dense adds a
+    # per-head q/k norm, 2 x 128 weights a layer, that Llama-style models lack).
+    assert arch.non_embedding_params == pytest.approx(0.44e9, rel=0.01)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(QWEN3_0_6B))
+    main(["hardware=rpi5", f"arch={path}"])
+    assert json.loads(capsys.readouterr().out)["decode_ms"] > 0
+    # A small model of that kind builds in transformers with exactly the counted parameters and
+    # reads back from its own config.
+    small = ArchConfig(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32, ffn_dim=96,
+                       vocab_size=300, hidden_size=64)  # fmt: skip
+    model = build_model(small)
+    assert sum(p.numel() for p in model.parameters()) == small.params
+    assert arch_from_hf(hf_config(small).to_dict()) == small
