@@ -28,6 +28,9 @@ class CalibrateArgs:
     calibration: str = ""  # where the fit is written (default predictors/calibrations/<H>.json)
     runs_dir: str = "runs"
     target: str = field(default="best", metadata=one_of("best", "median"))
+    # A machine that is not quiet (load, steal time) before measuring: refuse, or measure and
+    # flag it (each round's noise is recorded in the measurements either way).
+    quiet: str = field(default="flag", metadata=one_of("refuse", "flag"))
 
     def threads_for(self, hardware: HardwareProfile) -> int:
         return self.threads or hardware.threads

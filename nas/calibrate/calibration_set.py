@@ -25,6 +25,8 @@ from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.hardware import HardwareProfile
 from nas.onnx.export import ExportedCandidate, export_candidate
 from nas.onnx.measure import measure_isolated
+from nas.onnx.quiet import Quiet
+from predictors.calibrated import activations_of
 
 # Choices spanning the search space at sizes this kind of device runs (1M-60M parameters).
 LAYERS = (2, 3, 4, 6, 8, 12)
@@ -111,6 +113,7 @@ def export_point(
         context_len=deploy.context_len,
         prompt_len=deploy.prompt_len,
         processor=hardware.processor,
+        int8_activations=hardware.int8_activations,
     )
 
 
@@ -133,17 +136,21 @@ def measure_rows(
         log(f"export {i + 1}/{len(points)} {point.id}: {time.perf_counter() - started:.1f} s")
     samples: dict[tuple[str, str], list[Any]] = {}
     rng = random.Random(seed)
+    noise = []  # per round: why the machine was not quiet while it ran ("" when it was)
     for r in range(rounds):
         order = list(points)
         rng.shuffle(order)
+        before = Quiet.now()
         for point in order:
             for phase in ("decode", "prefill"):
                 path = getattr(exported[point.id], phase)
                 runs = 40 if phase == "decode" else 12
                 m = measure_isolated(path, threads=threads, warmup=5, runs=runs, max_seconds=4.0)
                 samples.setdefault((point.id, phase), []).append(m)
-        log(f"round {r + 1}/{rounds} measured")
-    return [_row(point, samples, hardware, threads) for point in points]
+        noise.append(Quiet.now().noise(threads, before, own_load=threads))
+        log(f"round {r + 1}/{rounds} measured" + (f" (noisy: {noise[-1]})" if noise[-1] else ""))
+    rows = [_row(point, samples, hardware, threads) for point in points]
+    return [{**row, "round_noise": noise} for row in rows]
 
 
 def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, Any]:
@@ -156,6 +163,7 @@ def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, A
         "context_len": hardware.deploy.context_len,
         "prompt_len": hardware.deploy.prompt_len,
         "threads": threads,
+        "activations": activations_of(hardware),
         "date": time.strftime("%Y-%m-%d"),
     }
     for phase in ("decode", "prefill"):
