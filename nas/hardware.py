@@ -68,6 +68,14 @@ class HardwareProfile:
     sparse_kernels: list[str] = field(default_factory=list)  # sparsity patterns sped up here
     sparse_storage: list[str] = field(default_factory=list)  # sparsity patterns stored compressed
 
+    @property
+    def int8_activations(self) -> bool:
+        """Whether the runtime's fast int8/int4 format quantizes activations too. ONNX Runtime's
+        CPU provider runs MatMulNBits fast only with int8 compute (accuracy_level=4: about 2x
+        fp32 here, while fp32 compute from int8 weights is 3-5x slower than fp32; BENCHMARKS.md);
+        its CUDA provider dequantizes to fp16 and keeps activations float."""
+        return self.processor == "cpu"
+
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> HardwareProfile:
         """A profile from a plain mapping (a hardware YAML's content), checked like the config."""

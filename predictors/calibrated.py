@@ -12,7 +12,8 @@ compute-bound, so one side of the roofline's max dominates each):
 
 Weight formats are the exported graph's (nas.onnx.export): `float` (fp32 on CPUs: the embedding
 table, the LM head, and 16-bit candidates' blocks), `int8` and `int4`
-(both MatMulNBits); routed experts are float weights gathered per token, with their own coefficient.
+(both MatMulNBits, with int8 compute on CPUs: `activations_of`); routed experts are float weights
+gathered per token, with their own coefficient.
 Each coefficient is the device's cost of one unit of that work: the inverse of an effective
 bandwidth or throughput, or a fixed overhead. Resident memory is not proportional to bits: on
 this machine's ONNX Runtime CPU provider an int8 MatMulNBits weight measured ~3.7 bytes resident
@@ -55,6 +56,12 @@ FEATURES = {
     "memory_mb": ("fixed", "float_mb", "int8_mb", "int4_mb", "kv_mb"),
 }
 FORMATS = ("float", "int8", "int4")
+
+
+def activations_of(hardware: HardwareProfile) -> str:
+    """How the device's runtime computes int8/int4 layers: "int8" (activations quantized on the
+    fly, ONNX Runtime's fast CPU kernels) or "float" (weights dequantized)."""
+    return "int8" if hardware.int8_activations else "float"
 
 
 def _expert_params(arch: ArchConfig, experts: int) -> int:
@@ -168,6 +175,14 @@ class CalibratedPredictor(Predictor):
                     f"the calibration of {hardware.name} was fitted with other {q} features than "
                     f"this version uses; re-run python -m nas.calibrate hardware={hardware.name}"
                 )
+        measured = calibration.get("conditions", {}).get("activations", "float")
+        if measured != activations_of(hardware):
+            raise NasError(
+                f"the calibration of {hardware.name} timed int8/int4 graphs with {measured} "
+                f"activations, but this device's runtime runs them with "
+                f"{activations_of(hardware)} ones; re-run python -m nas.calibrate "
+                f"hardware={hardware.name}"
+            )
         self.calibration = calibration
         self.fits = {
             q: Fit(tuple(calibration[q]["coef"]), float(calibration[q]["rel_std"]))

@@ -42,6 +42,20 @@ def test_pixel8_budget_is_2gb_and_20_tokens_per_s() -> None:
     assert deploy.max_memory_mb == 2048 and deploy.min_tokens_per_s == 20
 
 
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [(["hardware=pixel8"], True), (["hardware=local_cpu"], True), (["hardware=h100"], False),
+     (["hardware=local_cpu", "compression.int8_activations=false"], False)],
+)  # fmt: skip
+def test_int8_activations_default_to_the_runtimes_fast_format(
+    overrides: list[str], expected: bool
+) -> None:
+    """CPUs run int8/int4 fast only with int8 compute; GPUs dequantize to fp16. Weight-only
+    stays an explicit choice."""
+    settings = load_settings(["budget=smoke", *overrides])
+    assert settings.compression.int8_activations is expected
+
+
 def test_auto_budget_picks_cpu_without_cuda() -> None:
     import torch
 

@@ -55,7 +55,11 @@ def export_graph_file(model, out: Path, name: str, *, context_len: int, comp: di
     if comp["weight_bits"] == 16:
         return float_path
     path = quantize_onnx(
-        float_path, out / f"{slug}.onnx", bits=comp["weight_bits"], group_size=comp["group_size"]
+        float_path,
+        out / f"{slug}.onnx",
+        bits=comp["weight_bits"],
+        group_size=comp["group_size"],
+        accuracy_level=4 if comp.get("activations") == "int8" else None,
     )
     float_path.unlink()
     return path

@@ -142,8 +142,10 @@ def apply_variant(
     calibration: torch.Tensor,
     seed: int,
     lr: float,
+    int8_activations: bool = True,
 ):
-    """A compressed copy of `trained` as `variant` says: (model, arch, recipe dict, tune losses)."""
+    """A compressed copy of `trained` as `variant` says: (model, arch, recipe dict, tune losses).
+    int8/int4 are scored with int8 activations by default: local_cpu's runtime format."""
     model = copy.deepcopy(trained)
     comp = variant.compression
     losses: list[float] = []
@@ -160,7 +162,10 @@ def apply_variant(
             model, data, proxy, steps=variant.recovery, lr=lr, teacher=teacher, seed=seed
         )
     settings = CompressionSettings(
-        recovery_steps=variant.recovery if pruned else 0, recovery_lr=lr, distill=variant.distill
+        recovery_steps=variant.recovery if pruned else 0,
+        recovery_lr=lr,
+        distill=variant.distill,
+        int8_activations=int8_activations,
     )
     done = compress(
         model,

@@ -8,7 +8,8 @@ Two architectures at the cpu budget's largest width (8 heads of 48, 2 kv-heads, 
 dense Llama (FFN 1024, 6.98M parameters) and a Qwen3-MoE (4 experts of FFN 256, top-2), each
 trained `steps` steps on the proxy corpus per training seed (cached under
 `<cache_dir>/bench-compression/`). Every variant starts from a copy of a trained model:
-- quantization: rtn / gptq / awq at int8 g128, int4 g128, int4 g32;
+- quantization: rtn / gptq / awq at int8 g128, int4 g128, int4 g32 (int8 activations, scored and
+  timed as ONNX Runtime runs them fast on this CPU: MatMulNBits accuracy_level=4);
 - sparsity: magnitude / wanda / sparsegpt at 50% unstructured and 2:4;
 - structured: 25% and 50% of heads, FFN channels and layers (block influence), alone, with a
   `tune_steps` fine-tune, and with a distillation fine-tune from the unpruned model;
@@ -95,6 +96,7 @@ def trained_model(arch, data, settings, *, seed: int, cache: Path, tag: str) -> 
 
 def _row_key(model: str, seed: int, variant: Variant, own: dict[str, Any]) -> str:
     settings = {k: own[k] for k in ("steps", "tune_steps", "eval_windows", "calibration_windows")}
+    settings["activations"] = "int8"  # rows scored weight-only before 2026-12-02 are not reused
     return json.dumps([model, seed, repr(variant), settings], sort_keys=True)
 
 
@@ -102,7 +104,7 @@ def _measure(variant, trained, arch, data, eval_settings, calib, base_bits, tota
     started = time.perf_counter()
     model, new_arch, recipe, losses = apply_variant(
         variant, trained, arch, data, eval_settings, calibration=calib, seed=seed, lr=lr
-    )
+    )  # int8/int4 with int8 activations: local_cpu's ONNX Runtime format
     bits = window_bits(model, data, eval_settings)
     d, se = delta(bits, base_bits, total)
     row = {
@@ -173,7 +175,11 @@ def latency_graphs(rows: list[dict[str, Any]], out: Path, context_len: int) -> d
         arch = ArchConfig.from_dict(row["arch"])
         model = build_model(arch, max_positions=context_len + 1).eval()
         comp = (row["recipe"].get("quantization") or {}) if row["recipe"] else {}
-        fmt = {"weight_bits": comp.get("bits", 16), "group_size": comp.get("group_size", 0)}
+        fmt = {
+            "weight_bits": comp.get("bits", 16),
+            "group_size": comp.get("group_size", 0),
+            "activations": comp.get("activations", "float"),
+        }
         if fmt["weight_bits"] < 16:
             quantize_matrices(
                 block_matrices(model), bits=fmt["weight_bits"], group_size=fmt["group_size"]

@@ -23,13 +23,16 @@ from nas.calibrate.calibration_set import (
     read_rows,
     write_rows,
 )
+from nas.calibrate.repeatability import repeatability, repeats
 from nas.errors import NasError
 from nas.files import atomic_write, check_writable
 from nas.hardware import HardwareProfile
+from nas.onnx.quiet import Quiet
 from predictors.accuracy import accuracy
 from predictors.calibrated import (
     QUANTITIES,
     CalibratedPredictor,
+    activations_of,
     fit_rows,
     row_candidate,
     to_json,
@@ -65,6 +68,7 @@ def fit_and_score(
             "context_len": hardware.deploy.context_len,
             "prompt_len": hardware.deploy.prompt_len,
             "threads": rows[0]["threads"],
+            "activations": activations_of(hardware),
         },
         "provenance": {
             **source,
@@ -75,6 +79,7 @@ def fit_and_score(
         },
         **to_json(fits),
     }
+    calibration["repeatability"] = repeatability(rows)
     if heldout:
         predictor = CalibratedPredictor(hardware, calibration)
         calibration["heldout"] = {
@@ -83,6 +88,16 @@ def fit_and_score(
                 [float(r[q]) for r in heldout],
             )
             for q in QUANTITIES
+        }
+        # The same figures on the graphs whose rounds agree within ±5%: a predictor cannot be
+        # held to ±10% against a number that does not itself repeat.
+        calibration["heldout_repeating"] = {
+            q: accuracy(
+                [predictor.predict(row_candidate(r))[q].mean for r in steady],
+                [float(r[q]) for r in steady],
+            )
+            for q in ("decode_ms", "prefill_ms")
+            if len(steady := [r for r in heldout if repeats(r, q, 0.05)]) >= 2
         }
     return calibration
 
@@ -106,7 +121,22 @@ def summary(calibration: dict[str, Any]) -> str:
                 f"\n             held-out n={h['n']}: within ±10% {h['within_10pct']:.0%}, "
                 f"MAPE {h['mape']:.1%}, Spearman {h['spearman']:.3f}"
             )
+        steady = calibration.get("heldout_repeating", {}).get(q)
+        rep = calibration.get("repeatability", {}).get(q)
+        if rep:
+            line += (
+                f"\n             rounds repeat within ±5% for {rep['within_5pct']:.0%} of graphs, "
+                f"±10% for {rep['within_10pct']:.0%}"
+            )
+        if steady:
+            line += (
+                f"; on held-out graphs that repeat within ±5% (n={steady['n']}): within ±10% "
+                f"{steady['within_10pct']:.0%}, Spearman {steady['spearman']:.3f}"
+            )
         lines.append(line)
+    noisy = calibration.get("repeatability", {}).get("noisy_rounds")
+    if noisy:
+        lines.append(f"  measured while the machine was not quiet in round(s) {noisy}")
     return "\n".join(lines)
 
 
@@ -121,7 +151,17 @@ def measured_rows(
     store = runs_dir / "calibration" / hardware.name / "measurements.jsonl"
     wanted = {p.id for p in points}
     rows = _stored_rows(store) if args.reuse and store.exists() else []
-    if {r["id"] for r in rows} != wanted:
+    # Rows timed in another int8/int4 format are not this device's runtime: measure again.
+    same_format = all(r.get("activations", "float") == activations_of(hardware) for r in rows)
+    if {r["id"] for r in rows} != wanted or not same_format:
+        noise = Quiet.now().noise(args.threads_for(hardware))
+        if noise and args.quiet == "refuse":
+            raise NasError(
+                f"this machine is not quiet enough to time on: {noise}; wait until it is, or "
+                "pass quiet=flag to measure anyway with the noise recorded"
+            )
+        if noise:
+            log.warning("measuring on a machine that is not quiet: %s", noise)
         rows = measure_rows(
             points,
             hardware,
@@ -216,6 +256,7 @@ def run_bundle(
         "prompt_len": hardware.deploy.prompt_len,
         "threads": args.threads_for(hardware),
         "rounds": args.rounds,
+        "activations": activations_of(hardware),
         "points": entries,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -331,6 +372,13 @@ def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]
     if manifest["device"] != hardware.name:
         raise NasError(
             f"the bundle in {manifest_path} is for {manifest['device']}, not {hardware.name}"
+        )
+    bundled = manifest.get("activations", "float")
+    if bundled != activations_of(hardware):
+        raise NasError(
+            f"the bundle in {manifest_path} holds int8/int4 graphs with {bundled} activations, "
+            f"but {hardware.name}'s runtime runs them with {activations_of(hardware)} ones; "
+            "write a new bundle with mode=bundle"
         )
     try:
         raw = read_rows(results)

@@ -164,6 +164,8 @@ def to_settings(cfg: DictConfig) -> Settings:
     if not isinstance(settings, Settings):
         raise NasError("the configuration does not follow the settings schema")
     check(settings)
+    if settings.compression.int8_activations is None:  # the runtime's own fast format
+        settings.compression.int8_activations = settings.hardware.int8_activations
     check_settings(settings)
     check_device(settings.device)
     check_search_space(settings)

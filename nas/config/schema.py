@@ -124,9 +124,11 @@ class CompressionSettings:
     recovery_lr: float = field(default=3e-4, metadata=at_least(0.0, exclusive=True))
     distill: bool = False  # recovery learns from the uncompressed model as teacher
     temperature: float = field(default=2.0, metadata=at_least(0.0, exclusive=True))
-    # Score int8/int4 models as ONNX Runtime runs them with accuracy_level=4: activations
-    # quantized to int8 per block of group_size (faster on CPUs; see BENCHMARKS.md).
-    int8_activations: bool = False
+    # Score (and export, calibrate, price) int8/int4 models with activations quantized to int8
+    # per block of group_size, as ONNX Runtime's fast CPU kernels run them (accuracy_level=4).
+    # None: the hardware's runtime decides (`HardwareProfile.int8_activations`: on for CPUs),
+    # resolved when the settings load; false is the explicit weight-only, fp32-compute format.
+    int8_activations: bool | None = None
     # Calibration-based methods (gptq, awq, wanda, sparsegpt): windows of the proxy's seq_len
     # drawn from the training split; GPTQ's column order and Hessian damping (also SparseGPT's).
     calibration_windows: int = field(default=32, metadata=at_least(1))

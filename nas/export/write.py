@@ -64,8 +64,23 @@ def compression_recipe(record: records.TrialRecord) -> dict[str, Any]:
         "bits_per_weight": comp.bits_per_weight,
         "applies_to": "the linear layers of the decoder blocks; embeddings and LM head stay float",
         "recipe": record.recipe,
+        "runtime_format": runtime_format(record.recipe),
         "scored_after_compression": "bpb_uncompressed" in record.metrics,
     }
+
+
+def runtime_format(recipe: dict[str, Any] | None) -> str | None:
+    """The deployed int8/int4 format the trial was scored in, as the runtime is told to run it."""
+    quant = (recipe or {}).get("quantization")
+    if not quant:
+        return None
+    bits, group = quant["bits"], quant["group_size"]
+    if quant.get("activations") == "int8":
+        return (
+            f"ONNX Runtime MatMulNBits int{bits} g{group}, accuracy_level=4 (activations "
+            "quantized to int8 per group on the fly: the fast CPU kernels)"
+        )
+    return f"ONNX Runtime MatMulNBits int{bits} g{group}, float compute (weight-only)"
 
 
 def _compression_note(recipe: dict[str, Any]) -> str:

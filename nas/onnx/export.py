@@ -307,9 +307,14 @@ def export_candidate(
     context_len: int,
     prompt_len: int,
     processor: str = "cpu",
+    int8_activations: bool | None = None,
     seed: int = 0,
 ) -> ExportedCandidate:
     """Export decode and prefill graphs of `candidate` in its compression format to `out_dir`.
+
+    int8/int4 weights are MatMulNBits with int8 compute (accuracy_level=4) when
+    `int8_activations`, which defaults to the processor's fast format (on for CPUs; see
+    `HardwareProfile.int8_activations`), and with float compute otherwise.
 
     Files are reused when already there (the directory name should identify the candidate and
     conditions, e.g. `Candidate.key(context_len, prompt_len)`).
@@ -317,7 +322,10 @@ def export_candidate(
     out_dir = Path(out_dir)
     comp = candidate.compression
     dtype = float_dtype_for(comp, processor)
+    if int8_activations is None:
+        int8_activations = processor == "cpu"
     tag = dtype if comp.weight_bits == 16 else f"int{comp.weight_bits}g{comp.group_size}"
+    tag += "a8" if int8_activations and comp.weight_bits < 16 else ""
     model = None
     paths: dict[str, Path] = {}
     for phase, length in (("decode", context_len), ("prefill", prompt_len)):
@@ -333,7 +341,13 @@ def export_candidate(
                 export_graph(model, tmp, phase=phase, length=length, dtype=dtype)
         if comp.weight_bits < 16:
             with _atomic(final) as tmp:
-                quantize_onnx(float_path, tmp, bits=comp.weight_bits, group_size=comp.group_size)
+                quantize_onnx(
+                    float_path,
+                    tmp,
+                    bits=comp.weight_bits,
+                    group_size=comp.group_size,
+                    accuracy_level=4 if int8_activations else None,
+                )
     return ExportedCandidate(
         candidate=candidate,
         decode=paths["decode"],

@@ -54,6 +54,8 @@ def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
         "params": candidate.arch.params,
         "active_params": candidate.arch.active_params,
         "compression": candidate.compression.to_dict(),
+        # int8/int4 are priced as the runtime runs them fast: int8 compute on CPUs
+        "int8_activations": hardware.int8_activations,
     }
 
 

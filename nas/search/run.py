@@ -27,6 +27,7 @@ from nas.hardware import HardwareProfile
 from nas.objectives.cheap import CheapObjectives
 from nas.objectives.hypervolume import Reference, space_reference
 from nas.objectives.pareto import format_table, pareto_entries, write_front
+from nas.objectives.reach import device_reach
 from nas.quality.data import prepare_data
 from nas.quality.early_stop import make_early_stopping
 from nas.quality.scorers import QualityProxy
@@ -113,6 +114,13 @@ def prepare(settings: Settings) -> Prepared:
     hardware = settings.hardware
     # The device's calibration (predictors/calibrations/<name>.json) when it exists, else priors.
     cheap = CheapObjectives(latency_predictor(hardware), memory_predictor(hardware))
+    if settings.compression.int8_activations != hardware.int8_activations:
+        log.warning(
+            "compression.int8_activations=%s scores int8/int4 in another format than %s's "
+            "runtime runs fast, while decode and memory are priced in that runtime's format",
+            str(settings.compression.int8_activations).lower(),
+            hardware.name,
+        )
     scorer = build_scorer(settings)
     proxy_identity = {**asdict(training), **info, "seed": settings.seed}
     rungs = study_rungs(settings)
@@ -258,6 +266,10 @@ def _finish(
     hardware, rungs = settings.hardware, ready.rungs
     target = records.target(study) or {}
     judged = judge(done, target)
+    limits = hardware.deploy
+    reach = device_reach(
+        done, max_decode_ms=limits.max_decode_ms, max_memory_mb=limits.max_memory_mb
+    )
     header = {
         "study": study.study_name,
         **_device_info(hardware, ready.cheap),
@@ -272,6 +284,7 @@ def _finish(
             "seed_noise_sd": noise_sd(judged),
         },
         "target": target,
+        "device_reach": reach.to_dict(hardware.name) if reach else None,
         "finished_trials": len(done),
         "feasible_trials": feasible,
         "objectives": list(records.OBJECTIVES),
@@ -290,6 +303,8 @@ def _finish(
         f"{feasible} feasible on {hardware.name}; latency {calibration}):"
     )
     print(format_table(entries) if entries else "  (empty: no feasible trained trial yet)")
+    if reach and reach.out_of_reach:
+        print(f"\nnote: {reach.message(hardware.name)}")
     print(f"\nwrote {out_dir / 'pareto.json'} and pareto.csv in {seconds:.0f} s")
     where = "" if settings.runs_dir == "runs" else f" runs_dir={settings.runs_dir}"
     print(f"plots and a report: python -m nas.report study.name={study.study_name}{where}")

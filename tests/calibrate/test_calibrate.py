@@ -26,6 +26,7 @@ def _bundle_files(tmp_path: Path, n: int = 12) -> tuple[Path, list[dict[str, Any
         "device": "local_cpu",
         "threads": 2,
         "rounds": 1,
+        "activations": "int8",
         "points": [
             {k: r[k] for k in ("id", "split", "arch", "compression")} | {"files": {}} for r in rows
         ],
@@ -82,6 +83,20 @@ def test_ingest_refuses_another_devices_bundle(tmp_path: Path) -> None:
     _, results = _bundle_files(tmp_path)
     with pytest.raises(NasError, match="is for local_cpu, not rpi5"):
         main(["hardware=rpi5", "mode=ingest", f"results={_write(tmp_path / 'r.jsonl', results)}"])
+
+
+def test_ingest_refuses_a_bundle_timed_in_another_int8_format(tmp_path: Path) -> None:
+    manifest_path, results = _bundle_files(tmp_path)
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["activations"]  # a bundle from before the format was recorded: weight-only
+    manifest_path.write_text(json.dumps(manifest))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(NasError, match="float activations, but local_cpu's runtime runs them"):
+        main(["hardware=local_cpu", "mode=ingest",
+              f"results={_write(tmp_path / 'r.jsonl', results)}",
+              f"calibration={tmp_path / 'out.json'}"])  # fmt: skip
+    assert not (tmp_path / "out.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "r.jsonl"])
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:

@@ -129,3 +129,26 @@ def test_moe_candidate_exports_and_runs(tmp_path: Path) -> None:
 def test_export_rejects_bad_dtype(tmp_path: Path) -> None:
     with pytest.raises(NasError, match="dtype"):
         export_graph(DENSE, tmp_path / "x.onnx", phase="decode", length=8, dtype="bf8")
+
+
+@pytest.mark.parametrize("processor, a8", [("cpu", None), ("cpu", False)])
+def test_int8_graphs_use_the_runtimes_fast_int8_compute_on_cpus(
+    tmp_path: Path, processor: str, a8: bool | None
+) -> None:
+    """On CPUs int8/int4 MatMulNBits run with accuracy_level=4 (int8 activations) unless
+    weight-only is asked for; the two formats get different file names (no stale reuse)."""
+    arch = ArchConfig(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, ffn_dim=64, vocab_size=64)
+    candidate = Candidate(arch, CompressionConfig(weight_bits=8, group_size=16))
+    exported = export_candidate(
+        candidate, tmp_path, context_len=8, prompt_len=4, processor=processor, int8_activations=a8
+    )
+    levels = {
+        attr.i
+        for node in onnx.load(str(exported.decode)).graph.node
+        if node.op_type == "MatMulNBits"
+        for attr in node.attribute
+        if attr.name == "accuracy_level"
+    }
+    assert levels == {4} if a8 is None else levels <= {0}  # unset is 0: float compute
+    expected = "decode-int8g16a8.onnx" if a8 is None else "decode-int8g16.onnx"
+    assert exported.decode.name == expected

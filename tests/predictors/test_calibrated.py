@@ -78,3 +78,14 @@ def test_a_calibration_from_another_version_is_refused_with_a_fix() -> None:
     calibration["decode_ms"]["features"] = ["fixed", "bandwidth"]
     with pytest.raises(NasError, match=r"re-run python -m nas\.calibrate hardware=local_cpu"):
         CalibratedPredictor(hw, calibration)
+
+
+def test_a_calibration_timed_in_another_int8_format_is_refused() -> None:
+    """A CPU calibration whose int8/int4 graphs computed in float (weight-only MatMulNBits, 3-5x
+    slower than fp32 here) would price a format the search does not deploy."""
+    hw = profile()
+    calibration = fit_and_score(rows_from(TRUE_COEF, varied_candidates(20), hw), hw, SOURCE)
+    assert calibration["conditions"]["activations"] == "int8"
+    del calibration["conditions"]["activations"]
+    with pytest.raises(NasError, match="with float activations, but this device's runtime"):
+        CalibratedPredictor(hw, calibration)
