@@ -102,7 +102,13 @@ def _calibration(bad: Path) -> None:
     """A bundle's manifest and results rows, then each broken one way."""
     rows = rows_from(TRUE_COEF, varied_candidates(8), profile())
     points = [{k: r[k] for k in ("id", "split", "arch", "compression")} for r in rows]
-    manifest = {"device": "local_cpu", "threads": 2, "rounds": 1, "points": points}
+    manifest = {
+        "device": "local_cpu",
+        "threads": 2,
+        "rounds": 1,
+        "activations": "int8",
+        "points": points,
+    }
     good = [{"id": r["id"], "device": "local_cpu", "decode_ms": r["decode_ms"],
              "prefill_ms": r["prefill_ms"], "memory_mb": r["memory_mb"]} for r in rows]  # fmt: skip
     results = {
