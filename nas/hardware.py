@@ -52,6 +52,12 @@ class EnergyCosts:
     source: str = ""
 
 
+def int8_activations_on(processor: str) -> bool:
+    """The runtime's fast int8/int4 format on `processor` ("cpu" or "gpu") quantizes activations
+    (see `HardwareProfile.int8_activations`)."""
+    return processor == "cpu"
+
+
 @dataclass
 class HardwareProfile:
     name: str = MISSING
@@ -74,7 +80,7 @@ class HardwareProfile:
         CPU provider runs MatMulNBits fast only with int8 compute (accuracy_level=4: about 2x
         fp32 here, while fp32 compute from int8 weights is 3-5x slower than fp32; BENCHMARKS.md);
         its CUDA provider dequantizes to fp16 and keeps activations float."""
-        return self.processor == "cpu"
+        return int8_activations_on(self.processor)
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> HardwareProfile:

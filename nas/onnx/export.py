@@ -36,6 +36,7 @@ from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.cli import quiet_logs
 from nas.errors import NasError
 from nas.files import file_mode
+from nas.hardware import int8_activations_on
 from nas.onnx.moe import Phase, exportable_moe
 from nas.quality.models import arch_from_config, build_model
 
@@ -323,7 +324,7 @@ def export_candidate(
     comp = candidate.compression
     dtype = float_dtype_for(comp, processor)
     if int8_activations is None:
-        int8_activations = processor == "cpu"
+        int8_activations = int8_activations_on(processor)
     tag = dtype if comp.weight_bits == 16 else f"int{comp.weight_bits}g{comp.group_size}"
     tag += "a8" if int8_activations and comp.weight_bits < 16 else ""
     model = None

@@ -2,9 +2,9 @@
 
 On a shared VM another process (or the hypervisor, as steal time) takes cores from a timed run,
 and the run only ever gets slower: a calibration fitted to such runs learns the neighbours' load.
-`Quiet.now()` reads the 1-minute load average and the CPU counters; `since(earlier)` gives the
-steal share and the busy share of the interval in between; `noise()` says in words what made a
-window noisy, or returns "" for a quiet one. Linux `/proc` only; elsewhere nothing is known and
+`Quiet.now()` reads the 1-minute load average and the CPU counters; `steal_share_since(earlier)`
+gives the steal share of the interval in between; `noise()` says in words what made a window
+noisy, or returns "" for a quiet one. Linux `/proc` only; elsewhere nothing is known and
 nothing is refused.
 """
 
