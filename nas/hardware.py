@@ -8,6 +8,7 @@ when the configuration is composed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ class RooflinePrior:
     rel_spread: float = field(default=MISSING, metadata=at_least(0.0))
 
 
+LONG_CONTEXT_FACTOR = 4
+
+
 @dataclass
 class DeployBudget:
     """What the model may cost on the device, and the conditions latency is quoted at."""
@@ -37,10 +41,17 @@ class DeployBudget:
     context_len: int = field(default=MISSING, metadata=at_least(1))
     prompt_len: int = field(default=MISSING, metadata=at_least(1))
     min_tokens_per_s: float = field(default=MISSING, metadata=at_least(0.0, exclusive=True))
+    # Decode is also quoted at a long context, where the KV cache rather than the weights can
+    # drive it (GQA and MoE change that balance); null = LONG_CONTEXT_FACTOR x context_len.
+    long_context_len: int | None = field(default=None, metadata=at_least(1))
 
     @property
     def max_decode_ms(self) -> float:
         return 1000.0 / self.min_tokens_per_s
+
+    @property
+    def long_context(self) -> int:
+        return self.long_context_len or LONG_CONTEXT_FACTOR * self.context_len
 
 
 @dataclass
@@ -81,6 +92,12 @@ class HardwareProfile:
         fp32 here, while fp32 compute from int8 weights is 3-5x slower than fp32; BENCHMARKS.md);
         its CUDA provider dequantizes to fp16 and keeps activations float."""
         return int8_activations_on(self.processor)
+
+    def at_context(self, context_len: int) -> HardwareProfile:
+        """This profile with `context_len` tokens in the KV cache while decoding."""
+        return dataclasses.replace(
+            self, deploy=dataclasses.replace(self.deploy, context_len=context_len)
+        )
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> HardwareProfile:

@@ -141,6 +141,11 @@ def fit_rows(
     for q in QUANTITIES:
         x = np.stack([features(c, hardware)[q] for c in cands])
         y = np.array([float(r[q]) for r in rows])
+        if q == "decode_ms":  # decode at the long context too, where measured: the KV term
+            long = [(c, r) for c, r in zip(cands, rows, strict=True) if r.get("decode_long_ms")]
+            if long:
+                x = np.concatenate([x, [_long_features(c, r, hardware) for c, r in long]])
+                y = np.concatenate([y, [float(r["decode_long_ms"]) for _, r in long]])
         coef = nnls_relative(x, y)
         loo = []
         for i in range(len(y)):
@@ -150,6 +155,10 @@ def fit_rows(
         rel = max(min_rel_std, float(np.sqrt(np.mean(np.square(loo))))) if len(y) > 1 else 0.35
         fits[q] = Fit(tuple(float(v) for v in coef), rel)
     return fits
+
+
+def _long_features(candidate: Candidate, row: dict[str, Any], hw: HardwareProfile) -> np.ndarray:
+    return features(candidate, hw.at_context(int(row["long_context_len"])))["decode_ms"]
 
 
 def row_candidate(row: dict[str, Any]) -> Candidate:

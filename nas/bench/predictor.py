@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from nas.arch import Candidate
-from nas.calibrate.run import fit_and_score, measured_rows, parse_args, with_target
+from nas.calibrate.fit import fit_and_score
+from nas.calibrate.run import measured_rows, parse_args, with_target
 from nas.hardware import HardwareProfile
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
@@ -51,30 +52,48 @@ def evaluate(rows: list[dict[str, Any]], hardware: HardwareProfile) -> dict[str,
     )
     calibrated = CalibratedPredictor(hardware, calibration)
     prior = RooflineLatency(hardware)
+    long_hw = hardware.at_context(hardware.deploy.long_context)
+    at_long = {
+        "calibrated": CalibratedPredictor(long_hw, calibration),
+        "prior": RooflineLatency(long_hw),
+    }
     report: dict[str, Any] = {"n_fit": len(fit), "n_heldout": len(held), "latency": {}}
-    for q in ("decode_ms", "prefill_ms"):
-        measured = [float(r[q]) for r in held]
+    # quantity -> (the rows' measured key, the predictors' quantity, calibrated, prior)
+    quantities = {
+        "decode_ms": ("decode_ms", "decode_ms", calibrated, prior),
+        "prefill_ms": ("prefill_ms", "prefill_ms", calibrated, prior),
+    }
+    if all(r.get("decode_long_ms") for r in rows):  # decode at the long context
+        quantities["decode_ms_long"] = ("decode_long_ms", "decode_ms", *at_long.values())
+    for q, (key, pq, ours, roofline) in quantities.items():
+        measured = [float(r[key]) for r in held]
         predictors = {
-            "calibrated (ours)": lambda r, q=q: calibrated.predict(row_candidate(r))[q].mean,
-            "roofline prior (uncalibrated)": lambda r, q=q: prior.predict(row_candidate(r))[q].mean,
-            "naive: k x params": proportional(fit, q, lambda r: row_candidate(r).arch.params),
+            "calibrated (ours)": lambda r, o=ours, pq=pq: o.predict(row_candidate(r))[pq].mean,
+            "roofline prior (uncalibrated)": (
+                lambda r, o=roofline, pq=pq: o.predict(row_candidate(r))[pq].mean
+            ),
+            "naive: k x params": proportional(fit, key, lambda r: row_candidate(r).arch.params),
             "naive: k x FLOPs": proportional(
-                fit, q, lambda r, q=q: _flops(row_candidate(r), hardware, q)
+                fit, key, lambda r, pq=pq: _flops(row_candidate(r), hardware, pq)
             ),
         }
+        if q == "decode_ms_long":  # what pricing at the short context alone would say
+            predictors["calibrated at the short context"] = lambda r: (
+                calibrated.predict(row_candidate(r))["decode_ms"].mean
+            )
         report["latency"][q] = {
             name: accuracy([f(r) for r in held], measured) for name, f in predictors.items()
         }
-        spreads = [float(r[q.replace("_ms", "_spread")]) for r in rows]
+        spreads = [float(r[key.replace("_ms", "_spread")]) for r in rows]
         # The ceiling any predictor can reach here: the best round of rounds 1-2 against the best
         # of the others, for the same graph (a perfect predictor of one is scored on the other).
-        rounds = [r[q.replace("_ms", "_rounds_ms")] for r in rows]
+        rounds = [r[key.replace("_ms", "_rounds_ms")] for r in rows]
         halves = [abs(min(x[:2]) / min(x[2:]) - 1.0) for x in rounds if len(x) >= 3]
         report["latency"][q]["measurement spread"] = {
             "reproducible_within_10pct": float(np.mean([h <= 0.10 for h in halves])),
             "median": statistics.median(spreads),
             "share_over_10pct": float(np.mean([s > 0.10 for s in spreads])),
-            "range_ms": [min(float(r[q]) for r in rows), max(float(r[q]) for r in rows)],
+            "range_ms": [min(float(r[key]) for r in rows), max(float(r[key]) for r in rows)],
         }
     analytic = MemoryModel(hardware)
     report["memory"] = {
@@ -98,9 +117,11 @@ def evaluate(rows: list[dict[str, Any]], hardware: HardwareProfile) -> dict[str,
 
 def format_report(report: dict[str, Any], hardware: HardwareProfile) -> str:
     lines = [
+        f"decode at {hardware.deploy.context_len} tokens of context (decode_ms) and at "
+        f"{hardware.deploy.long_context} (decode_ms_long); prefill of {hardware.deploy.prompt_len}",
         f"predictor accuracy on {hardware.name}: fit on {report['n_fit']} measured candidates, "
         f"scored on {report['n_heldout']} held-out ones (other architectures)",
-        f"{'quantity':<11}{'predictor':<40}{'±10%':>7}{'±15%':>7}{'MAPE':>8}{'Spearman':>10}"
+        f"{'quantity':<15}{'predictor':<40}{'±10%':>7}{'±15%':>7}{'MAPE':>8}{'Spearman':>10}"
         f"{'worst':>8}",
     ]
     sections = [*report["latency"].items(), ("memory_mb", report["memory"])]
@@ -109,7 +130,7 @@ def format_report(report: dict[str, Any], hardware: HardwareProfile) -> str:
             if name == "measurement spread":
                 continue
             lines.append(
-                f"{q:<11}{name:<40}{acc['within_10pct']:>7.0%}{acc['within_15pct']:>7.0%}"
+                f"{q:<15}{name:<40}{acc['within_10pct']:>7.0%}{acc['within_15pct']:>7.0%}"
                 f"{acc['mape']:>8.1%}"
                 f"{acc['spearman']:>10.3f}{acc['worst_rel_error']:>8.0%}"
             )

@@ -52,13 +52,6 @@ def load_cases(path: Path) -> list[dict[str, Any]]:
     return cases
 
 
-def at_context(hardware: HardwareProfile, context: int) -> HardwareProfile:
-    """The profile with `context` tokens in the KV cache while decoding."""
-    return dataclasses.replace(
-        hardware, deploy=dataclasses.replace(hardware.deploy, context_len=context)
-    )
-
-
 def candidate_of(case: dict[str, Any]) -> Candidate:
     bits = int(case["bits"])
     group = 32 if bits < 16 else 0  # GGUF's Q4_0/Q8_0 blocks are 32 weights
@@ -68,7 +61,7 @@ def candidate_of(case: dict[str, Any]) -> Candidate:
 def decode_parts(case: dict[str, Any], hardware: HardwareProfile) -> dict[str, float]:
     """The prior's decode ms and its two parts: the memory-bound roofline at full bandwidth
     (efficiency 1, so `memory / efficiency` is the roofline term) and the fixed overheads."""
-    hw = at_context(hardware, int(case["context"]))
+    hw = hardware.at_context(int(case["context"]))
     cand = candidate_of(case)
     prior_ms = RooflineLatency(hw).decode_ms(cand)
     no_overheads = dataclasses.replace(hw.prior, per_token_ms=0.0, per_layer_ms=0.0)

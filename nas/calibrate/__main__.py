@@ -1,8 +1,9 @@
 """`python -m nas.calibrate hardware=H`: measure a device with ONNX Runtime and fit its predictor.
 
 Modes:
-  mode=measure (default)   export the calibration set, time it here (decode and prefill, separate
-                           fresh processes, `rounds` interleaved rounds), fit on the `fit` split,
+  mode=measure (default)   export the calibration set, time it here (decode at the profile's
+                           context and at 4x it, prefill; separate fresh processes, `rounds`
+                           interleaved rounds), fit on the `fit` split,
                            score the held-out split, write predictors/calibrations/<H>.json
   mode=bundle out=DIR      for a device you cannot reach from here: DIR gets the ONNX models, a
                            manifest, the runner (`python run_bundle.py` on the device, needs only
@@ -31,13 +32,8 @@ def main(argv: list[str]) -> int:
     from nas.calibrate.args import parse_args
 
     args, hardware = parse_args(argv)  # before torch and ONNX Runtime load: errors answer at once
-    from nas.calibrate.run import (
-        run_bundle,
-        run_ingest,
-        run_measure,
-        summary,
-        write_calibration,
-    )
+    from nas.calibrate.fit import summary, write_calibration
+    from nas.calibrate.run import run_bundle, run_ingest, run_measure
     from predictors.calibrated import calibration_path
 
     if args.mode == "bundle":

@@ -5,8 +5,9 @@ int8, int4), each architecture with two compressions so one float export serves 
 not candidates, are split between fitting and held-out evaluation, so a held-out number never
 comes from an architecture the fit has seen.
 
-`measure_rows` exports each candidate (cached by architecture and conditions) and times decode and
-prefill in separate fresh processes, `rounds` times with the candidates interleaved in a new order
+`measure_rows` exports each candidate (cached by architecture and conditions) and times decode (at
+the device's context and at its long one, `DeployBudget.long_context`) and prefill in separate
+fresh processes, `rounds` times with the candidates interleaved in a new order
 each round; a graph's figure is the median over rounds and its spread the range over rounds.
 """
 
@@ -117,6 +118,25 @@ def export_point(
     )
 
 
+def export_long_decode(point: CalibrationPoint, hardware: HardwareProfile, cache_dir: Path) -> Path:
+    """The decode graph of a point at the device's long context, where the KV cache weighs
+    more: without it the KV coefficient is barely identified at one context."""
+    long = hardware.deploy.long_context
+    arch_key = Candidate(point.candidate.arch).key(long, hardware.deploy.prompt_len)
+    return export_candidate(
+        point.candidate,
+        cache_dir / arch_key,
+        context_len=long,
+        prompt_len=hardware.deploy.prompt_len,
+        processor=hardware.processor,
+        int8_activations=hardware.int8_activations,
+        phases=("decode",),
+    ).decode
+
+
+PHASES = ("decode", "prefill", "decode_long")
+
+
 def measure_rows(
     points: list[CalibrationPoint],
     hardware: HardwareProfile,
@@ -129,10 +149,15 @@ def measure_rows(
 ) -> list[dict[str, Any]]:
     """Export and time every point; one result row per point (see module docstring)."""
     threads = threads or hardware.threads
-    exported = {}
+    exported: dict[str, dict[str, Path]] = {}
     for i, point in enumerate(points):
         started = time.perf_counter()
-        exported[point.id] = export_point(point, hardware, cache_dir)
+        graphs = export_point(point, hardware, cache_dir)
+        exported[point.id] = {
+            "decode": graphs.decode,
+            "prefill": graphs.prefill,
+            "decode_long": export_long_decode(point, hardware, cache_dir),
+        }
         log(f"export {i + 1}/{len(points)} {point.id}: {time.perf_counter() - started:.1f} s")
     samples: dict[tuple[str, str], list[Any]] = {}
     rng = random.Random(seed)
@@ -142,9 +167,9 @@ def measure_rows(
         rng.shuffle(order)
         before = Quiet.now()
         for point in order:
-            for phase in ("decode", "prefill"):
-                path = getattr(exported[point.id], phase)
-                runs = 40 if phase == "decode" else 12
+            for phase in PHASES:
+                path = exported[point.id][phase]
+                runs = 12 if phase == "prefill" else 40
                 m = measure_isolated(path, threads=threads, warmup=5, runs=runs, max_seconds=4.0)
                 samples.setdefault((point.id, phase), []).append(m)
         noise.append(Quiet.now().noise(threads, before, own_load=threads))
@@ -161,12 +186,13 @@ def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, A
         "arch": point.candidate.arch.to_dict(),
         "compression": point.candidate.compression.to_dict(),
         "context_len": hardware.deploy.context_len,
+        "long_context_len": hardware.deploy.long_context,
         "prompt_len": hardware.deploy.prompt_len,
         "threads": threads,
         "activations": activations_of(hardware),
         "date": time.strftime("%Y-%m-%d"),
     }
-    for phase in ("decode", "prefill"):
+    for phase in PHASES:
         medians = [m.median_ms for m in samples[(point.id, phase)]]
         mid = statistics.median(medians)
         row[f"{phase}_ms"] = round(mid, 4)

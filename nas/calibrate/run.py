@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import logging
 import math
-import platform
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,121 +22,17 @@ from nas.calibrate.calibration_set import (
     read_rows,
     write_rows,
 )
-from nas.calibrate.repeatability import repeatability, repeats
+from nas.calibrate.fit import cpu_model, fit_and_score
 from nas.errors import NasError
-from nas.files import atomic_write, check_writable
+from nas.files import check_writable
 from nas.hardware import HardwareProfile
 from nas.onnx.quiet import Quiet
-from predictors.accuracy import accuracy
 from predictors.calibrated import (
     QUANTITIES,
-    CalibratedPredictor,
     activations_of,
-    fit_rows,
-    row_candidate,
-    to_json,
 )
 
 log = logging.getLogger("nas.calibrate")
-
-
-# --- fitting and provenance -----------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def fit_and_score(
-    rows: list[dict[str, Any]], hardware: HardwareProfile, source: dict[str, Any]
-) -> dict[str, Any]:
-    """Fit on the `fit` rows, score the `heldout` rows; the calibration file's content."""
-    fit = [r for r in rows if r["split"] == "fit"]
-    heldout = [r for r in rows if r["split"] == "heldout"]
-    if len(fit) < 6:
-        raise NasError(f"need at least 6 measured fit points to calibrate, got {len(fit)}")
-    fits = fit_rows(fit, hardware)
-    calibration: dict[str, Any] = {
-        "hardware": hardware.name,
-        "calibrated": True,
-        "conditions": {
-            "context_len": hardware.deploy.context_len,
-            "prompt_len": hardware.deploy.prompt_len,
-            "threads": rows[0]["threads"],
-            "activations": activations_of(hardware),
-        },
-        "provenance": {
-            **source,
-            "n_points": len(fit),
-            "n_heldout": len(heldout),
-            "threads": rows[0]["threads"],
-            "onnxruntime": rows[0].get("ort_version", "?"),
-        },
-        **to_json(fits),
-    }
-    calibration["repeatability"] = repeatability(rows)
-    if heldout:
-        predictor = CalibratedPredictor(hardware, calibration)
-        calibration["heldout"] = {
-            q: accuracy(
-                [predictor.predict(row_candidate(r))[q].mean for r in heldout],
-                [float(r[q]) for r in heldout],
-            )
-            for q in QUANTITIES
-        }
-        # The same figures on the graphs whose rounds agree within ±5%: a predictor cannot be
-        # held to ±10% against a number that does not itself repeat.
-        calibration["heldout_repeating"] = {
-            q: accuracy(
-                [predictor.predict(row_candidate(r))[q].mean for r in steady],
-                [float(r[q]) for r in steady],
-            )
-            for q in ("decode_ms", "prefill_ms")
-            if len(steady := [r for r in heldout if repeats(r, q, 0.05)]) >= 2
-        }
-    return calibration
-
-
-def write_calibration(calibration: dict[str, Any], path: Path) -> None:
-    """Written whole or not at all: a full disk never leaves a truncated calibration."""
-    atomic_write(path, json.dumps(calibration, indent=2) + "\n", setting="calibration")
-
-
-def summary(calibration: dict[str, Any]) -> str:
-    lines = [f"calibration of {calibration['hardware']}: {CalibratedPredictor.__name__}"]
-    for q in QUANTITIES:
-        coef = ", ".join(
-            f"{n}={c:.4g}"
-            for n, c in zip(calibration[q]["features"], calibration[q]["coef"], strict=True)
-        )
-        line = f"  {q:<10} {coef}; leave-one-out rel. error {calibration[q]['rel_std']:.1%}"
-        if "heldout" in calibration:
-            h = calibration["heldout"][q]
-            line += (
-                f"\n             held-out n={h['n']}: within ±10% {h['within_10pct']:.0%}, "
-                f"MAPE {h['mape']:.1%}, Spearman {h['spearman']:.3f}"
-            )
-        steady = calibration.get("heldout_repeating", {}).get(q)
-        rep = calibration.get("repeatability", {}).get(q)
-        if rep:
-            line += (
-                f"\n             rounds repeat within ±5% for {rep['within_5pct']:.0%} of graphs, "
-                f"±10% for {rep['within_10pct']:.0%}"
-            )
-        if steady:
-            line += (
-                f"; on held-out graphs that repeat within ±5% (n={steady['n']}): within ±10% "
-                f"{steady['within_10pct']:.0%}, Spearman {steady['spearman']:.3f}"
-            )
-        lines.append(line)
-    noisy = calibration.get("repeatability", {}).get("noisy_rounds")
-    if noisy:
-        lines.append(f"  measured while the machine was not quiet in round(s) {noisy}")
-    return "\n".join(lines)
 
 
 # --- modes ---------------------------------------------------------------------------------------
@@ -151,8 +46,13 @@ def measured_rows(
     store = runs_dir / "calibration" / hardware.name / "measurements.jsonl"
     wanted = {p.id for p in points}
     rows = _stored_rows(store) if args.reuse and store.exists() else []
-    # Rows timed in another int8/int4 format are not this device's runtime: measure again.
-    same_format = all(r.get("activations", "float") == activations_of(hardware) for r in rows)
+    # Rows timed in another int8/int4 format, or without decode at this long context (older
+    # versions), are not what this calibration needs: measure again.
+    same_format = all(
+        r.get("activations", "float") == activations_of(hardware)
+        and r.get("long_context_len") == hardware.deploy.long_context
+        for r in rows
+    )
     if {r["id"] for r in rows} != wanted or not same_format:
         noise = Quiet.now().noise(args.threads_for(hardware))
         if noise and args.quiet == "refuse":
@@ -192,7 +92,7 @@ def with_target(rows: list[dict[str, Any]], target: str) -> list[dict[str, Any]]
     out = []
     for row in rows:
         row = dict(row)
-        for phase in ("decode", "prefill"):
+        for phase in ("decode", "prefill", "decode_long"):
             best = row.get(f"{phase}_best_ms")
             if best is None:  # results with one figure per graph (device bundles)
                 continue

@@ -22,6 +22,7 @@ class CheapMetrics:
     memory: Estimate
     decode: Estimate
     prefill: Estimate
+    decode_long: Estimate | None = None  # at the device's long context (DeployBudget)
 
     def violations(self, deploy: DeployBudget, margin_sigmas: float = 0.0) -> dict[str, float]:
         """How far over each device limit the candidate is (<= 0 means within it)."""
@@ -42,15 +43,23 @@ class CheapMetrics:
             "params": self.params,
             "active_params": self.active_params,
             "non_embedding_params": self.non_embedding_params,
-        }
+        } | (
+            {"decode_ms_long": self.decode_long.mean, "decode_ms_long_std": self.decode_long.std}
+            if self.decode_long
+            else {}
+        )
 
 
 class CheapObjectives:
-    """Prices candidates on one device with its latency and memory predictors."""
+    """Prices candidates on one device with its latency and memory predictors; `long_latency`,
+    the latency predictor of the device at its long context, adds decode there."""
 
-    def __init__(self, latency: Predictor, memory: Predictor) -> None:
+    def __init__(
+        self, latency: Predictor, memory: Predictor, long_latency: Predictor | None = None
+    ) -> None:
         self.latency = latency
         self.memory = memory
+        self.long_latency = long_latency
 
     @property
     def calibrated(self) -> bool:
@@ -66,4 +75,7 @@ class CheapObjectives:
             memory=self.memory.predict(candidate)["memory_mb"],
             decode=latency["decode_ms"],
             prefill=latency["prefill_ms"],
+            decode_long=(
+                self.long_latency.predict(candidate)["decode_ms"] if self.long_latency else None
+            ),
         )

@@ -310,8 +310,10 @@ def export_candidate(
     processor: str = "cpu",
     int8_activations: bool | None = None,
     seed: int = 0,
+    phases: tuple[str, ...] = ("decode", "prefill"),
 ) -> ExportedCandidate:
-    """Export decode and prefill graphs of `candidate` in its compression format to `out_dir`.
+    """Export decode and prefill graphs of `candidate` in its compression format to `out_dir`
+    (only those in `phases`; the others' paths are returned but not written).
 
     int8/int4 weights are MatMulNBits with int8 compute (accuracy_level=4) when
     `int8_activations`, which defaults to the processor's fast format (on for CPUs; see
@@ -332,7 +334,7 @@ def export_candidate(
     for phase, length in (("decode", context_len), ("prefill", prompt_len)):
         final = out_dir / f"{phase}-{tag}.onnx"
         paths[phase] = final
-        if final.exists():
+        if final.exists() or phase not in phases:
             continue
         if model is None:
             model = build_model(candidate.arch, seed=seed)

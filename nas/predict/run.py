@@ -1,7 +1,8 @@
 """What `python -m nas.predict` prints: predicted latency, memory and energy of a Hugging Face
 model config on a device. Reads a Hugging Face `config.json` of a Llama-style
 model (llama, mistral, qwen2, qwen3, ...) or a supported MoE model (qwen3_moe, qwen2_moe without
-shared experts, mixtral) and prints one JSON object: decode_ms, tokens_per_s, prefill_ms,
+shared experts, mixtral) and prints one JSON object: decode_ms, tokens_per_s (and both at the
+device's long context, with the KV cache's size there), prefill_ms,
 memory_mb (each with a one-sigma `_std`), calibrated, the predictor's provenance, and an
 energy-per-token estimate. Compression keys: weight_bits (16, 8, 4), group_size, sparsity,
 sparsity_pattern.
@@ -31,16 +32,24 @@ def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
     """Every predicted quantity of `candidate` on `hardware`, as `nas.predict` prints it."""
     from predictors.energy import decode_energy_mj  # deferred: arguments are checked first
     from predictors.factory import latency_predictor, memory_predictor
+    from predictors.footprint import kv_cache_bytes
 
     latency_model = latency_predictor(hardware)
     latency = latency_model.predict(candidate)
     memory = memory_predictor(hardware).predict(candidate)["memory_mb"]
     decode, prefill = latency["decode_ms"], latency["prefill_ms"]
+    long_context = hardware.deploy.long_context
+    long = latency_predictor(hardware.at_context(long_context)).predict(candidate)["decode_ms"]
     return {
         "hardware": hardware.name,
         "decode_ms": round(decode.mean, 4),
         "decode_ms_std": round(decode.std, 4),
         "tokens_per_s": round(1000.0 / decode.mean, 2),
+        # at a long context the KV cache, not the weights, can drive decode
+        "decode_ms_long": round(long.mean, 4),
+        "decode_ms_long_std": round(long.std, 4),
+        "tokens_per_s_long": round(1000.0 / long.mean, 2),
+        "kv_cache_mb_long": round(kv_cache_bytes(candidate.arch, long_context) / 2**20, 2),
         "prefill_ms": round(prefill.mean, 3),
         "prefill_ms_std": round(prefill.std, 3),
         "memory_mb": round(memory.mean, 2),
@@ -50,6 +59,7 @@ def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
         "energy_mj_per_token": round(decode_energy_mj(candidate, hardware), 5),
         "energy_note": "estimate from bytes moved and FLOPs (predictors/energy.py), not measured",
         "context_len": hardware.deploy.context_len,
+        "long_context_len": long_context,
         "prompt_len": hardware.deploy.prompt_len,
         "params": candidate.arch.params,
         "active_params": candidate.arch.active_params,

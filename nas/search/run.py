@@ -113,7 +113,10 @@ def prepare(settings: Settings) -> Prepared:
     space = build_space(settings, info["vocab_size"])
     hardware = settings.hardware
     # The device's calibration (predictors/calibrations/<name>.json) when it exists, else priors.
-    cheap = CheapObjectives(latency_predictor(hardware), memory_predictor(hardware))
+    long_context = hardware.at_context(hardware.deploy.long_context)
+    cheap = CheapObjectives(
+        latency_predictor(hardware), memory_predictor(hardware), latency_predictor(long_context)
+    )
     if settings.compression.int8_activations != hardware.int8_activations:
         log.warning(
             "compression.int8_activations=%s scores int8/int4 in another format than %s's "
@@ -318,6 +321,7 @@ def _device_info(hardware: HardwareProfile, cheap: CheapObjectives) -> dict[str,
             "max_memory_mb": hardware.deploy.max_memory_mb,
             "max_decode_ms": hardware.deploy.max_decode_ms,
             "context_len": hardware.deploy.context_len,
+            "long_context_len": hardware.deploy.long_context,
             "prompt_len": hardware.deploy.prompt_len,
         },
         "latency_predictor": {

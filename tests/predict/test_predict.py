@@ -99,3 +99,22 @@ def test_attention_width_apart_from_the_residual_width(tmp_path: Path, capsys) -
     model = build_model(small)
     assert sum(p.numel() for p in model.parameters()) == small.params
     assert arch_from_hf(hf_config(small).to_dict()) == small
+
+
+@pytest.mark.parametrize("hardware", ["rpi5", "local_cpu"])
+def test_decode_is_quoted_at_a_long_context_too(hardware: str, tmp_path: Path, capsys) -> None:
+    """At 4x the profile's context decode is slower, by more for a model whose KV cache is
+    larger (all heads kept against 1 kv-head for 3 query heads); the KV cache's size is given."""
+    out = {}
+    for kv_heads in (9, 3):
+        path = tmp_path / f"kv{kv_heads}.json"
+        path.write_text(json.dumps(SMOLLM_LIKE | {"num_key_value_heads": kv_heads}))
+        main([f"hardware={hardware}", f"arch={path}"])
+        out[kv_heads] = json.loads(capsys.readouterr().out)
+    for o in out.values():
+        assert o["long_context_len"] == 4 * o["context_len"]
+        assert o["decode_ms_long"] > o["decode_ms"]
+        assert o["tokens_per_s_long"] == pytest.approx(1000 / o["decode_ms_long"], rel=1e-3)
+    assert out[9]["kv_cache_mb_long"] == pytest.approx(3 * out[3]["kv_cache_mb_long"])
+    growth = {k: o["decode_ms_long"] - o["decode_ms"] for k, o in out.items()}
+    assert growth[9] > growth[3]

@@ -8,11 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.calibrate.run import fit_and_score, write_calibration
+from nas.calibrate.fit import fit_and_score, write_calibration
 from nas.errors import NasError
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
-from predictors.calibrated import CalibratedPredictor, fit_rows, nnls_relative, row_candidate
+from predictors.calibrated import (
+    CalibratedPredictor,
+    features,
+    fit_rows,
+    nnls_relative,
+    row_candidate,
+)
 from predictors.factory import latency_predictor, memory_predictor
 from tests.predictors.helpers import TRUE_COEF, profile, rows_from, varied_candidates
 
@@ -89,3 +95,24 @@ def test_a_calibration_timed_in_another_int8_format_is_refused() -> None:
     del calibration["conditions"]["activations"]
     with pytest.raises(NasError, match="with float activations, but this device's runtime"):
         CalibratedPredictor(hw, calibration)
+
+
+def test_decode_timed_at_the_long_context_identifies_the_kv_cost() -> None:
+    """A device whose decode grows with the KV cache: rows timed at the profile's context and at
+    4x it give the KV coefficient, and the calibration scores the held-out long-context decode."""
+    hw = profile()
+    long_hw = hw.at_context(hw.deploy.long_context)
+    coef = {q: np.array(v, dtype=float) for q, v in TRUE_COEF.items()}
+    coef["decode_ms"][-1] = 0.05  # ms per million KV elements read
+    rows = rows_from(coef, varied_candidates(30), hw)
+    for row in rows:
+        x = features(row_candidate(row), long_hw)["decode_ms"]
+        row |= {"decode_long_ms": float(x @ coef["decode_ms"]), "long_context_len": 4 * 512}
+    calibration = fit_and_score(rows, hw, SOURCE)
+    assert calibration["conditions"]["long_context_len"] == hw.deploy.long_context
+    assert calibration["decode_ms"]["coef"][-1] == pytest.approx(0.05, rel=1e-3)
+    assert calibration["heldout"]["decode_ms_long"]["within_10pct"] == 1.0
+    at_long = CalibratedPredictor(long_hw, calibration)
+    short = CalibratedPredictor(hw, calibration)
+    first = row_candidate(rows[0])
+    assert at_long.predict(first)["decode_ms"].mean > short.predict(first)["decode_ms"].mean

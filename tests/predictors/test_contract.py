@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from nas.arch import Candidate, CompressionConfig
-from nas.calibrate.run import fit_and_score
+from nas.calibrate.fit import fit_and_score
 from nas.hardware import HardwareProfile
 from predictors import MemoryModel, Predictor, RooflineLatency
 from predictors.calibrated import CalibratedPredictor, calibration_path

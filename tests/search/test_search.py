@@ -61,6 +61,9 @@ def test_smoke_study_runs_twice_and_resumes(smoke_overrides: list[str]) -> None:
         assert set(entry["compression"]) == COMPRESSION_KEYS
         assert METRIC_KEYS <= set(entry["metrics"])
         assert entry["metrics"]["bpb"] > 0
+        # decode is quoted at the device's long context too, slower there (a larger KV cache)
+        assert entry["metrics"]["decode_ms_long"] > entry["metrics"]["decode_ms"]
+    assert written["device_limits"]["long_context_len"] == 4 * 1024
     assert (out / "pareto.csv").read_text().startswith("trial,")
     assert (out / "tokenizer.json").is_file()
 
