@@ -18,6 +18,8 @@ Shared parts (import the vocabulary and each other, never a command):
 - `compression`: quantization (rtn, GPTQ, AWQ), sparsity (magnitude, Wanda, SparseGPT), structured
   pruning, recovery, QAT, recipes;
 - `onnx`: decode/prefill graphs, the exportable MoE kernels, checks, measurement.
+- `executorch`: the same graphs as ExecuTorch programs (XNNPACK), checked and measured (an
+  optional extra).
 
 Commands (`python -m nas.X`, each a package with its `__main__`):
 - `search`: the search; `export`: a trial as a Hugging Face model directory;

@@ -136,6 +136,19 @@ class CompressionSettings:
     damp: float = field(default=0.01, metadata=between(0.0, 1.0))
 
 
+RUNTIMES = ("onnxruntime", "executorch")
+DELEGATES = {"onnxruntime": None, "executorch": "xnnpack"}  # the one delegate each one takes
+
+
+@dataclass
+class RuntimeConfig:
+    """The `runtime` group: which runtime models are exported for (`nas.export` writes
+    model.onnx for ONNX Runtime, model.pte too for ExecuTorch)."""
+
+    name: str = field(default="onnxruntime", metadata=one_of(*RUNTIMES))
+    delegate: str | None = field(default=None, metadata=one_of("xnnpack"))  # ExecuTorch's backend
+
+
 @dataclass
 class StudyConfig:
     """The study's identity, storage, and how many processes add trials to it."""
@@ -162,6 +175,7 @@ class Settings:
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     sampler: dict[str, Any] = field(default_factory=dict)  # `_target_`: nas.samplers, optuna
     study: StudyConfig = field(default_factory=StudyConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     seed: int = field(default=0, metadata=at_least(0))
     runs_dir: str = "runs"
@@ -187,6 +201,14 @@ def check_settings(settings: Settings) -> None:
             f"study.workers={workers} needs a storage that takes several writers, and SQLite "
             f"does not: add study.storage=journal:///{settings.out_dir}/study.journal "
             "(one machine) or study.storage=postgresql://... (many machines)"
+        )
+    runtime = settings.runtime
+    if runtime.delegate != DELEGATES[runtime.name]:
+        wanted = DELEGATES[runtime.name]
+        raise NasError(
+            f"runtime.delegate={runtime.delegate or 'null'} does not go with "
+            f"runtime={runtime.name}; "
+            + (f"use runtime.delegate={wanted}" if wanted else "leave runtime.delegate unset")
         )
     if settings.proxy.schedule == "cosine" and settings.budget.rungs > 1:
         raise NasError(

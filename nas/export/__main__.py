@@ -21,6 +21,8 @@ compression.json, README.md model card, nas_trial.json, model.onnx).
   out=DIR              default: <runs_dir>/<study>/export/<trial-N | pareto>
   force=true           write into an existing, non-empty out (files of the same name are replaced)
   onnx=false           skip model.onnx (its export takes ~10-20 s per model)
+  runtime=executorch   also model.pte: the decode step in the trial's int8/int4 format for
+                       ExecuTorch (XNNPACK), checked against torch (pip install -e '.[executorch]')
 The study is found like the search finds it: study.name=, runs_dir=, study.storage= (or the
 search's own overrides, e.g. hardware=rpi5 budget=smoke)."""
 

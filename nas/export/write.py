@@ -4,7 +4,9 @@
 the search scored, and `AutoTokenizer.from_pretrained(DIR)` the tokenizer its trials used. Next to
 them: the compression recipe (`compression.json`), a model card (`README.md`), the search's record
 of the trial (`nas_trial.json`) and, unless `onnx=false`, `model.onnx` of the untrained model,
-checked in ONNX Runtime against torch. Files are written into a temporary folder, then moved in.
+checked in ONNX Runtime against torch. With `runtime=executorch`, also `model.pte`: the untrained
+model's decode step in the trial's format, checked in ExecuTorch against torch
+(`nas.executorch.check`). Files are written into a temporary folder, then moved in.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 from nas import records
 from nas.arch import ArchConfig, CompressionConfig
 from nas.errors import NasError, redact
+from nas.executorch.runtime import require as require_executorch
 from nas.export.card import CardFacts, render
 from nas.fidelity.judge import judge
 from nas.onnx.check import write_onnx
@@ -103,6 +106,7 @@ class _Trial:
     record: records.TrialRecord
     arch: ArchConfig
     device: dict[str, Any]
+    runtime: str  # the `runtime` group's name: executorch adds model.pte
 
     @property
     def context(self) -> int:
@@ -133,6 +137,9 @@ def export_trial(
 ) -> Exported:
     """Write one trial's directory into `out` (files are written whole, then moved in place)."""
     record = records.read(trial)
+    runtime = ref.settings.runtime.name
+    if runtime == "executorch":
+        require_executorch()  # one line saying how to install it, before anything is written
     this = _Trial(
         study,
         ref,
@@ -140,6 +147,7 @@ def export_trial(
         record,
         ArchConfig.from_dict(record.arch),
         records.device(study) or _pareto_header(ref),
+        runtime,
     )
     tokenizer = wrap_tokenizer(ref.out_dir / "tokenizer.json", this.context)
     if len(tokenizer) != this.arch.vocab_size:
@@ -188,10 +196,23 @@ def _write_files(
         "device": this.device,
         "training_target": this.target,
     }
-    if onnx:
+    pte = this.runtime == "executorch"
+    if onnx or pte:
         seed = int(identity.get("proxy", {}).get("seed", 0))
         model = build_model(this.arch, seed=seed, max_positions=this.context)
+    if onnx:
         trial_file["onnx_check"] = write_onnx(model, tmp)
+    if pte:
+        from nas.executorch.check import write_pte  # deferred: loads ExecuTorch and torchao
+
+        comp = recipe["compression"]
+        trial_file["pte_check"] = write_pte(
+            model,
+            tmp,
+            weight_bits=comp["weight_bits"],
+            group_size=comp["group_size"] or None,
+            context_len=this.context,
+        )
     (tmp / "nas_trial.json").write_text(json.dumps(trial_file, indent=2, default=str) + "\n")
     files = [*sorted(p.name for p in tmp.iterdir()), "README.md"]
     facts = CardFacts(

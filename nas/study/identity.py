@@ -43,6 +43,8 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("study.storage", VARIES, "where the study lives"),
     ("study.*", VARIES, "how many trials, processes, threads, retries and heartbeats"),
     ("target.*", VARIES, "judged when reported, from the stored rung curves"),
+    # Varies while only export reads it: make it identity once decode ms are priced per runtime.
+    ("runtime.*", VARIES, "which runtime nas.export writes model files for; not priced (yet)"),
     ("seed", IDENTITY, "initialises every proxy run and sets the paired seeds"),
     ("device", IDENTITY, "cuda trains in bf16: other numerics than the cpu's fp32"),
     ("runs_dir", VARIES, "where outputs go"),

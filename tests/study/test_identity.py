@@ -13,7 +13,8 @@ from nas.search.run import run_search
 from nas.study.identity import IDENTITY, VARIES, classify, leaves, settings_identity
 
 CONFIGS = Path(__file__).resolve().parents[2] / "hydra_configs"
-GROUPS = ("hardware", "search_space", "budget", "proxy", "sampler", "compression", "study")
+GROUPS = ("hardware", "search_space", "budget", "proxy", "sampler", "compression", "study",
+          "runtime")  # fmt: skip
 
 
 def _every_key() -> set[str]:

@@ -1,0 +1,101 @@
+"""int8/int4 in the formats ExecuTorch's XNNPACK delegate runs fast, through torchao.
+
+Both are torchao's `Int8DynamicActivationIntxWeightConfig`, the recipe ExecuTorch's own LLM export
+and XNNPACK recipes use (what phones ship):
+- int8 (`8da8w`): activations quantized to int8 per token on the fly (asymmetric), weights int8
+  with one scale per output channel. XNNPACK has no grouped 8-bit kernel, so `group_size` does
+  not apply to 8 bits;
+- int4 (`8da4w`): the same activations, weights int4 with one scale per `group_size` inputs
+  (a multiple of 32, XNNPACK's block size), scales kept in bf16 as XNNPACK stores them, so the
+  torch model computes with exactly the scales the `.pte` holds.
+
+As in `nas.onnx.export` and `predictors.footprint`, only the decoder blocks' linear layers are
+quantized; the embedding and the LM head stay float, and so do mixture-of-experts expert weights
+(3-D tensors, not linear layers). A layer whose input width is no multiple of the group stays
+float too (ExecuTorch's LLM export skips them the same way); `QuantizedModel.float_layers` names
+them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from nas.errors import NasError
+from nas.executorch.runtime import require
+
+XNNPACK_BLOCK = 32  # XNNPACK's blockwise 4-bit kernels take groups of a multiple of 32
+KEEP_FLOAT = ("lm_head",)
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """A model in one of the formats, and the linear layers left in float."""
+
+    model: torch.nn.Module
+    weight_bits: int
+    group_size: int | None
+    float_layers: list[str] = field(default_factory=list)
+
+    @property
+    def format(self) -> str:
+        return format_name(self.weight_bits, self.group_size)
+
+
+def format_name(weight_bits: int, group_size: int | None) -> str:
+    """The format in words, as compression.json and the checks record it."""
+    if weight_bits == 16:
+        return "ExecuTorch XNNPACK fp32"
+    weights = "int8 per channel" if weight_bits == 8 else f"int4 per group of {group_size}"
+    return f"ExecuTorch XNNPACK int8 dynamic activations (per token), {weights} weights"
+
+
+def check_format(weight_bits: int, group_size: int | None) -> int | None:
+    """The group size the format uses (None: per channel), or a `NasError` for one XNNPACK
+    cannot run."""
+    if weight_bits not in (16, 8, 4):
+        raise NasError(f"weight_bits must be 16, 8 or 4 for ExecuTorch, got {weight_bits}")
+    if weight_bits != 4:
+        return None
+    if group_size is None or group_size < XNNPACK_BLOCK or group_size % XNNPACK_BLOCK:
+        raise NasError(
+            f"int4 for ExecuTorch's XNNPACK needs group_size a multiple of {XNNPACK_BLOCK}, "
+            f"got {group_size}"
+        )
+    return group_size
+
+
+def quantized(
+    model: torch.nn.Module, *, weight_bits: int, group_size: int | None
+) -> QuantizedModel:
+    """A copy of `model` in the format (`model` itself, unchanged, for 16 bits: fp32)."""
+    group = check_format(weight_bits, group_size)
+    if weight_bits == 16:
+        return QuantizedModel(model, 16, None)
+    require()
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    copied = copy.deepcopy(model)
+    skipped: list[str] = []
+
+    def chosen(module: torch.nn.Module, name: str) -> bool:
+        if not isinstance(module, torch.nn.Linear) or name.split(".")[-1] in KEEP_FLOAT:
+            return False
+        if group is not None and module.in_features % group:
+            skipped.append(name)
+            return False
+        return True
+
+    config = Int8DynamicActivationIntxWeightConfig(
+        weight_dtype=torch.int8 if weight_bits == 8 else torch.int4,
+        weight_granularity=PerAxis(0) if group is None else PerGroup(group),
+        # Grouped scales in bf16: XNNPACK converts them to bf16 anyway (per-channel ones stay
+        # fp32), so the torch reference and the .pte compute with the same scales.
+        weight_scale_dtype=None if group is None else torch.bfloat16,
+    )
+    with torch.no_grad():
+        quantize_(copied, config, filter_fn=chosen)
+    return QuantizedModel(copied.eval(), weight_bits, group, sorted(skipped))
