@@ -32,6 +32,10 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # torchao (the [executorch] extra, which transformers imports when it is installed) logs
+    # that its CUDA kernels and Triton are missing on every CPU run: not ours to act on.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     redact_logs()
 
 
