@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.onnx.measure import _peak_rss_mb, _rss_mb
+from nas.onnx.measure import _peak_rss_mb, _rss_mb, run_child, timed_runs
 
 MODULE = "nas.executorch.measure"
 
@@ -103,16 +102,7 @@ def measure_program(
     program = load_method(path, threads=threads)
     load_s = time.perf_counter() - started
     inputs = feeds(program.input_specs())
-    for _ in range(warmup):
-        program.run(inputs)
-    times: list[float] = []
-    deadline = time.perf_counter() + max_seconds
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        program.run(inputs)
-        times.append((time.perf_counter_ns() - start) / 1e6)
-        if len(times) >= 5 and time.perf_counter() > deadline:
-            break
+    times = timed_runs(lambda: program.run(inputs), warmup, runs, max_seconds)
     steady = _rss_mb()
     p10, p50, p90 = np.percentile(times, [10, 50, 90])
     return Measurement(
@@ -153,25 +143,10 @@ def measure_isolated(
     from nas.executorch.runtime import require
 
     require()
-    args = [
-        sys.executable,
-        "-m",
-        MODULE,
-        str(path),
-        f"threads={threads}",
-        f"warmup={warmup}",
-        f"runs={runs}",
-        f"max_seconds={max_seconds}",
-        "times=true",
-    ]
-    if cpus:
-        args.append("cpus=" + ",".join(str(c) for c in cpus))
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"measuring {path} failed: {last}")
-    data = json.loads(done.stdout.strip().splitlines()[-1])
-    return Measurement(**data)
+    command = [sys.executable, "-m", MODULE]
+    return Measurement(
+        **run_child(command, path, threads, warmup, runs, max_seconds, cpus, timeout_s)
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -23,6 +23,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,22 @@ def random_feeds(session: Any, seed: int = 0) -> dict[str, Any]:
     return feeds
 
 
+def timed_runs(run: Callable[[], Any], warmup: int, runs: int, max_seconds: float) -> list[float]:
+    """Milliseconds of `runs` calls of `run` after `warmup` untimed ones; stops early (keeping at
+    least 5 timed runs) once `max_seconds` of timed runs have passed. Shared by every runtime."""
+    for _ in range(warmup):
+        run()
+    times: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        run()
+        times.append((time.perf_counter_ns() - start) / 1e6)
+        if len(times) >= 5 and time.perf_counter() > deadline:
+            break
+    return times
+
+
 def measure_session(
     path: str | Path,
     *,
@@ -132,16 +149,7 @@ def measure_session(
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     load_s = time.perf_counter() - started
     feeds = random_feeds(session)
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times: list[float] = []
-    deadline = time.perf_counter() + max_seconds
-    for _ in range(runs):
-        start = time.perf_counter_ns()
-        session.run(None, feeds)
-        times.append((time.perf_counter_ns() - start) / 1e6)
-        if len(times) >= 5 and time.perf_counter() > deadline:
-            break
+    times = timed_runs(lambda: session.run(None, feeds), warmup, runs, max_seconds)
     steady = _rss_mb()
     p10, p50, p90 = np.percentile(times, [10, 50, 90])
     return Measurement(
@@ -178,9 +186,26 @@ def measure_isolated(
     Raises:
         RuntimeError: the child failed (its last stderr line says why).
     """
+    command = [sys.executable, str(Path(__file__).resolve())]
+    return Measurement(
+        **run_child(command, path, threads, warmup, runs, max_seconds, cpus, timeout_s)
+    )
+
+
+def run_child(
+    command: list[str],
+    path: str | Path,
+    threads: int,
+    warmup: int,
+    runs: int,
+    max_seconds: float,
+    cpus: list[int] | None,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """The JSON line a measuring child (`command MODEL KEY=VALUE ...`, a runtime's `main`)
+    prints, as a mapping. Raises RuntimeError with the child's last stderr line if it fails."""
     args = [
-        sys.executable,
-        str(Path(__file__).resolve()),
+        *command,
         str(path),
         f"threads={threads}",
         f"warmup={warmup}",
@@ -194,8 +219,7 @@ def measure_isolated(
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"measuring {path} failed: {last}")
-    data = json.loads(done.stdout.strip().splitlines()[-1])
-    return Measurement(**data)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> int:
