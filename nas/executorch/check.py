@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from nas.arch import ArchConfig
-from nas.executorch.export import as_model, example_inputs, export_pte, quiet, step
+from nas.executorch.export import as_model, example_inputs, export_pte, step
 from nas.executorch.quantize import format_name, quantized
 from nas.executorch.runtime import load_method, version
+from nas.onnx.check import quiet_export
 from nas.onnx.export import cache_names
 from nas.onnx.moe import Phase
 from nas.quality.models import arch_from_config
@@ -66,7 +67,7 @@ def compare(
     per_input, scale = [], 0.0
     for seed in seeds:
         args = example_inputs(reference, phase, length=context_len, seed=seed)
-        with torch.no_grad(), quiet():
+        with torch.no_grad(), quiet_export():
             expected = wrapper(*args)
         got = program.run(args)
         if len(got) != len(expected):

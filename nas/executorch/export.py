@@ -16,11 +16,6 @@ through the same exportable expert kernels as ONNX (`nas.onnx.moe`).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -31,6 +26,7 @@ from nas.executorch.quantize import quantized
 from nas.executorch.runtime import require
 from nas.executorch.xnnpack import CacheDecodeStep, xnnpack_attention
 from nas.files import atomic_write
+from nas.onnx.check import quiet_export
 from nas.onnx.export import PrefillStep
 from nas.onnx.moe import Phase, exportable_moe
 from nas.quality.models import arch_from_config, build_model
@@ -60,7 +56,7 @@ def lower(model: torch.nn.Module, args: tuple[torch.Tensor, ...], *, phase: Phas
     from executorch.exir import to_edge_transform_and_lower
 
     wrapper = step(model, phase)
-    with exportable_moe(model, phase), xnnpack_attention(model), torch.no_grad(), quiet():
+    with exportable_moe(model, phase), xnnpack_attention(model), torch.no_grad(), quiet_export():
         # strict=False: trace the Python code as it runs (transformers' cache classes and
         # masks), as torch.onnx's dynamo exporter does.
         program = torch.export.export(wrapper, args, strict=False)
@@ -114,17 +110,3 @@ def example_inputs(
     shape = (1, arch.n_kv_heads, length - 1, arch.head_dim)
     past = [torch.randn(shape, generator=gen) for _ in range(2 * arch.n_layers)]
     return (ids, position, *past)
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """torch.export and the lowering print progress and warn about every deprecated call
-    transformers makes; keep the commands' output clean."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)

@@ -53,8 +53,9 @@ def _exportable_experts(model: torch.nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The dynamo exporter prints progress lines, warnings and log records; keep them out."""
+def quiet_export() -> Iterator[None]:
+    """torch.export (ONNX's dynamo exporter, ExecuTorch's lowering) prints progress lines,
+    warnings and log records; keep them out of the commands' output."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
@@ -78,7 +79,7 @@ def write_onnx(model: torch.nn.Module, out_dir: Path, *, seed: int = 0) -> dict[
     example = torch.randint(0, vocab, (2, 8), generator=gen)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     path = out_dir / "model.onnx"
-    with _exportable_experts(model), torch.no_grad(), _quiet():
+    with _exportable_experts(model), torch.no_grad(), quiet_export():
         program = torch.onnx.export(
             _Logits(model),
             (example,),
