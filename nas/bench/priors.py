@@ -68,12 +68,12 @@ def decode_parts(case: dict[str, Any], hardware: HardwareProfile) -> dict[str, f
     full = dataclasses.replace(
         hw, prior=dataclasses.replace(no_overheads, bandwidth_efficiency=1.0)
     )
-    unscaled = dataclasses.replace(hw, prior=no_overheads)
+    roofline_ms = RooflineLatency(dataclasses.replace(hw, prior=no_overheads)).decode_ms(cand)
     return {
         "prior_ms": prior_ms,
         "memory_ms_at_full_bandwidth": RooflineLatency(full).decode_ms(cand),
-        "roofline_ms": RooflineLatency(unscaled).decode_ms(cand),
-        "fixed_ms": prior_ms - RooflineLatency(unscaled).decode_ms(cand),
+        "roofline_ms": roofline_ms,
+        "fixed_ms": prior_ms - roofline_ms,
     }
 
 

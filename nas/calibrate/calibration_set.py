@@ -103,9 +103,13 @@ def calibration_set(
 
 
 def export_point(
-    point: CalibrationPoint, hardware: HardwareProfile, cache_dir: Path
+    point: CalibrationPoint,
+    hardware: HardwareProfile,
+    cache_dir: Path,
+    phases: tuple[str, ...] = ("decode", "prefill"),
 ) -> ExportedCandidate:
-    """ONNX files of a point, cached per architecture and conditions under `cache_dir`."""
+    """ONNX files of a point (those in `phases`), cached per architecture and conditions under
+    `cache_dir`."""
     deploy = hardware.deploy
     arch_key = Candidate(point.candidate.arch).key(deploy.context_len, deploy.prompt_len)
     return export_candidate(
@@ -115,23 +119,15 @@ def export_point(
         prompt_len=deploy.prompt_len,
         processor=hardware.processor,
         int8_activations=hardware.int8_activations,
+        phases=phases,
     )
 
 
 def export_long_decode(point: CalibrationPoint, hardware: HardwareProfile, cache_dir: Path) -> Path:
     """The decode graph of a point at the device's long context, where the KV cache weighs
     more: without it the KV coefficient is barely identified at one context."""
-    long = hardware.deploy.long_context
-    arch_key = Candidate(point.candidate.arch).key(long, hardware.deploy.prompt_len)
-    return export_candidate(
-        point.candidate,
-        cache_dir / arch_key,
-        context_len=long,
-        prompt_len=hardware.deploy.prompt_len,
-        processor=hardware.processor,
-        int8_activations=hardware.int8_activations,
-        phases=("decode",),
-    ).decode
+    long = hardware.at_context(hardware.deploy.long_context)
+    return export_point(point, long, cache_dir, phases=("decode",)).decode
 
 
 PHASES = ("decode", "prefill", "decode_long")
