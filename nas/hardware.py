@@ -63,6 +63,10 @@ class EnergyCosts:
     source: str = ""
 
 
+# The runtimes a model is exported for and priced in (the `runtime` config group).
+RUNTIMES = ("onnxruntime", "executorch")
+
+
 def int8_activations_on(processor: str) -> bool:
     """The runtime's fast int8/int4 format on `processor` ("cpu" or "gpu") quantizes activations
     (see `HardwareProfile.int8_activations`)."""
@@ -84,6 +88,9 @@ class HardwareProfile:
     sources: dict[str, str] = field(default_factory=dict)
     sparse_kernels: list[str] = field(default_factory=list)  # sparsity patterns sped up here
     sparse_storage: list[str] = field(default_factory=list)  # sparsity patterns stored compressed
+    # The runtime latency and memory are priced in: set from the `runtime` group when the
+    # settings load (a device's calibrations are per runtime), not written in a profile's YAML.
+    runtime: str = field(default="onnxruntime", metadata=one_of(*RUNTIMES))
 
     @property
     def int8_activations(self) -> bool:
@@ -92,6 +99,10 @@ class HardwareProfile:
         fp32 here, while fp32 compute from int8 weights is 3-5x slower than fp32; BENCHMARKS.md);
         its CUDA provider dequantizes to fp16 and keeps activations float."""
         return int8_activations_on(self.processor)
+
+    def for_runtime(self, runtime: str) -> HardwareProfile:
+        """This profile as priced in `runtime` (one of `RUNTIMES`)."""
+        return dataclasses.replace(self, runtime=runtime)
 
     def at_context(self, context_len: int) -> HardwareProfile:
         """This profile with `context_len` tokens in the KV cache while decoding."""

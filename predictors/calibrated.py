@@ -1,4 +1,5 @@
-"""A latency and memory predictor fitted to ONNX Runtime measurements from the device.
+"""A latency and memory predictor fitted to measurements from the device, in one runtime (ONNX
+Runtime or ExecuTorch: `calibration_path`).
 
 The form is the roofline's, written as a sum of costs (batch-1 decode is memory-bound, prefill
 compute-bound, so one side of the roofline's max dominates each):
@@ -69,6 +70,25 @@ def _expert_params(arch: ArchConfig, experts: int) -> int:
     return arch.n_moe_layers * experts * arch.mlp_params
 
 
+def unfit_params(arch: ArchConfig, group: int) -> int:
+    """Block linear weights (experts aside) whose input width is no multiple of `group`: those
+    ExecuTorch's int4 keeps float (the XNNPACK kernels take whole groups)."""
+    if group <= 0:
+        return 0
+    attn = arch.n_heads * arch.head_dim
+    kv = arch.n_kv_heads * arch.head_dim
+    n_dense = arch.n_layers - arch.n_moe_layers
+    unfit = 0
+    if arch.d_model % group:  # q, k, v; dense gate and up; routers read the residual
+        unfit += arch.n_layers * arch.d_model * (attn + 2 * kv)
+        unfit += n_dense * 2 * arch.d_model * arch.ffn_dim + arch.n_moe_layers * arch.router_params
+    if attn % group:  # o reads the attention's width
+        unfit += arch.n_layers * attn * arch.d_model
+    if arch.ffn_dim % group:  # a dense layer's down projection reads the FFN's width
+        unfit += n_dense * arch.ffn_dim * arch.d_model
+    return unfit
+
+
 def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.ndarray]:
     """The work each quantity's coefficients multiply (see module doc and `FEATURES`).
 
@@ -76,6 +96,7 @@ def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.nd
     """
     arch, comp = candidate.arch, candidate.compression
     context, prompt = hardware.deploy.context_len, hardware.deploy.prompt_len
+    runtime = hardware.runtime
     float_bytes = FLOAT_BYTES.get(hardware.processor, 4.0)
     head = arch.vocab_size * arch.d_model  # the LM head, always float
     experts_active = _expert_params(arch, arch.experts_per_token)
@@ -83,19 +104,21 @@ def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.nd
     fmt = {16: "float", 8: "int8", 4: "int4"}[comp.weight_bits]
     # Block linear weights outside the experts (attention, dense MLPs, routers): `fmt`.
     block = active_matmul_params(arch) - experts_active
-    decode_w = dict.fromkeys(FORMATS, 0.0) | {"float": float(head)}
-    decode_w[fmt] += block
-    prefill_mac = dict.fromkeys(FORMATS, 0.0) | {"float": float(head)}
-    prefill_mac[fmt] += prompt * block
+    # ExecuTorch's int4 leaves float the layers its groups do not fit (nas.executorch.quantize)
+    unfit = unfit_params(arch, comp.group_size) if fmt == "int4" and runtime == "executorch" else 0
+    decode_w = dict.fromkeys(FORMATS, 0.0) | {"float": float(head + unfit)}
+    decode_w[fmt] += block - unfit
+    prefill_mac = dict.fromkeys(FORMATS, 0.0) | {"float": float(prompt * unfit + head)}
+    prefill_mac[fmt] += prompt * (block - unfit)
     kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * context
     attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
     # Weights as the runtime holds them: quantized blocks, float everything else (the LM head is
     # a separate, transposed copy of a tied embedding in the exported graph).
     norms = arch.params - arch.matmul_params - arch.embedding_params
     stored = dict.fromkeys(FORMATS, 0.0)
-    stored["float"] = (experts_all + 2 * head + norms) * float_bytes
+    stored["float"] = (experts_all + 2 * head + norms + unfit) * float_bytes
     per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
-    stored[fmt] += (arch.matmul_params - experts_all) * per_weight
+    stored[fmt] += (arch.matmul_params - experts_all - unfit) * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
     decode = [1.0, layers, *(decode_w[f] / 1e6 for f in FORMATS), experts_active / 1e6]
     prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), prompt * experts_all / 1e9]
@@ -167,8 +190,22 @@ def row_candidate(row: dict[str, Any]) -> Candidate:
     return Candidate(ArchConfig.from_dict(row["arch"]), CompressionConfig(**row["compression"]))
 
 
-def calibration_path(hardware_name: str, directory: Path = CALIBRATIONS) -> Path:
-    return directory / f"{hardware_name}.json"
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch"}
+
+
+def calibration_path(
+    hardware_name: str, directory: Path = CALIBRATIONS, runtime: str = "onnxruntime"
+) -> Path:
+    """Where the calibration of a device in a runtime lives: `<H>.json` for ONNX Runtime (the
+    default runtime, and the name calibrations had before runtimes were chosen),
+    `<H>.<runtime>.json` for the others."""
+    suffix = "" if runtime == "onnxruntime" else f".{runtime}"
+    return directory / f"{hardware_name}{suffix}.json"
+
+
+def runtime_of(calibration: dict[str, Any]) -> str:
+    """The runtime a calibration was measured in (files from before runtimes: ONNX Runtime)."""
+    return str(calibration.get("conditions", {}).get("runtime", "onnxruntime"))
 
 
 class CalibratedPredictor(Predictor):
@@ -184,6 +221,12 @@ class CalibratedPredictor(Predictor):
                     f"the calibration of {hardware.name} was fitted with other {q} features than "
                     f"this version uses; re-run python -m nas.calibrate hardware={hardware.name}"
                 )
+        if runtime_of(calibration) != hardware.runtime:
+            raise NasError(
+                f"the calibration of {hardware.name} was measured in {runtime_of(calibration)}, "
+                f"not {hardware.runtime}; re-run python -m nas.calibrate "
+                f"hardware={hardware.name} runtime={hardware.runtime}"
+            )
         measured = calibration.get("conditions", {}).get("activations", "float")
         if measured != activations_of(hardware):
             raise NasError(
@@ -200,7 +243,7 @@ class CalibratedPredictor(Predictor):
 
     @classmethod
     def load(cls, hardware: HardwareProfile, path: Path | None = None) -> CalibratedPredictor:
-        path = Path(path or calibration_path(hardware.name))
+        path = Path(path or calibration_path(hardware.name, runtime=hardware.runtime))
         try:
             calibration = json.loads(path.read_text())
             return cls(hardware, calibration)
@@ -220,10 +263,11 @@ class CalibratedPredictor(Predictor):
     @property
     def provenance(self) -> str:
         p = self.calibration["provenance"]
+        runtime = runtime_of(self.calibration)
         return (
-            f"calibrated on {p['n_points']} ONNX Runtime measurements on {p['cpu_model']} "
-            f"({p['device']}, {p['threads']} threads, onnxruntime {p['onnxruntime']}, "
-            f"{p['date']})"
+            f"calibrated on {p['n_points']} {RUNTIME_NAMES[runtime]} measurements on "
+            f"{p['cpu_model']} ({p['device']}, {p['threads']} threads, {runtime} "
+            f"{p.get(runtime, '?')}, {p['date']})"
         )
 
     def predict(self, candidate: Candidate) -> dict[str, Estimate]:

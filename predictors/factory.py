@@ -14,8 +14,9 @@ from predictors.roofline import RooflineLatency
 def calibration_for(
     hardware: HardwareProfile, directory: Path = CALIBRATIONS
 ) -> CalibratedPredictor | None:
-    """The calibrated predictor of `hardware`, or None when it has not been calibrated."""
-    path = calibration_path(hardware.name, directory)
+    """The calibrated predictor of `hardware` in its runtime, or None when that pair has not been
+    calibrated."""
+    path = calibration_path(hardware.name, directory, hardware.runtime)
     return CalibratedPredictor.load(hardware, path) if path.is_file() else None
 
 

@@ -164,6 +164,12 @@ def to_settings(cfg: DictConfig) -> Settings:
     if not isinstance(settings, Settings):
         raise NasError("the configuration does not follow the settings schema")
     check(settings)
+    if settings.hardware.runtime not in ("onnxruntime", settings.runtime.name):  # the group decides
+        raise NasError(
+            f"hardware.runtime={settings.hardware.runtime} is set by the runtime group; "
+            f"pass runtime={settings.hardware.runtime} instead"
+        )
+    settings.hardware = settings.hardware.for_runtime(settings.runtime.name)
     if settings.compression.int8_activations is None:  # the runtime's own fast format
         settings.compression.int8_activations = settings.hardware.int8_activations
     check_settings(settings)

@@ -20,7 +20,7 @@ from omegaconf import MISSING
 
 from nas.config.rules import FILE_NAME, at_least, between, one_of
 from nas.errors import NasError
-from nas.hardware import HardwareProfile
+from nas.hardware import RUNTIMES, HardwareProfile
 
 SCHEMA_NAME = "settings_schema"
 
@@ -136,7 +136,6 @@ class CompressionSettings:
     damp: float = field(default=0.01, metadata=between(0.0, 1.0))
 
 
-RUNTIMES = ("onnxruntime", "executorch")
 DELEGATES = {"onnxruntime": None, "executorch": "xnnpack"}  # the one delegate each one takes
 
 

@@ -29,6 +29,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("hardware.description", VARIES, "text for people; the numbers are compared"),
     ("hardware.sources.*", VARIES, "where a number comes from, not the number"),
     ("hardware.energy.*", VARIES, "the energy estimate is printed by nas.predict, not stored"),
+    ("hardware.runtime", VARIES, "a copy of runtime.name, which is identity"),
     ("hardware.*", IDENTITY, "prices decode ms, memory MB and feasibility"),
     ("search_space.*", IDENTITY, "which candidates exist"),
     ("budget.name", VARIES, "a label; the budget's numbers are compared where they act"),
@@ -43,8 +44,7 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("study.storage", VARIES, "where the study lives"),
     ("study.*", VARIES, "how many trials, processes, threads, retries and heartbeats"),
     ("target.*", VARIES, "judged when reported, from the stored rung curves"),
-    # Varies while only export reads it: make it identity once decode ms are priced per runtime.
-    ("runtime.*", VARIES, "which runtime nas.export writes model files for; not priced (yet)"),
+    ("runtime.*", IDENTITY, "decode ms and memory MB are priced by that runtime's calibration"),
     ("seed", IDENTITY, "initialises every proxy run and sets the paired seeds"),
     ("device", IDENTITY, "cuda trains in bf16: other numerics than the cpu's fp32"),
     ("runs_dir", VARIES, "where outputs go"),
