@@ -1,6 +1,7 @@
-"""Latency/memory predictor accuracy on held-out ONNX Runtime measurements vs naive baselines.
+"""Latency/memory predictor accuracy on held-out measurements vs naive baselines, in a runtime.
 
-`python -m nas.bench predictor hardware=local_cpu [rounds=3] [reuse=true] [target=best|median]`
+`python -m nas.bench predictor hardware=local_cpu [runtime=executorch] [rounds=3] [reuse=true]
+[target=best|median]`
 
 Measures (or reuses, see nas.calibrate) the calibration set, fits the calibrated predictor on at
 most 20 architectures' measurements and scores it on the held-out ones, next to: the uncalibrated

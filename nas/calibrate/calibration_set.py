@@ -1,4 +1,5 @@
-"""The architectures a device is measured on, and measuring them with ONNX Runtime.
+"""The architectures a device is measured on, and measuring them in its runtime (ONNX Runtime or
+ExecuTorch: `nas.calibrate.runtimes`).
 
 `calibration_set` draws candidates spread over the search space (dense, grouped-query, MoE; fp,
 int8, int4), each architecture with two compressions so one float export serves both. Architectures,
@@ -23,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.calibrate.runtimes import Timing, calibration_runtime
 from nas.hardware import HardwareProfile
-from nas.onnx.export import ExportedCandidate, export_candidate
-from nas.onnx.measure import measure_isolated
 from nas.onnx.quiet import Quiet
 from predictors.calibrated import activations_of
 
@@ -107,27 +107,23 @@ def export_point(
     hardware: HardwareProfile,
     cache_dir: Path,
     phases: tuple[str, ...] = ("decode", "prefill"),
-) -> ExportedCandidate:
-    """ONNX files of a point (those in `phases`), cached per architecture and conditions under
+) -> dict[str, Path]:
+    """The model files of a point (those in `phases`) in the profile's runtime, cached under
     `cache_dir`."""
-    deploy = hardware.deploy
-    arch_key = Candidate(point.candidate.arch).key(deploy.context_len, deploy.prompt_len)
-    return export_candidate(
-        point.candidate,
-        cache_dir / arch_key,
-        context_len=deploy.context_len,
-        prompt_len=deploy.prompt_len,
-        processor=hardware.processor,
-        int8_activations=hardware.int8_activations,
-        phases=phases,
-    )
+    runtime = calibration_runtime(hardware.runtime)
+    return runtime.export(point.candidate, hardware, cache_dir, phases)
 
 
 def export_long_decode(point: CalibrationPoint, hardware: HardwareProfile, cache_dir: Path) -> Path:
-    """The decode graph of a point at the device's long context, where the KV cache weighs
+    """The decode file of a point at the device's long context, where the KV cache weighs
     more: without it the KV coefficient is barely identified at one context."""
     long = hardware.at_context(hardware.deploy.long_context)
-    return export_point(point, long, cache_dir, phases=("decode",)).decode
+    return export_point(point, long, cache_dir, phases=("decode",))["decode"]
+
+
+def cache_folder(runs_dir: Path, hardware: HardwareProfile) -> Path:
+    """Where a runtime's calibration model files are cached (named by what made them)."""
+    return runs_dir / ".cache" / ("onnx" if hardware.runtime == "onnxruntime" else hardware.runtime)
 
 
 PHASES = ("decode", "prefill", "decode_long")
@@ -143,19 +139,19 @@ def measure_rows(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Export and time every point; one result row per point (see module docstring)."""
+    """Export and time every point in the profile's runtime; one result row per point (see
+    module docstring)."""
     threads = threads or hardware.threads
+    runtime = calibration_runtime(hardware.runtime)
     exported: dict[str, dict[str, Path]] = {}
     for i, point in enumerate(points):
         started = time.perf_counter()
-        graphs = export_point(point, hardware, cache_dir)
         exported[point.id] = {
-            "decode": graphs.decode,
-            "prefill": graphs.prefill,
+            **export_point(point, hardware, cache_dir),
             "decode_long": export_long_decode(point, hardware, cache_dir),
         }
         log(f"export {i + 1}/{len(points)} {point.id}: {time.perf_counter() - started:.1f} s")
-    samples: dict[tuple[str, str], list[Any]] = {}
+    samples: dict[tuple[str, str], list[Timing]] = {}
     rng = random.Random(seed)
     noise = []  # per round: why the machine was not quiet while it ran ("" when it was)
     for r in range(rounds):
@@ -166,7 +162,7 @@ def measure_rows(
             for phase in PHASES:
                 path = exported[point.id][phase]
                 runs = 12 if phase == "prefill" else 40
-                m = measure_isolated(path, threads=threads, warmup=5, runs=runs, max_seconds=4.0)
+                m = runtime.time(path, threads=threads, warmup=5, runs=runs, max_seconds=4.0)
                 samples.setdefault((point.id, phase), []).append(m)
         noise.append(Quiet.now().noise(threads, before, own_load=threads))
         log(f"round {r + 1}/{rounds} measured" + (f" (noisy: {noise[-1]})" if noise[-1] else ""))
@@ -201,7 +197,10 @@ def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, A
     decode = samples[(point.id, "decode")]
     row["memory_mb"] = round(statistics.median(m.steady_mb for m in decode), 2)
     row["peak_memory_mb"] = round(statistics.median(m.peak_mb for m in decode), 2)
-    row["ort_version"] = decode[0].ort_version
+    row["runtime"] = hardware.runtime
+    row["runtime_version"] = decode[0].version
+    if hardware.runtime == "onnxruntime":
+        row["ort_version"] = decode[0].version  # the key rows had before runtimes were chosen
     row["affinity"] = decode[0].affinity
     return row
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.calibrate.repeatability import repeatability, repeats
+from nas.calibrate.runtimes import version_key
 from nas.errors import NasError
 from nas.files import atomic_write
 from nas.hardware import HardwareProfile
@@ -56,13 +57,14 @@ def fit_and_score(
             "long_context_len": fit[0].get("long_context_len") if _has_long(fit) else None,
             "threads": rows[0]["threads"],
             "activations": activations_of(hardware),
+            "runtime": hardware.runtime,
         },
         "provenance": {
             **source,
             "n_points": len(fit),
             "n_heldout": len(heldout),
             "threads": rows[0]["threads"],
-            "onnxruntime": rows[0].get("ort_version", "?"),
+            hardware.runtime: version_key(rows[0]),
         },
         **to_json(fits),
     }
@@ -102,7 +104,10 @@ def write_calibration(calibration: dict[str, Any], path: Path) -> None:
 
 
 def summary(calibration: dict[str, Any]) -> str:
-    lines = [f"calibration of {calibration['hardware']}: {CalibratedPredictor.__name__}"]
+    runtime = calibration["conditions"].get("runtime", "onnxruntime")
+    lines = [
+        f"calibration of {calibration['hardware']} in {runtime}: {CalibratedPredictor.__name__}"
+    ]
     for q in QUANTITIES:
         coef = ", ".join(
             f"{n}={c:.4g}"

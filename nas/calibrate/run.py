@@ -16,13 +16,16 @@ from nas.calibrate.args import CalibrateArgs
 from nas.calibrate.args import parse_args as parse_args  # re-exported: light module
 from nas.calibrate.calibration_set import (
     CalibrationPoint,
+    cache_folder,
     calibration_set,
+    export_long_decode,
     export_point,
     measure_rows,
     read_rows,
     write_rows,
 )
 from nas.calibrate.fit import cpu_model, fit_and_score
+from nas.calibrate.runtimes import calibration_runtime
 from nas.errors import NasError
 from nas.files import check_writable
 from nas.hardware import HardwareProfile
@@ -43,7 +46,7 @@ def measured_rows(
     points = _points(args)
     runs_dir = Path(args.runs_dir)
     check_writable(runs_dir, "runs_dir")
-    store = runs_dir / "calibration" / hardware.name / "measurements.jsonl"
+    store = measurements_path(runs_dir, hardware)
     wanted = {p.id for p in points}
     rows = _stored_rows(store) if args.reuse and store.exists() else []
     # Rows timed in another int8/int4 format, or without decode at this long context (older
@@ -51,6 +54,7 @@ def measured_rows(
     same_format = all(
         r.get("activations", "float") == activations_of(hardware)
         and r.get("long_context_len") == hardware.deploy.long_context
+        and r.get("runtime", "onnxruntime") == hardware.runtime
         for r in rows
     )
     if {r["id"] for r in rows} != wanted or not same_format:
@@ -65,7 +69,7 @@ def measured_rows(
         rows = measure_rows(
             points,
             hardware,
-            runs_dir / ".cache" / "onnx",
+            cache_folder(runs_dir, hardware),
             rounds=args.rounds,
             threads=args.threads_for(hardware),
         )
@@ -110,7 +114,7 @@ def run_measure(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any
         "device": f"{hardware.name} (measured here)",
         "cpu_model": cpu_model(),
         "date": dt.date.today().isoformat(),
-        "command": "python -m nas.calibrate hardware=" + hardware.name,
+        "command": _command(hardware),
         "measurements": str(store),
         "target": target,
         "rounds": len(rows[0].get("decode_rounds_ms", [])),
@@ -131,15 +135,19 @@ def run_bundle(
     out = Path(args.out)
     check_writable(out, "out")
     points = points if points is not None else _points(args)
-    cache = Path(args.runs_dir) / ".cache" / "onnx"
+    runtime = calibration_runtime(hardware.runtime)
+    cache = cache_folder(Path(args.runs_dir), hardware)
     (out / "models").mkdir(parents=True, exist_ok=True)
     entries = []
     for point in points:
-        exported = export_point(point, hardware, cache)
+        exported = {
+            **export_point(point, hardware, cache),
+            "decode_long": export_long_decode(point, hardware, cache),
+        }
         files = {}
-        for phase in ("decode", "prefill"):
-            name = f"models/{point.id}-{phase}.onnx"
-            shutil.copyfile(getattr(exported, phase), out / name)
+        for phase, path in exported.items():
+            name = f"models/{point.id}-{phase}{runtime.suffix}"
+            shutil.copyfile(path, out / name)
             files[phase] = name
         entries.append(
             {
@@ -152,7 +160,9 @@ def run_bundle(
         )
     manifest = {
         "device": hardware.name,
+        "runtime": hardware.runtime,
         "context_len": hardware.deploy.context_len,
+        "long_context_len": hardware.deploy.long_context,
         "prompt_len": hardware.deploy.prompt_len,
         "threads": args.threads_for(hardware),
         "rounds": args.rounds,
@@ -160,10 +170,47 @@ def run_bundle(
         "points": entries,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.copyfile(Path(__file__).parent.parent / "onnx" / "measure.py", out / "measure.py")
+    if hardware.runtime == "onnxruntime":  # standalone: numpy and onnxruntime only
+        shutil.copyfile(Path(__file__).parent.parent / "onnx" / "measure.py", out / "measure.py")
+        (out / "perf_test.sh").write_text(_perf_test_lines(manifest))
+    else:
+        (out / "executor_runner.sh").write_text(_executor_runner_lines(manifest))
     shutil.copyfile(Path(__file__).with_name("bundle_runner.py"), out / "run_bundle.py")
-    (out / "perf_test.sh").write_text(_perf_test_lines(manifest))
     return out
+
+
+def _command(hardware: HardwareProfile) -> str:
+    runtime = "" if hardware.runtime == "onnxruntime" else f" runtime={hardware.runtime}"
+    return f"python -m nas.calibrate hardware={hardware.name}{runtime}"
+
+
+def measurements_path(runs_dir: Path, hardware: HardwareProfile) -> Path:
+    """Where a device's measurements in its runtime are kept between runs."""
+    suffix = "" if hardware.runtime == "onnxruntime" else f".{hardware.runtime}"
+    return runs_dir / "calibration" / hardware.name / f"measurements{suffix}.jsonl"
+
+
+def _executor_runner_lines(manifest: dict[str, Any]) -> str:
+    """ExecuTorch's C++ runner through adb, for phones without Python (results by hand)."""
+    lines = [
+        "#!/bin/sh",
+        "# Build ExecuTorch's executor_runner with the XNNPACK backend for the device",
+        "# (docs.pytorch.org/executorch/stable/backends-xnnpack.html), then push it and models:",
+        "#   adb push executor_runner /data/local/tmp/",
+        "#   adb push models /data/local/tmp/nas/models",
+        "# Each line logs 'N inference took X ms, avg Y ms': copy each avg into results.jsonl",
+        "# rows (id, device, decode_ms, prefill_ms, decode_long_ms, long_context_len, memory_mb).",
+    ]
+    threads = manifest["threads"]
+    for entry in manifest["points"]:
+        for phase, name in entry["files"].items():
+            runs = 12 if phase == "prefill" else 40
+            lines.append(
+                f"adb shell /data/local/tmp/executor_runner --cpu_threads={threads} "
+                f"--num_executions={runs} --model_path=/data/local/tmp/nas/{name}"
+                f"  # {entry['id']} {phase}"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def _perf_test_lines(manifest: dict[str, Any]) -> str:
@@ -273,6 +320,12 @@ def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]
         raise NasError(
             f"the bundle in {manifest_path} is for {manifest['device']}, not {hardware.name}"
         )
+    bundled_runtime = manifest.get("runtime", "onnxruntime")
+    if bundled_runtime != hardware.runtime:
+        raise NasError(
+            f"the bundle in {manifest_path} holds {bundled_runtime} models; ingest it with "
+            f"runtime={bundled_runtime}, or write a {hardware.runtime} bundle with mode=bundle"
+        )
     bundled = manifest.get("activations", "float")
     if bundled != activations_of(hardware):
         raise NasError(
@@ -293,7 +346,7 @@ def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]
         "device": f"{hardware.name} (bundle results)",
         "cpu_model": str(rows[0].get("cpu_model", "unknown")),
         "date": str(rows[0].get("date", dt.date.today().isoformat())),
-        "command": f"python -m nas.calibrate hardware={hardware.name} mode=ingest",
+        "command": f"{_command(hardware)} mode=ingest",
         "measurements": str(results),
     }
     return fit_and_score(rows, hardware, source)

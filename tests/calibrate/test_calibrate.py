@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,15 @@ from nas.errors import NasError
 from tests.predictors.helpers import TRUE_COEF, profile, rows_from, varied_candidates
 
 
-def _bundle_files(tmp_path: Path, n: int = 12) -> tuple[Path, list[dict[str, Any]]]:
+def _bundle_files(
+    tmp_path: Path, n: int = 12, runtime: str = "onnxruntime"
+) -> tuple[Path, list[dict[str, Any]]]:
     """A manifest as mode=bundle writes it, and rows as the device runner writes them."""
-    hw = profile()
+    hw = profile().for_runtime(runtime)
     rows = rows_from(TRUE_COEF, varied_candidates(n), hw)
     manifest = {
         "device": "local_cpu",
+        "runtime": runtime,
         "threads": 2,
         "rounds": 1,
         "activations": "int8",
@@ -134,7 +138,7 @@ def test_bundle_run_ingest_on_this_machine(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     args = CalibrateArgs(out=str(out), rounds=1, runs_dir=str(tmp_path / "runs"))
     run_bundle(args, profile(), points)
-    assert (out / "perf_test.sh").read_text().count("onnxruntime_perf_test") == 2 * len(points)
+    assert (out / "perf_test.sh").read_text().count("onnxruntime_perf_test") == 3 * len(points)
     subprocess.run([sys.executable, str(out / "run_bundle.py"), "rounds=1"], check=True)
     cal = tmp_path / "cal.json"
     main(["hardware=local_cpu", "mode=ingest", f"results={out / 'results.jsonl'}",
@@ -142,3 +146,60 @@ def test_bundle_run_ingest_on_this_machine(tmp_path: Path) -> None:
     calibration = json.loads(cal.read_text())
     assert calibration["provenance"]["n_points"] == 6
     assert calibration["heldout"]["decode_ms"]["n"] == 2
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "executorch"])
+def test_ingest_in_each_runtime_records_it(tmp_path: Path, runtime: str) -> None:
+    _, results = _bundle_files(tmp_path, n=16, runtime=runtime)
+    out = tmp_path / "cal.json"
+    written = _write(tmp_path / "results.jsonl", results)
+    main(["hardware=local_cpu", f"runtime={runtime}", "mode=ingest", f"results={written}",
+          f"calibration={out}"])  # fmt: skip
+    calibration = json.loads(out.read_text())
+    assert calibration["conditions"]["runtime"] == runtime
+    assert calibration["heldout"]["decode_ms"]["within_10pct"] == 1.0
+
+
+def test_ingest_refuses_a_bundle_of_another_runtime(tmp_path: Path) -> None:
+    _, results = _bundle_files(tmp_path, runtime="executorch")
+    written = _write(tmp_path / "results.jsonl", results)
+    with pytest.raises(NasError, match="holds executorch models; ingest it with runtime=exec"):
+        main(["hardware=local_cpu", "mode=ingest", f"results={written}",
+              f"calibration={tmp_path / 'out.json'}"])  # fmt: skip
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_executorch_bundle_run_ingest_on_this_machine(tmp_path: Path) -> None:
+    """The ExecuTorch bundle end to end: .pte files, the runner lines for adb, the bundle's own
+    runner (ExecuTorch's Python runtime), ingest and fit."""
+    pytest.importorskip("executorch")
+    arch = ArchConfig(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, ffn_dim=64,
+                      vocab_size=256)  # fmt: skip
+    points = [
+        CalibrationPoint(f"e{i}", Candidate(replace(arch, n_layers=layers), comp), split)
+        for i, (layers, comp, split) in enumerate(
+            [(1, CompressionConfig(), "fit"), (2, CompressionConfig(8, 0), "fit"),
+             (3, CompressionConfig(4, 32), "fit"), (1, CompressionConfig(4, 32), "fit"),
+             (2, CompressionConfig(), "fit"), (3, CompressionConfig(8, 0), "fit"),
+             (2, CompressionConfig(4, 32), "heldout")]
+        )
+    ]  # fmt: skip
+    hw = profile().for_runtime("executorch")
+    out = tmp_path / "bundle"
+    run_bundle(CalibrateArgs(out=str(out), rounds=1, runs_dir=str(tmp_path / "runs")), hw, points)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runtime"] == "executorch"
+    assert all(name.endswith(".pte") for p in manifest["points"] for name in p["files"].values())
+    lines = (out / "executor_runner.sh").read_text()
+    assert lines.count("--model_path=") == 3 * len(points) and not (out / "measure.py").exists()
+    subprocess.run([sys.executable, str(out / "run_bundle.py"), "rounds=1"], check=True)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert all(r["runtime"] == "executorch" and r["decode_long_ms"] > 0 for r in rows)
+    cal = tmp_path / "cal.json"
+    main(["hardware=local_cpu", "runtime=executorch", "mode=ingest",
+          f"results={out / 'results.jsonl'}", f"calibration={cal}"])  # fmt: skip
+    calibration = json.loads(cal.read_text())
+    assert calibration["conditions"]["runtime"] == "executorch"
+    assert calibration["conditions"]["long_context_len"] == hw.deploy.long_context
+    assert calibration["provenance"]["executorch"].startswith("1.")

@@ -109,3 +109,14 @@ def test_formats_xnnpack_cannot_run_are_one_line_errors(
         export_pte(TINY, tmp_path / "x.pte", weight_bits=bits, group_size=group, context_len=8)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "x.pte").exists()
+
+
+@needs_executorch
+def test_the_predictors_count_of_float_fallback_layers_matches_the_quantizer(tiny_model) -> None:
+    from predictors.calibrated import unfit_params
+
+    for group in (32, 64):
+        quant = quantized(tiny_model, weight_bits=4, group_size=group)
+        modules = dict(tiny_model.named_modules())
+        left = sum(modules[name].weight.numel() for name in quant.float_layers)
+        assert left == unfit_params(TINY, group)
