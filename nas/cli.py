@@ -33,8 +33,9 @@ def configure_logging(level: int = logging.INFO) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # torchao (the [executorch] extra, which transformers imports when it is installed) logs
-    # that its CUDA kernels and Triton are missing on every CPU run: not ours to act on.
-    for name in ("torchao", "torch.utils._pytree"):
+    # that its CUDA kernels and Triton are missing on every CPU run, and torch's ONNX exporter
+    # that torchvision's operators are not registered: not ours to act on.
+    for name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
         logging.getLogger(name).setLevel(logging.ERROR)
     redact_logs()
 
