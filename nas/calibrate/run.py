@@ -49,10 +49,11 @@ def measured_rows(
     store = measurements_path(runs_dir, hardware)
     wanted = {p.id for p in points}
     rows = _stored_rows(store) if args.reuse and store.exists() else []
-    # Rows timed in another int8/int4 format, or without decode at this long context (older
-    # versions), are not what this calibration needs: measure again.
+    # Rows timed in another int8/int4 format, runtime or thread count, or without decode at this
+    # long context (older versions), are not what this calibration needs: measure again.
     same_format = all(
-        r.get("activations", "float") == activations_of(hardware)
+        r.get("threads") == args.threads_for(hardware)
+        and r.get("activations", "float") == activations_of(hardware)
         and r.get("long_context_len") == hardware.deploy.long_context
         and r.get("runtime", "onnxruntime") == hardware.runtime
         for r in rows
