@@ -327,5 +327,6 @@ def _device_info(hardware: HardwareProfile, cheap: CheapObjectives) -> dict[str,
         "latency_predictor": {
             "calibrated": cheap.calibrated,
             "provenance": cheap.latency.provenance,
+            "runtime": hardware.runtime,  # decode ms and memory MB are this runtime's
         },
     }

@@ -64,6 +64,7 @@ def test_smoke_study_runs_twice_and_resumes(smoke_overrides: list[str]) -> None:
         # decode is quoted at the device's long context too, slower there (a larger KV cache)
         assert entry["metrics"]["decode_ms_long"] > entry["metrics"]["decode_ms"]
     assert written["device_limits"]["long_context_len"] == 4 * 1024
+    assert written["latency_predictor"]["runtime"] == "onnxruntime"  # the runtime group's default
     assert (out / "pareto.csv").read_text().startswith("trial,")
     assert (out / "tokenizer.json").is_file()
 
