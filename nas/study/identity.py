@@ -77,6 +77,11 @@ def settings_identity(settings: Any) -> dict[str, Any]:
     return {k: v for k, v in leaves(settings) if classify(k)[0] == IDENTITY and k != "study.name"}
 
 
+# Identity settings added after studies existed, with the value every older study was priced
+# with: a study stored before the key resumes when the key still has that value.
+IMPLIED = {"runtime.name": "onnxruntime", "runtime.delegate": None}
+
+
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """The keys whose values differ between two identities, one level into mappings; keys
     only one of them has are not compared (older studies lack newer keys)."""
@@ -86,7 +91,11 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
         if old == new:
             continue
         if isinstance(old, Mapping) and isinstance(new, Mapping):
-            inner = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            inner = [
+                k
+                for k in sorted(set(old) | set(new))
+                if old.get(k, IMPLIED.get(k)) != new.get(k, IMPLIED.get(k))
+            ]
             changed += [f"{key}: {k}" if key != "settings" else k for k in inner]
         else:
             changed.append(key)

@@ -82,3 +82,16 @@ def test_a_resume_that_changes_a_stored_value_is_refused_before_any_write(
     with pytest.raises(NasError, match=r"started with other settings \(.*" + change.split("=")[0]):
         run_search(load_settings([*base, change]))
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_study_from_before_the_runtime_was_identity_resumes_only_on_onnxruntime() -> None:
+    from nas.study.identity import differences
+
+    before = {"settings": {"seed": 0}}  # stored before runtime.* became identity keys
+    ort = settings_identity(load_settings(["budget=smoke"]))
+    et = settings_identity(load_settings(["budget=smoke", "runtime=executorch"]))
+    assert {"runtime.name", "runtime.delegate"} <= set(ort)
+    now = {"settings": {"seed": 0, **{k: ort[k] for k in ("runtime.name", "runtime.delegate")}}}
+    assert differences(before, now) == []
+    later = {"settings": {"seed": 0, **{k: et[k] for k in ("runtime.name", "runtime.delegate")}}}
+    assert differences(before, later) == ["runtime.delegate", "runtime.name"]
