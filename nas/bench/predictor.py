@@ -154,7 +154,8 @@ def main(argv: list[str]) -> int:
     report["target"] = target
     print(f"latency target: each graph's {target} round of {len(rows[0]['decode_rounds_ms'])}")
     print(format_report(report, hardware))
-    out = Path(store).with_name("bench_predictor.json")
+    out = Path(store).with_name(store.name.replace("measurements", "bench_predictor", 1))
+    out = out.with_suffix(".json")  # next to its runtime's measurements
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"measurements: {store}; report: {out}")
     return 0
