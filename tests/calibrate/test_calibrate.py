@@ -179,9 +179,9 @@ def test_executorch_bundle_run_ingest_on_this_machine(tmp_path: Path) -> None:
     points = [
         CalibrationPoint(f"e{i}", Candidate(replace(arch, n_layers=layers), comp), split)
         for i, (layers, comp, split) in enumerate(
-            [(1, CompressionConfig(), "fit"), (2, CompressionConfig(8, 0), "fit"),
+            [(1, CompressionConfig(), "fit"), (2, CompressionConfig(8, 32), "fit"),
              (3, CompressionConfig(4, 32), "fit"), (1, CompressionConfig(4, 32), "fit"),
-             (2, CompressionConfig(), "fit"), (3, CompressionConfig(8, 0), "fit"),
+             (2, CompressionConfig(), "fit"), (3, CompressionConfig(8, 32), "fit"),
              (2, CompressionConfig(4, 32), "heldout")]
         )
     ]  # fmt: skip
