@@ -67,6 +67,12 @@ class EnergyCosts:
 RUNTIMES = ("onnxruntime", "executorch")
 
 
+def runtime_suffix(runtime: str) -> str:
+    """What names a runtime's files beside ONNX Runtime's (the default, whose files kept the
+    names they had before runtimes were chosen): "" or ".<runtime>"."""
+    return "" if runtime == "onnxruntime" else f".{runtime}"
+
+
 def int8_activations_on(processor: str) -> bool:
     """The runtime's fast int8/int4 format on `processor` ("cpu" or "gpu") quantizes activations
     (see `HardwareProfile.int8_activations`)."""

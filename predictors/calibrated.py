@@ -34,7 +34,7 @@ import numpy as np
 
 from nas.arch import ArchConfig, Candidate
 from nas.errors import NasError
-from nas.hardware import HardwareProfile
+from nas.hardware import HardwareProfile, runtime_suffix
 from predictors.base import Estimate, Predictor
 from predictors.footprint import active_matmul_params
 
@@ -196,11 +196,9 @@ RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch"}
 def calibration_path(
     hardware_name: str, directory: Path = CALIBRATIONS, runtime: str = "onnxruntime"
 ) -> Path:
-    """Where the calibration of a device in a runtime lives: `<H>.json` for ONNX Runtime (the
-    default runtime, and the name calibrations had before runtimes were chosen),
+    """Where the calibration of a device in a runtime lives: `<H>.json` for ONNX Runtime,
     `<H>.<runtime>.json` for the others."""
-    suffix = "" if runtime == "onnxruntime" else f".{runtime}"
-    return directory / f"{hardware_name}{suffix}.json"
+    return directory / f"{hardware_name}{runtime_suffix(runtime)}.json"
 
 
 def runtime_of(calibration: dict[str, Any]) -> str:

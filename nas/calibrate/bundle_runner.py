@@ -56,7 +56,7 @@ def main(argv):
         rng.shuffle(order)
         for point in order:
             for phase, name in point["files"].items():
-                runs = 12 if phase == "prefill" else 40
+                runs = 12 if phase == "prefill" else 40  # calibration_set.RUNS: standalone here
                 result = measure(runtime, name, threads, runs)
                 samples.setdefault((point["id"], phase), []).append(result)
         print(f"round {r + 1}/{rounds} done", file=sys.stderr)

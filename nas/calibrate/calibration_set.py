@@ -127,6 +127,7 @@ def cache_folder(runs_dir: Path, hardware: HardwareProfile) -> Path:
 
 
 PHASES = ("decode", "prefill", "decode_long")
+RUNS = {"decode": 40, "prefill": 12, "decode_long": 40}  # timed runs of one file per round
 
 
 def measure_rows(
@@ -161,8 +162,7 @@ def measure_rows(
         for point in order:
             for phase in PHASES:
                 path = exported[point.id][phase]
-                runs = 12 if phase == "prefill" else 40
-                m = runtime.time(path, threads=threads, warmup=5, runs=runs, max_seconds=4.0)
+                m = runtime.time(path, threads=threads, warmup=5, runs=RUNS[phase], max_seconds=4.0)
                 samples.setdefault((point.id, phase), []).append(m)
         noise.append(Quiet.now().noise(threads, before, own_load=threads))
         log(f"round {r + 1}/{rounds} measured" + (f" (noisy: {noise[-1]})" if noise[-1] else ""))

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from nas.arch import ArchConfig, CompressionConfig
 from nas.calibrate.args import CalibrateArgs
 from nas.calibrate.args import parse_args as parse_args  # re-exported: light module
 from nas.calibrate.calibration_set import (
+    RUNS,
     CalibrationPoint,
     cache_folder,
     calibration_set,
@@ -28,7 +30,7 @@ from nas.calibrate.fit import cpu_model, fit_and_score
 from nas.calibrate.runtimes import calibration_runtime
 from nas.errors import NasError
 from nas.files import check_writable
-from nas.hardware import HardwareProfile
+from nas.hardware import HardwareProfile, runtime_suffix
 from nas.onnx.quiet import Quiet
 from predictors.calibrated import (
     QUANTITIES,
@@ -187,14 +189,26 @@ def _command(hardware: HardwareProfile) -> str:
 
 def measurements_path(runs_dir: Path, hardware: HardwareProfile) -> Path:
     """Where a device's measurements in its runtime are kept between runs."""
-    suffix = "" if hardware.runtime == "onnxruntime" else f".{hardware.runtime}"
+    suffix = runtime_suffix(hardware.runtime)
     return runs_dir / "calibration" / hardware.name / f"measurements{suffix}.jsonl"
 
 
+def _adb_lines(
+    manifest: dict[str, Any], header: list[str], command: Callable[[int, int, str], str]
+) -> str:
+    """A shell script timing every model file of the bundle through adb, for phones without
+    Python (results copied by hand): `command(threads, runs, device path)` times one file."""
+    lines = ["#!/bin/sh", *header]
+    for entry in manifest["points"]:
+        for phase, name in entry["files"].items():
+            timed = command(manifest["threads"], RUNS[phase], f"/data/local/tmp/nas/{name}")
+            lines.append(f"{timed}  # {entry['id']} {phase}")
+    return "\n".join(lines) + "\n"
+
+
 def _executor_runner_lines(manifest: dict[str, Any]) -> str:
-    """ExecuTorch's C++ runner through adb, for phones without Python (results by hand)."""
-    lines = [
-        "#!/bin/sh",
+    """ExecuTorch's C++ runner through adb."""
+    header = [
         "# Build ExecuTorch's executor_runner with the XNNPACK backend for the device",
         "# (docs.pytorch.org/executorch/stable/backends-xnnpack.html), then push it and models:",
         "#   adb push executor_runner /data/local/tmp/",
@@ -202,34 +216,31 @@ def _executor_runner_lines(manifest: dict[str, Any]) -> str:
         "# Each line logs 'N inference took X ms, avg Y ms': copy each avg into results.jsonl",
         "# rows (id, device, decode_ms, prefill_ms, decode_long_ms, long_context_len, memory_mb).",
     ]
-    threads = manifest["threads"]
-    for entry in manifest["points"]:
-        for phase, name in entry["files"].items():
-            runs = 12 if phase == "prefill" else 40
-            lines.append(
-                f"adb shell /data/local/tmp/executor_runner --cpu_threads={threads} "
-                f"--num_executions={runs} --model_path=/data/local/tmp/nas/{name}"
-                f"  # {entry['id']} {phase}"
-            )
-    return "\n".join(lines) + "\n"
+    return _adb_lines(
+        manifest,
+        header,
+        lambda threads, runs, path: (
+            f"adb shell /data/local/tmp/executor_runner --cpu_threads={threads} "
+            f"--num_executions={runs} --model_path={path}"
+        ),
+    )
 
 
 def _perf_test_lines(manifest: dict[str, Any]) -> str:
-    """`onnxruntime_perf_test` through adb, for phones without Python (results by hand)."""
-    lines = [
-        "#!/bin/sh",
+    """`onnxruntime_perf_test` through adb (100 runs of every file: its median is read)."""
+    header = [
         "# Push the bundle, then time each graph with ONNX Runtime's perf tool on the device:",
         "#   adb push models /data/local/tmp/nas/models",
         "# Copy each 'Median' latency (ms) into results.jsonl rows (see README in manifest).",
     ]
-    threads = manifest["threads"]
-    for entry in manifest["points"]:
-        for phase, name in entry["files"].items():
-            lines.append(
-                f"adb shell /data/local/tmp/onnxruntime_perf_test -e cpu -x {threads} -y 1 "
-                f"-r 100 -I -m times /data/local/tmp/nas/{name}  # {entry['id']} {phase}"
-            )
-    return "\n".join(lines) + "\n"
+    return _adb_lines(
+        manifest,
+        header,
+        lambda threads, _runs, path: (
+            f"adb shell /data/local/tmp/onnxruntime_perf_test -e cpu -x {threads} -y 1 "
+            f"-r 100 -I -m times {path}"
+        ),
+    )
 
 
 def validate_results(rows: list[dict[str, Any]], manifest: dict[str, Any]) -> list[dict[str, Any]]:
