@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from nas.compression.matrices import Matrix
 from nas.compression.prune import apply_masks
-from nas.quality.training import ProxyData, ProxySettings
+from nas.quality.training import ProxyData, ProxySettings, distillation_loss
 
 
 def recover(
@@ -47,14 +47,8 @@ def recover(
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
         if teacher is not None:
             with torch.no_grad():
-                target = teacher(input_ids=batch[:, :-1]).logits.float() / temperature
-            kl = F.kl_div(
-                F.log_softmax(logits / temperature, -1).flatten(0, 1),
-                F.log_softmax(target, -1).flatten(0, 1),
-                log_target=True,
-                reduction="batchmean",
-            )
-            loss = loss + kl * temperature**2
+                target = teacher(input_ids=batch[:, :-1]).logits
+            loss = loss + distillation_loss(logits, target, temperature)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimizer.step()

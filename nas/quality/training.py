@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from nas.arch import ArchConfig
 from nas.config.schema import ProxySettings
@@ -251,6 +252,22 @@ def _train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return value
+
+
+def distillation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher || student) over next-token distributions at `temperature`, per token, scaled
+    by temperature^2 so its gradient keeps the size of the cross-entropy's (Hinton et al.)."""
+    return (
+        F.kl_div(
+            F.log_softmax(logits.float() / temperature, -1).flatten(0, -2),
+            F.log_softmax(teacher_logits.float() / temperature, -1).flatten(0, -2),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * temperature**2
+    )
 
 
 def train_proxy(
