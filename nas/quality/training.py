@@ -154,6 +154,16 @@ def _scale_residual_outputs(model: torch.nn.Module, n_layers: int) -> None:
             param.mul_(1.0 / math.sqrt(2 * n_layers))
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """A model whose next-token distributions a run also learns (logit distillation): each
+    step's loss is the cross-entropy plus `weight` x `distillation_loss` at `temperature`."""
+
+    model: torch.nn.Module
+    temperature: float = 2.0
+    weight: float = 1.0
+
+
 class ProxyRun:
     """One candidate's training run, advanced step by step, that can be branched off.
 
@@ -161,6 +171,9 @@ class ProxyRun:
     optimizer and decays the rate over the next d steps (warmup-stable-decay), leaving this run
     as it was; `evaluate()` measures held-out bits per byte. A fresh `train_proxy` run and a run
     carried on from a checkpoint compute the same thing (`batch_at`).
+
+    `start` trains that model (e.g. a child pruned out of a pretrained parent; the run owns it
+    from then on) instead of a freshly initialised `arch`; `teacher` adds its distillation loss.
     """
 
     def __init__(
@@ -171,12 +184,20 @@ class ProxyRun:
         *,
         seed: int = 0,
         device: torch.device | None = None,
+        start: torch.nn.Module | None = None,
+        teacher: Teacher | None = None,
     ) -> None:
         self.data, self.settings, self.seed = data, settings, seed
         device = device or torch.device("cpu")
-        self.model = build_model(arch, seed=seed, max_positions=settings.seq_len).to(device)
-        if settings.parameterisation == "depth":
-            _scale_residual_outputs(self.model, arch.n_layers)
+        if start is None:
+            self.model = build_model(arch, seed=seed, max_positions=settings.seq_len).to(device)
+            if settings.parameterisation == "depth":
+                _scale_residual_outputs(self.model, arch.n_layers)
+        else:  # trained weights: no initialisation rule applies
+            self.model = start.to(device)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.model.to(device).eval()
         self.model.train()
         self.optimizer = _optimizer(self.model, settings, arch)
         self.step = 0
@@ -193,7 +214,9 @@ class ProxyRun:
         for group in self.optimizer.param_groups:
             group["lr"] = self.settings.lr * factor * group["lr_scale"]
         batch = batch_at(self.data.train_ids, self.settings, self.seed, self.step)
-        self.loss = _train_step(self.model, batch.to(self.device), self.optimizer, self.settings)
+        self.loss = _train_step(
+            self.model, batch.to(self.device), self.optimizer, self.settings, self.teacher
+        )
         if not math.isfinite(self.loss):
             raise ProxyDiverged(f"training loss became {self.loss} at step {self.step}")
         if self.step % self.log_every == 0:
@@ -234,17 +257,26 @@ def _train_step(
     batch: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     settings: ProxySettings,
+    teacher: Teacher | None = None,
 ) -> float:
-    """One optimizer step on `batch`; returns the loss (the step is skipped when it is not
-    finite: the caller stops the run)."""
+    """One optimizer step on `batch`; returns the cross-entropy (the step is skipped when the
+    loss is not finite: the caller stops the run)."""
     device = batch.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model(input_ids=batch[:, :-1]).logits
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher.model(input_ids=batch[:, :-1]).logits
     # Our own shift: HF's `labels=` would shift again inside the window and drop a target.
     loss = torch.nn.functional.cross_entropy(
         logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1)
     )
     value = loss.item()
+    if teacher is not None:
+        kl = distillation_loss(logits, teacher_logits, teacher.temperature)
+        loss = loss + teacher.weight * kl
+        if not math.isfinite(kl.item()):
+            return float("nan")
     if not math.isfinite(value):
         return value
     loss.backward()
