@@ -35,6 +35,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] not in names:
         raise NasError(f"unknown benchmark '{argv[0]}'; choose one of: {', '.join(names)}")
+    from nas.cli import configure_logging
+
+    configure_logging()  # before torch loads: libraries' import notices stay off the tables
     return importlib.import_module(f"nas.bench.{argv[0]}").main(argv[1:])
 
 

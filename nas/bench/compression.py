@@ -8,8 +8,8 @@ Two architectures at the cpu budget's largest width (8 heads of 48, 2 kv-heads, 
 dense Llama (FFN 1024, 6.98M parameters) and a Qwen3-MoE (4 experts of FFN 256, top-2), each
 trained `steps` steps on the proxy corpus per training seed (cached under
 `<cache_dir>/bench-compression/`). Every variant starts from a copy of a trained model:
-- quantization: rtn / gptq / awq at int8 g128, int4 g128, int4 g32 (int8 activations, scored and
-  timed as ONNX Runtime runs them fast on this CPU: MatMulNBits accuracy_level=4);
+- quantization: rtn / gptq / awq at int8 g128, int4 g128, int4 g32 (scored and timed in the format
+  the hardware's runtime runs fast: on CPUs int8 activations, MatMulNBits accuracy_level=4);
 - sparsity: magnitude / wanda / sparsegpt at 50% unstructured and 2:4;
 - structured: 25% and 50% of heads, FFN channels and layers (block influence), alone, with a
   `tune_steps` fine-tune, and with a distillation fine-tune from the unpruned model;
@@ -94,17 +94,19 @@ def trained_model(arch, data, settings, *, seed: int, cache: Path, tag: str) -> 
     return result.model.eval()
 
 
-def _row_key(model: str, seed: int, variant: Variant, own: dict[str, Any]) -> str:
+def _row_key(model: str, seed: int, variant: Variant, own: dict[str, Any], a8: bool) -> str:
     settings = {k: own[k] for k in ("steps", "tune_steps", "eval_windows", "calibration_windows")}
-    settings["activations"] = "int8"  # rows scored weight-only before 2026-12-02 are not reused
+    # int8 activations or weight-only: rows scored in one format are not reused for the other
+    settings["activations"] = "int8" if a8 else "float"
     return json.dumps([model, seed, repr(variant), settings], sort_keys=True)
 
 
-def _measure(variant, trained, arch, data, eval_settings, calib, base_bits, total, seed, lr):
+def _measure(variant, trained, arch, data, eval_settings, calib, base_bits, total, seed, lr, a8):
     started = time.perf_counter()
     model, new_arch, recipe, losses = apply_variant(
-        variant, trained, arch, data, eval_settings, calibration=calib, seed=seed, lr=lr
-    )  # int8/int4 with int8 activations: local_cpu's ONNX Runtime format
+        variant, trained, arch, data, eval_settings, calibration=calib, seed=seed, lr=lr,
+        int8_activations=a8,
+    )  # fmt: skip
     bits = window_bits(model, data, eval_settings)
     d, se = delta(bits, base_bits, total)
     row = {
@@ -129,6 +131,8 @@ def run_model(name, arch, own, cfg, data, info, store, out_dir) -> list[dict[str
     settings = replace(cfg.proxy.training, steps=own["steps"])
     eval_settings = replace(settings, eval_windows=own["eval_windows"])
     lr = settings.lr * settings.min_lr_ratio  # where the trained model's schedule ended
+    # int8/int4 scored in the format the hardware's runtime runs fast (int8 activations on CPUs)
+    a8 = cfg.hardware.int8_activations
     rows = []
     for seed in range(own["seeds"]):
         trained = trained_model(
@@ -144,11 +148,12 @@ def run_model(name, arch, own, cfg, data, info, store, out_dir) -> list[dict[str
         for variant in variants(arch, tune_steps=own["tune_steps"]):
             if variant.table not in parts:
                 continue
-            key = _row_key(name, seed, variant, own)
+            key = _row_key(name, seed, variant, own, a8)
             if key not in store:
                 row = _measure(
-                    variant, trained, arch, data, eval_settings, calib, base_bits, total, seed, lr
-                )
+                    variant, trained, arch, data, eval_settings, calib, base_bits, total, seed,
+                    lr, a8,
+                )  # fmt: skip
                 store[key] = {
                     **row,
                     "model": name,
