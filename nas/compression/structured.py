@@ -136,22 +136,28 @@ def _ffn_slices(layer: torch.nn.Module, n_remove: int) -> dict[str, torch.Tensor
 
 
 # --- experts --------------------------------------------------------------------------------
+def usage_hook(usage: dict[int, torch.Tensor], index: int, router: torch.nn.Module):
+    """A forward hook on an MoE layer's router adding the routing weight each expert receives
+    to `usage[index]` (shared with nas.parent's importance pass)."""
+    n = router.weight.shape[0]
+
+    def record(_module, _inputs, output):
+        _, scores, chosen = output
+        total = usage.setdefault(index, torch.zeros(n))
+        total.index_add_(0, chosen.flatten().cpu(), scores.flatten().float().cpu())
+
+    return record
+
+
 @torch.no_grad()
 def expert_usage(model: torch.nn.Module, calibration: torch.Tensor) -> dict[int, torch.Tensor]:
     """Routing weight each expert of each MoE layer receives on `calibration` token windows."""
     usage: dict[int, torch.Tensor] = {}
-    hooks = []
-    for index, layer in enumerate(model.model.layers):
-        gate = getattr(layer.mlp, "gate", None)
-        if gate is None or not hasattr(layer.mlp, "experts"):
-            continue
-
-        def record(_module, _inputs, output, index=index, n=gate.weight.shape[0]):
-            _, scores, chosen = output
-            total = usage.setdefault(index, torch.zeros(n))
-            total.index_add_(0, chosen.flatten().cpu(), scores.flatten().float().cpu())
-
-        hooks.append(gate.register_forward_hook(record))
+    hooks = [
+        layer.mlp.gate.register_forward_hook(usage_hook(usage, index, layer.mlp.gate))
+        for index, layer in enumerate(model.model.layers)
+        if hasattr(layer.mlp, "gate") and hasattr(layer.mlp, "experts")
+    ]
     try:
         model.eval()
         model(input_ids=calibration.to(next(model.parameters()).device))
@@ -171,20 +177,27 @@ def _expert_slices(layer, keep: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 # --- whole layers ---------------------------------------------------------------------------
+def influence_hook(scores: torch.Tensor, index: int):
+    """A forward hook on a decoder layer adding sum(1 - cos(input, output)) over its tokens to
+    `scores[index]` (shared with nas.parent's importance pass)."""
+
+    def record(_module, args, output):
+        out = output[0] if isinstance(output, tuple) else output
+        cos = torch.nn.functional.cosine_similarity(args[0].float(), out.float(), dim=-1)
+        scores[index] += float((1 - cos).sum())
+
+    return record
+
+
 @torch.no_grad()
 def block_influence(model: torch.nn.Module, calibration: torch.Tensor) -> torch.Tensor:
     """1 - mean cos(input, output) of each decoder layer over the calibration tokens."""
     layers = model.model.layers
     scores = torch.zeros(len(layers), dtype=torch.float64)
-    hooks = []
-    for index, layer in enumerate(layers):
-
-        def record(_module, args, output, index=index):
-            out = output[0] if isinstance(output, tuple) else output
-            cos = torch.nn.functional.cosine_similarity(args[0].float(), out.float(), dim=-1)
-            scores[index] += float((1 - cos).sum())
-
-        hooks.append(layer.register_forward_hook(record))
+    hooks = [
+        layer.register_forward_hook(influence_hook(scores, index))
+        for index, layer in enumerate(layers)
+    ]
     try:
         model.eval()
         model(input_ids=calibration.to(next(model.parameters()).device), use_cache=False)
