@@ -18,6 +18,7 @@ Shared parts (import the vocabulary and each other, never a command):
 - `compression`: quantization (rtn, GPTQ, AWQ), sparsity (magnitude, Wanda, SparseGPT), structured
   pruning, recovery, QAT, recipes;
 - `onnx`: decode/prefill graphs, the exportable MoE kernels, checks, measurement.
+- `parent`: a pretrained parent checkpoint, its activation importance, children pruned from it.
 - `executorch`: the same graphs as ExecuTorch programs (XNNPACK), checked and measured (an
   optional extra).
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VOCABULARY = {"arch", "hardware", "errors", "config", "cli", "records", "files"}
 COMMANDS = {"search", "calibrate", "export", "report", "bench", "predict", "train", "dashboard"}
 SHARED = {"study", "objectives", "samplers", "quality", "fidelity", "compression", "onnx",
-          "executorch"}  # fmt: skip
+          "executorch", "parent"}  # fmt: skip
 MAX_LINES = 400
 
 
