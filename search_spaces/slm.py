@@ -9,91 +9,40 @@ the space is built, and an empty choice list is a configuration error, not a run
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from nas.arch import PRUNE_METHODS, QUANT_METHODS, ArchConfig, Candidate, CompressionConfig
+from nas.arch import ArchConfig, Candidate
 from nas.errors import NasError
 from search_spaces.base import SearchSpace
+from search_spaces.choices import COMPRESSION_RULES, Choices, count
+from search_spaces.choices import checked as checked_by
+from search_spaces.compression import CompressionChoices
 
 if TYPE_CHECKING:  # Optuna loads with the study: a space's settings are checked without it
     import optuna
 
-SPARSITY_CHOICES = {
-    "none": (0.0, "none"),
-    "unstructured50": (0.5, "unstructured"),
-    "2:4": (0.5, "2:4"),
-}
 FFN_MULTIPLE = 8  # SwiGLU hidden sizes are rounded to a multiple of 8, as hardware kernels like
-
-
-@dataclass(frozen=True)
-class Choices:
-    """What one parameter's choices must be: of one kind, each passing `check` (said by `rule`)."""
-
-    kind: type  # int, float (any finite number), bool or str
-    check: Callable[[Any], bool] = lambda value: True
-    rule: str = ""
-
-    def accepts(self, value: Any) -> bool:
-        if self.kind is float:
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            return number and math.isfinite(value) and self.check(value)
-        if self.kind is int and isinstance(value, bool):
-            return False
-        return isinstance(value, self.kind) and self.check(value)
-
-
-def _count() -> Choices:
-    return Choices(int, lambda v: v >= 1, "integers >= 1")
-
 
 # Every sample is valid by construction only if every choice is: checked once, when built.
 RULES = {
-    "n_layers": _count(),
-    "n_heads": _count(),
+    "n_layers": count(),
+    "n_heads": count(),
     # Rotary embeddings (Llama, Qwen3-MoE) rotate pairs of dimensions: an odd head_dim breaks.
     "head_dim": Choices(int, lambda v: v >= 2 and v % 2 == 0, "even integers >= 2"),
-    "n_kv_heads": _count(),
+    "n_kv_heads": count(),
     "ffn_ratio": Choices(float, lambda v: v > 0, "numbers > 0"),
-    "n_experts": _count(),
-    "experts_per_token": _count(),
-    "moe_every": _count(),
+    "n_experts": count(),
+    "experts_per_token": count(),
+    "moe_every": count(),
     "tie_embeddings": Choices(bool, rule="true or false"),
-    "weight_bits": Choices(int, lambda v: v in (16, 8, 4), "16, 8 or 4"),
-    # ONNX Runtime's MatMulNBits (the quantizer that scores and runs 8/4-bit weights).
-    "group_size": Choices(int, lambda v: v >= 16 and not v & (v - 1), "powers of two >= 16"),
-    "sparsity": Choices(
-        str, lambda v: v in SPARSITY_CHOICES, "any of " + ", ".join(SPARSITY_CHOICES)
-    ),
-    # How 8/4-bit weights are chosen and which weights sparsity zeroes (nas.compression).
-    "quant_method": Choices(
-        str, lambda v: v in QUANT_METHODS, "any of " + ", ".join(QUANT_METHODS)
-    ),
-    "prune_method": Choices(
-        str, lambda v: v in PRUNE_METHODS, "any of " + ", ".join(PRUNE_METHODS)
-    ),
+    **COMPRESSION_RULES,
 }
 
 
 def checked(key: str, values: Any) -> list[Any]:
-    """The choices given for `key` as a list (a single value is one choice); a `NasError`
-    naming the key and the rule for anything else."""
-    if isinstance(values, str | int | float | bool):
-        values = [values]
-    if not isinstance(values, Sequence):
-        raise NasError(f"search_space.{key} must be a list of choices, got {values!r}")
-    rule = RULES[key]
-    bad = [v for v in values if not rule.accepts(v)]
-    if bad:
-        raise NasError(
-            f"search_space.{key}: {bad[0]!r} unsupported; its choices must be {rule.rule}"
-        )
-    if not values:
-        raise NasError(f"search_space.{key} has no choice; give at least one")
-    return list(values)
+    """The choices given for `key` as a list; a `NasError` naming the key and its rule."""
+    return checked_by(key, values, RULES)
 
 
 class SLMSpace(SearchSpace):
@@ -144,11 +93,13 @@ class SLMSpace(SearchSpace):
             "moe_every", [k for k in checked("moe_every", moe_every) if k <= layers]
         )
         self.tie_embeddings = sorted(set(checked("tie_embeddings", tie_embeddings)))
-        self.weight_bits = capped("weight_bits", weight_bits)
-        self.group_size = capped("group_size", group_size)
-        self.sparsity = list(dict.fromkeys(checked("sparsity", sparsity)))
-        self.quant_method = list(dict.fromkeys(checked("quant_method", quant_method)))
-        self.prune_method = list(dict.fromkeys(checked("prune_method", prune_method)))
+        self.compression = CompressionChoices(
+            weight_bits=weight_bits,
+            group_size=group_size,
+            sparsity=sparsity,
+            quant_method=quant_method,
+            prune_method=prune_method,
+        )
         self._check_combinations()
 
     def _check_combinations(self) -> None:
@@ -166,15 +117,9 @@ class SLMSpace(SearchSpace):
                     f"search_space.experts_per_token {self.experts_per_token} has no value <= "
                     f"n_experts={experts}"
                 )
-        if "2:4" in self.sparsity:
-            odd = [(h, d) for h in self.n_heads for d in self.head_dim if (h * d) % 4]
-            if odd:
-                heads, dim = odd[0]
-                raise NasError(
-                    f"search_space.sparsity holds 2:4, which needs layer widths divisible by 4, "
-                    f"but n_heads={heads} x head_dim={dim} = {heads * dim}: use head_dim "
-                    "multiples of 4 or drop 2:4"
-                )
+        self.compression.check_widths(
+            (h * d, f"n_heads={h} x head_dim={d}") for h in self.n_heads for d in self.head_dim
+        )
 
     def _kv_choices(self, heads: int) -> list[int]:
         return [k for k in self.n_kv_heads if heads % k == 0]
@@ -210,28 +155,11 @@ class SLMSpace(SearchSpace):
             moe_every=moe_every,
             tie_embeddings=tie,
         )
-        bits = trial.suggest_categorical("weight_bits", self.weight_bits)
-        group = trial.suggest_categorical("group_size", self.group_size) if bits < 16 else 0
-        sparsity, pattern = SPARSITY_CHOICES[trial.suggest_categorical("sparsity", self.sparsity)]
-        quant = trial.suggest_categorical("quant_method", self.quant_method) if bits < 16 else "rtn"
-        prune = (
-            trial.suggest_categorical("prune_method", self.prune_method)
-            if pattern != "none"
-            else "magnitude"
-        )
-        compression = CompressionConfig(
-            weight_bits=bits,
-            group_size=group,
-            sparsity=sparsity,
-            sparsity_pattern=pattern,
-            quant_method=quant,
-            prune_method=prune,
-        )
-        return Candidate(arch=arch, compression=compression)
+        return Candidate(arch=arch, compression=self.compression.suggest(trial))
 
     def choices(self) -> dict[str, list[Any]]:
         names = (
             "n_layers n_heads head_dim n_kv_heads ffn_ratio n_experts experts_per_token "
-            "moe_every tie_embeddings weight_bits group_size sparsity quant_method prune_method"
+            "moe_every tie_embeddings"
         ).split()
-        return {name: list(getattr(self, name)) for name in names}
+        return {name: list(getattr(self, name)) for name in names} | self.compression.choices()
