@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from search_spaces.base import SearchSpace
+from search_spaces.prune import PruneSpace
 from search_spaces.slm import SLMSpace
 
-__all__ = ["SLMSpace", "SearchSpace"]
+__all__ = ["PruneSpace", "SLMSpace", "SearchSpace"]
