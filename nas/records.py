@@ -20,7 +20,9 @@ user attributes, whose keys and defaults this module alone knows:
 | `promotion` | at the end | why the candidate stopped where it did (its rank, or the clock) |
 | `worker`, `requeued` | by the pool | who runs it (host, pid, start time); why a copy was queued |
 
-Study attributes: `identity` (what a resume must match), `hypervolume_reference`, `device`.
+Study attributes: `identity` (what a resume must match), `hypervolume_reference`, `device`,
+`target`, and for a prune study `parent` (its directory, fingerprint, family, shape and its own
+held-out bits per byte: the reference its children are read against, measured once per study).
 
 A trial's Optuna values are its rung-0 objectives (bits per byte after the shortest run, decode
 ms, memory MB): the one measurement every candidate has, which every sampler learns from
@@ -364,3 +366,13 @@ def device(study: optuna.Study) -> dict[str, Any] | None:
 
 def store_device(study: optuna.Study, value: Mapping[str, Any]) -> None:
     study.set_user_attr("device", dict(value))
+
+
+def parent(study: optuna.Study) -> dict[str, Any] | None:
+    """A prune study's parent and its own held-out bits per byte (`bpb`); None otherwise."""
+    value = study.user_attrs.get("parent")
+    return dict(value) if value else None
+
+
+def store_parent(study: optuna.Study, value: Mapping[str, Any]) -> None:
+    study.set_user_attr("parent", dict(value))

@@ -108,6 +108,10 @@ class ProxyConfig(ProxySettings):
     horizon: float | None = None  # extrapolate to horizon x steps (proxy=extrapolate)
     scorer: dict[str, Any] = field(default_factory=dict)  # `_target_`: nas.quality.scorers
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    # search_space=prune: every run also learns the parent's logits, loss = cross-entropy +
+    # distill_weight x KL(parent || child) at distill_temperature (slm studies ignore them).
+    distill_temperature: float = field(default=2.0, metadata=at_least(0.0, exclusive=True))
+    distill_weight: float = field(default=1.0, metadata=at_least(0.0))
 
     @property
     def training(self) -> ProxySettings:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from nas.arch import ArchConfig
 from nas.config.schema import ProxySettings
-from nas.fidelity.rungs import decay_steps
+from nas.fidelity.rungs import Rungs, decay_steps
 from nas.quality.models import build_model
 
 
@@ -81,6 +81,14 @@ def stable_factor(step: int, settings: ProxySettings) -> float:
 def decay_factor(done: int, length: int, settings: ProxySettings) -> float:
     """Step `done` (0-based) of a decay branch of `length` steps: linear to `min_lr_ratio`."""
     return 1.0 - (1.0 - settings.min_lr_ratio) * (done + 1) / length
+
+
+def rung_span(rungs: Rungs, settings: ProxySettings, rung: int) -> tuple[int, int]:
+    """(trunk steps, decay steps) of rung `rung`: wsd reads each rung after a decay branch off
+    the trunk; cosine decays over one run to its own end (no branch)."""
+    if settings.schedule == "wsd":
+        return rungs.trunk(rung), rungs.decay(rung)
+    return rungs.total(rung), 0
 
 
 def batch_at(ids: np.ndarray, settings: ProxySettings, seed: int, step: int) -> torch.Tensor:

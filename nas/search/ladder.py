@@ -5,8 +5,9 @@ The climb runs inside its trial, on one worker, with the model in memory: nothin
 through a filesystem, so workers on many machines need only the study's database. Every finished
 rung is written to the trial at once (`nas.records.store_rungs`); a retried trial (its worker
 died) keeps those results, retrains the same trunk (batches are a function of seed and step) and
-carries on. At the top rung the candidate is trained again with each further seed, from scratch,
-so that its quality carries a paired seed spread.
+carries on. At the top rung the candidate is trained again with each further seed, from its start
+(scratch, or the child pruned from a parent: `TrialObjective.start_run` makes every run), so that
+its quality carries a paired seed spread.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nas.fidelity.noise import mean_sd
 from nas.fidelity.promotion import promote
 from nas.objectives.cheap import CheapMetrics
 from nas.objectives.hypervolume import Reference
-from nas.quality.training import ProxyDiverged, ProxyResult, ProxyRun, bits_per_byte
+from nas.quality.training import ProxyDiverged, ProxyResult, ProxyRun, bits_per_byte, rung_span
 
 if TYPE_CHECKING:
     from nas.search.trial import TrialObjective
@@ -57,13 +58,7 @@ class Ladder:
         self.rung0: ProxyResult | None = None
 
     def climb(self) -> float:
-        run = ProxyRun(
-            self.candidate.arch,
-            self.objective.data,
-            self.settings,
-            seed=self.seeds[0],
-            device=self.objective.device,
-        )
+        run = self.objective.start_run(self.candidate, self.seeds[0])
         self._rung0_checkpoints(run)
         for rung in range(self.rungs.count):
             run.advance(self._trunk(rung))
@@ -88,10 +83,10 @@ class Ladder:
     def _trunk(self, rung: int) -> int:
         """Where rung `rung`'s measurement starts: its decay branch (wsd), or its end (cosine,
         whose single run decays to its own end)."""
-        return self.rungs.trunk(rung) if self.settings.schedule == "wsd" else self.rungs.total(rung)
+        return rung_span(self.rungs, self.settings, rung)[0]
 
     def _decay(self, rung: int) -> int:
-        return self.rungs.decay(rung) if self.settings.schedule == "wsd" else 0
+        return rung_span(self.rungs, self.settings, rung)[1]
 
     def _measure(self, run: ProxyRun, rung: int, seed_index: int = 0) -> dict[str, Any]:
         """Decay a branch off `run`'s trunk, measure it, compress it, measure again."""
@@ -116,16 +111,10 @@ class Ladder:
         return self._entry(rung, [self.seeds[seed_index]], [bpb], [trained])
 
     def _more_seeds(self, top: dict[str, Any]) -> dict[str, Any]:
-        """The top rung again with each further (paired) seed, from scratch."""
+        """The top rung again with each further (paired) seed, from the candidate's start."""
         bpbs, trained = list(top["bpb_seeds"]), list(top["bpb_uncompressed_seeds"])
         for index in range(len(top["seeds"]), len(self.seeds)):
-            run = ProxyRun(
-                self.candidate.arch,
-                self.objective.data,
-                self.settings,
-                seed=self.seeds[index],
-                device=self.objective.device,
-            )
+            run = self.objective.start_run(self.candidate, self.seeds[index])
             run.advance(self._trunk(self.rungs.top))
             more = self._measure(run, self.rungs.top, index)
             bpbs += more["bpb_seeds"]

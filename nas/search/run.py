@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from tokenizers import Tokenizer
@@ -33,6 +33,7 @@ from nas.quality.early_stop import make_early_stopping
 from nas.quality.scorers import QualityProxy
 from nas.quality.training import ProxyData, ProxyDiverged, resolve_device
 from nas.samplers.factory import SamplerContext, SamplerSpec
+from nas.search import prune
 from nas.search.progress import SearchProgress
 from nas.search.trial import TrialObjective
 from nas.search.workers import Workers, run_trials, start_forkserver
@@ -41,6 +42,9 @@ from nas.study.open import open_study
 from nas.study.storage import is_sqlite
 from predictors.factory import latency_predictor, memory_predictor
 from search_spaces import SearchSpace
+
+if TYPE_CHECKING:
+    from nas.quality.pruned import Pruning
 
 log = logging.getLogger("nas.search")
 
@@ -98,12 +102,22 @@ class Prepared:
     scorer: QualityProxy
     identity: dict[str, Any]
     rungs: Rungs
+    pruning: Pruning | None = None  # search_space=prune: the parent, its importance
 
 
 def prepare(settings: Settings) -> Prepared:
     """Data, tokenizer, space, predictors and the study's identity; writes nothing outside the
-    shared cache, so a refused resume leaves the study's folder as it was."""
-    data, tokenizer, info = prepare_data(settings.proxy, Path(settings.cache_dir))
+    shared cache, so a refused resume leaves the study's folder as it was. A prune study reads
+    the corpus with its parent's tokenizer and checks the parent first (`nas.search.prune`)."""
+    parent = prune.parent_of(build_space(settings, settings.proxy.vocab_size))
+    proxy = settings.proxy
+    if parent is not None:
+        from nas.quality.pruned import check_vocabulary, with_parent_tokenizer
+
+        proxy = with_parent_tokenizer(proxy, parent)
+    data, tokenizer, info = prepare_data(proxy, Path(settings.cache_dir))
+    if parent is not None:
+        check_vocabulary(parent, info["vocab_size"])
     training = settings.proxy.training
     if len(data.train_ids) <= training.seq_len + 1:
         raise NasError(
@@ -124,8 +138,14 @@ def prepare(settings: Settings) -> Prepared:
             str(settings.compression.int8_activations).lower(),
             hardware.name,
         )
+    pruning = None
+    if parent is not None:
+        prune.check_reach(space, cheap, hardware.deploy)
+        pruning = prune.load(settings, parent, data, info)
     scorer = build_scorer(settings)
     proxy_identity = {**asdict(training), **info, "seed": settings.seed}
+    if pruning is not None:  # every result depends on the parent's weights and the distillation
+        proxy_identity["parent"] = pruning.identity()
     rungs = study_rungs(settings)
     proxy_identity["fidelity"] = {"rungs": rungs.count, "eta": rungs.eta, "seeds": rungs.seeds}
     if scorer.name != "train":  # the default keeps the identity of studies started before proxies
@@ -139,7 +159,7 @@ def prepare(settings: Settings) -> Prepared:
         "proxy": proxy_identity,
         "settings": every,
     }
-    return Prepared(data, tokenizer, info, space, cheap, scorer, identity, rungs)
+    return Prepared(data, tokenizer, info, space, cheap, scorer, identity, rungs, pruning)
 
 
 def run_search(settings: Settings) -> SearchResult:
@@ -168,6 +188,8 @@ def run_search(settings: Settings) -> SearchResult:
     # tokenizer its trials were scored with.
     atomic_write(out_dir / "tokenizer.json", ready.tokenizer.to_str())
     reference = _reference(study, settings, ready)
+    if ready.pruning is not None:
+        prune.reference(study, ready.pruning, ready.data, settings)
     records.store_device(study, _device_info(settings.hardware, ready.cheap))
     # Judged at reporting time from the stored rung curves: it may change between runs.
     target = target_of(settings, ready.rungs)
@@ -235,6 +257,7 @@ def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
         early_stop=make_early_stopping(settings.proxy.early_stop),
         compression=settings.compression,
         rungs=ready.rungs,
+        pruning=ready.pruning,
     )
 
 
@@ -293,6 +316,9 @@ def _finish(
         "objectives": list(records.OBJECTIVES),
         "nas_version": __version__,
     }
+    parent = records.parent(study)
+    if parent:  # a prune study: its parent and the parent's own bits per byte
+        header["parent"] = parent
     out_dir = settings.out_dir
     write_front(entries, out_dir, header)
     seconds = time.perf_counter() - started
@@ -306,6 +332,11 @@ def _finish(
         f"{feasible} feasible on {hardware.name}; latency {calibration}):"
     )
     print(format_table(entries) if entries else "  (empty: no feasible trained trial yet)")
+    if parent:
+        print(
+            f"\nparent {parent['directory']} ({parent['params']:,} parameters): "
+            f"{parent['bpb']:.4f} held-out bits per byte, the reference for its children"
+        )
     if reach and reach.out_of_reach:
         print(f"\nnote: {reach.message(hardware.name)}")
     print(f"\nwrote {out_dir / 'pareto.json'} and pareto.csv in {seconds:.0f} s")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
@@ -27,9 +27,12 @@ from nas.objectives.cheap import CheapMetrics, CheapObjectives
 from nas.objectives.hypervolume import Reference
 from nas.quality.early_stop import EarlyStopping, finished_trials
 from nas.quality.scorers import QualityProxy, TrainProxy
-from nas.quality.training import ProxyData, ProxyDiverged
+from nas.quality.training import ProxyData, ProxyDiverged, ProxyRun
 from nas.search.ladder import Ladder
 from search_spaces import SearchSpace
+
+if TYPE_CHECKING:  # nas.parent loads with a prune study only
+    from nas.quality.pruned import Pruning
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class TrialObjective:
         proxy: QualityProxy | None = None,
         early_stop: EarlyStopping | None = None,
         rungs: Rungs | None = None,
+        pruning: Pruning | None = None,
     ) -> None:
         self.space = space
         self.cheap = cheap
@@ -68,6 +72,16 @@ class TrialObjective:
         self.early_stop = early_stop if self.proxy.trains else None
         self.rungs = rungs or Rungs(steps=settings.steps, count=1, seeds=1)
         self.deadline: float | None = None  # time.time() after which no promotion starts
+        # search_space=prune: runs start from the child pruned out of the parent, distilled.
+        self.pruning = pruning
+
+    def start_run(self, candidate: Candidate, seed: int) -> ProxyRun:
+        """Every proxy run of a trial (rung 0's, each further top-rung seed's) starts here."""
+        if self.pruning is not None:
+            return self.pruning.run(
+                candidate.arch, self.data, self.settings, seed=seed, device=self.device
+            )
+        return ProxyRun(candidate.arch, self.data, self.settings, seed=seed, device=self.device)
 
     def cache_key(self, candidate: Candidate) -> str:
         """What decides a candidate's result: the candidate, the proxy run, and any setting

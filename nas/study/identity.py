@@ -79,7 +79,12 @@ def settings_identity(settings: Any) -> dict[str, Any]:
 
 # Identity settings added after studies existed, with the value every older study was priced
 # with: a study stored before the key resumes when the key still has that value.
-IMPLIED = {"runtime.name": "onnxruntime", "runtime.delegate": None}
+IMPLIED = {
+    "runtime.name": "onnxruntime",
+    "runtime.delegate": None,
+    "proxy.distill_temperature": 2.0,
+    "proxy.distill_weight": 1.0,
+}
 
 
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
