@@ -1,25 +1,61 @@
 """The contract every search space passes (as Optuna's sampler tests do for samplers).
 
 Add a space to SPACES and it is held to the same checks: samples are valid by construction,
-grouped-query attention and mixture of experts are both reachable, a seed reproduces a sample,
-and a finished trial's parameters rebuild the same candidate.
+grouped-query attention and mixture of experts are both reachable (for `prune`: from an MoE parent,
+and dense from a dense one), a seed reproduces a sample, and a finished trial's parameters rebuild
+the same candidate. The `prune` space runs on parent directories holding only a config.json: it
+reads nothing else.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from hydra.utils import instantiate
+from transformers import LlamaConfig, Qwen3MoeConfig
 
 from nas.arch import Candidate
 from nas.config.compose import load_settings
 from search_spaces import SearchSpace
 
-SPACES = [("slm", budget) for budget in ("smoke", "cpu", "gpu")]
+# (space, budget or parent): slm under each budget's caps; prune from a dense and an MoE parent
+SPACES = [("slm", budget) for budget in ("smoke", "cpu", "gpu")] + [
+    ("prune", "llama"),
+    ("prune", "qwen3_moe"),
+]
+PARENT_VOCAB = 512
 
 
-def make_space(name: str, budget: str) -> SearchSpace:
-    cfg = load_settings([f"search_space={name}", f"budget={budget}"])
+def parent_configs() -> dict[str, object]:
+    common = dict(
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_hidden_layers=4, vocab_size=PARENT_VOCAB, tie_word_embeddings=True,
+    )  # fmt: skip
+    return {
+        "llama": LlamaConfig(intermediate_size=128, **common),
+        "qwen3_moe": Qwen3MoeConfig(
+            moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, **common
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def config_parents(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Parent directories with a config.json only (what the prune space reads)."""
+    root = tmp_path_factory.mktemp("config-parents")
+    for name, config in parent_configs().items():
+        config.save_pretrained(root / name)
+    return root
+
+
+def make_space(name: str, variant: str, parents: Path | None = None) -> SearchSpace:
+    if name == "prune":
+        overrides = ["search_space=prune", f"search_space.parent={parents / variant}"]
+        cfg = load_settings([*overrides, "budget=smoke"])
+    else:
+        cfg = load_settings([f"search_space={name}", f"budget={variant}"])
     return instantiate(cfg.search_space, vocab_size=512, caps=cfg.budget.caps)
 
 
@@ -35,8 +71,8 @@ def sample(space: SearchSpace, n: int, seed: int) -> list[tuple[dict, Candidate]
 
 
 @pytest.fixture(params=SPACES, ids=lambda s: f"{s[0]}-{s[1]}")
-def space(request: pytest.FixtureRequest) -> SearchSpace:
-    return make_space(*request.param)
+def space(request: pytest.FixtureRequest, config_parents: Path) -> SearchSpace:
+    return make_space(*request.param, parents=config_parents)
 
 
 def test_samples_are_valid_by_construction(space: SearchSpace) -> None:
@@ -44,7 +80,7 @@ def test_samples_are_valid_by_construction(space: SearchSpace) -> None:
         arch = candidate.arch
         assert arch.n_heads % arch.n_kv_heads == 0
         assert 1 <= arch.experts_per_token <= arch.n_experts
-        assert arch.vocab_size == 512 and arch.params > 0
+        assert arch.vocab_size == 512 and arch.params > 0  # slm: the tokenizer's; prune: parent's
         assert (candidate.compression.group_size > 0) == (candidate.compression.weight_bits < 16)
 
 
@@ -54,10 +90,15 @@ def test_gqa_moe_and_compression_are_reachable(space: SearchSpace) -> None:
         c.arch.n_kv_heads == 1 < c.arch.n_heads for c in candidates
     ), "grouped-query / multi-query attention never sampled"
     assert any(c.arch.n_kv_heads == c.arch.n_heads for c in candidates)
-    assert any(c.arch.is_moe for c in candidates) and any(not c.arch.is_moe for c in candidates)
+    moe = {c.arch.is_moe for c in candidates}
+    if space.name == "prune":  # a child is dense or MoE as its parent is, and tied as it is
+        assert moe == {space.parent_arch.is_moe}
+        assert {c.arch.tie_embeddings for c in candidates} == {space.parent_arch.tie_embeddings}
+    else:
+        assert moe == {True, False}
+        assert {c.arch.tie_embeddings for c in candidates} == {True, False}
     assert {c.compression.weight_bits for c in candidates} == {16, 8, 4}
     assert {c.compression.sparsity_pattern for c in candidates} == {"none", "unstructured", "2:4"}
-    assert {c.arch.tie_embeddings for c in candidates} == {True, False}
     quantized = [c.compression for c in candidates if c.compression.weight_bits < 16]
     sparse = [c.compression for c in candidates if c.compression.sparsity_pattern != "none"]
     assert {c.quant_method for c in quantized} == {"rtn", "gptq", "awq"}
