@@ -77,3 +77,21 @@ def pg_study() -> Iterator[str]:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:
         pass  # the test never created it
+
+
+@pytest.fixture(scope="session")
+def tiny_parents(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict:
+    """Trained tiny parent checkpoints (`llama`, `qwen3`, `qwen3_moe`) for `search_space=prune`:
+    name -> tests.parent.parents.TinyParent (directory, corpus data, settings, calibration)."""
+    from tests.parent.parents import build_parents
+
+    return build_parents(tmp_path_factory.mktemp("parents"), shared_cache)
+
+
+@pytest.fixture(scope="session")
+def untrained_parents(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict:
+    """The same checkpoints as `tiny_parents`, saved as initialised (seconds, not minutes): for
+    tests of files, shapes and exact copies, where learned weights do not matter."""
+    from tests.parent.parents import build_parents
+
+    return build_parents(tmp_path_factory.mktemp("untrained"), shared_cache, steps=0)
