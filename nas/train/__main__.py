@@ -31,7 +31,14 @@ checkpoint that AutoModelForCausalLM.from_pretrained loads.
   compress=false     keep the trained weights uncompressed
   out=DIR            default: DIR/trained                force=true    write into a non-empty out
   device=NAME        auto | cpu | cuda                   seed=N        (0)
-  quiet=true         no progress bar"""
+  quiet=true         no progress bar
+Switches (each written to training.json; see README "Train"):
+  qat=true           train with the recipe's bits and group size fake-quantized, convert at the end
+  teacher=DIR        distil from checkpoint(s): DIR, A,B or [A,B] (averaged logits)
+  distill_weight=X   loss = cross-entropy + X * KL to the teachers (1.0)
+  temperature=X      the KL's softmax temperature (2.0)
+  lora=true          LoRA adapters on the compressed model, merged, quantized again (needs weights)
+  lora_rank=N (8)    lora_alpha=X (16)"""
 
 
 def main(argv: list[str]) -> int:
@@ -50,6 +57,8 @@ def main(argv: list[str]) -> int:
     hf_logging.set_verbosity_warning()
     warnings.filterwarnings("ignore", category=FutureWarning)
     result = train(directory, settings)
+    if result.switches:
+        print(f"switches: {', '.join(result.switches)}")
     print(
         f"loss {result.first_loss:.3f} -> {result.last_loss:.3f} over {result.steps} steps; "
         f"held-out bits per byte {result.bpb:.3f}"

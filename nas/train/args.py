@@ -36,6 +36,29 @@ class TrainSettings:
     device: str = "auto"
     seed: int = field(default=0, metadata=at_least(0))
     quiet: bool = False
+    # quantization-aware training toward the recipe's bits and group size, converted at the end
+    qat: bool = False
+    # teacher checkpoint(s) to distil from: DIR, A,B or [A,B] (their logits are averaged)
+    teacher: str = ""
+    distill_weight: float = field(default=1.0, metadata=at_least(0.0, exclusive=True))
+    temperature: float = field(default=2.0, metadata=at_least(0.0, exclusive=True))
+    # peft LoRA adapters on the compressed model's projections, merged, then quantized again
+    lora: bool = False
+    lora_rank: int = field(default=8, metadata=at_least(1))
+    lora_alpha: float = field(default=16.0, metadata=at_least(0.0, exclusive=True))
+
+    @property
+    def teachers(self) -> list[Path]:
+        """`teacher=` as directories: `A`, `A,B` or `[A,B]`."""
+        text = self.teacher.strip().removeprefix("[").removesuffix("]")
+        return [Path(part.strip()) for part in text.split(",") if part.strip()]
+
+    @property
+    def switches(self) -> list[str]:
+        """The switches this run trains with, as `training.json` and the summary name them."""
+        named = ["qat"] if self.qat else []
+        named += ["teacher"] if self.teacher.strip() else []
+        return named + (["lora"] if self.lora else [])
 
 
 def parse_args(argv: list[str]) -> tuple[Path, TrainSettings]:
@@ -56,6 +79,9 @@ def parse_args(argv: list[str]) -> tuple[Path, TrainSettings]:
     from nas.config.compose import check_device
 
     check_device(settings.device)
+    from nas.train.checks import check_switches
+
+    check_switches(directory, settings)
     return directory, settings
 
 

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from nas.compression.checkpoint import apply_recipe
 from nas.config.schema import ProxySettings
 from nas.errors import NasError
 from nas.quality.corpus import Corpus, encode, load_corpus, token_bytes
-from nas.quality.training import ProxyData, bits_per_byte, resolve_device
+from nas.quality.training import ProxyData, resolve_device
+from nas.train import flows
 from nas.train.args import DEFAULT_STEPS, TrainSettings, target_steps
+from nas.train.checks import check_switches, read_recipe
+from nas.train.fit import Windows
 
 log = logging.getLogger("nas.train")
 
@@ -41,6 +34,7 @@ class TrainResult:
     bpb_compressed: float | None
     compression: dict[str, Any]
     steps: int = 0
+    switches: tuple[str, ...] = ()
 
     @property
     def first_loss(self) -> float:
@@ -49,21 +43,6 @@ class TrainResult:
     @property
     def last_loss(self) -> float:
         return self.losses[-1][1]
-
-
-class Windows(torch.utils.data.Dataset):
-    """Non-overlapping windows of `seq_len` tokens; the model shifts labels itself."""
-
-    def __init__(self, ids: np.ndarray, seq_len: int) -> None:
-        n = len(ids) // seq_len
-        self.windows = torch.from_numpy(ids[: n * seq_len].astype(np.int64)).view(n, seq_len)
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        window = self.windows[index]
-        return {"input_ids": window, "labels": window}
 
 
 def _load_model(directory: Path, seed: int) -> torch.nn.Module:
@@ -108,6 +87,7 @@ def train(directory: Path, settings: TrainSettings) -> TrainResult:
     """Train, measure, compress and save; the plain function behind the command."""
     if settings.steps is None:  # to the study's target, when the export recorded one
         settings = replace(settings, steps=target_steps(directory, settings) or DEFAULT_STEPS)
+    check_switches(directory, settings)  # parse_args did, unless called directly
     out = _prepare_out(directory, settings)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     data, corpus = _data(tokenizer, settings)
@@ -129,25 +109,35 @@ def train(directory: Path, settings: TrainSettings) -> TrainResult:
         corpus.source,
         len(data.train_ids),
     )
-    losses = _fit(model, Windows(data.train_ids, settings.seq_len), settings, device)
-    model = model.to("cpu").float()
-    scoring = ProxySettings(
-        steps=settings.steps,
-        seq_len=settings.seq_len,
-        batch_size=settings.batch_size,
-        eval_windows=settings.eval_windows,
+    run = flows.Run(
+        data=data,
+        dataset=Windows(data.train_ids, settings.seq_len),
+        scoring=ProxySettings(
+            steps=settings.steps,
+            seq_len=settings.seq_len,
+            batch_size=settings.batch_size,
+            eval_windows=settings.eval_windows,
+        ),
+        settings=settings,
+        device=device,
+        recipe_file=read_recipe(directory),
     )
-    bpb = bits_per_byte(model, data, scoring)
-    recipe_path = directory / "compression.json"
-    recipe_file = json.loads(recipe_path.read_text()) if recipe_path.is_file() else None
-    if settings.compress:
-        model, applied = apply_recipe(
-            model, recipe_file, data=data, proxy=scoring, seed=settings.seed
-        )
-    else:
-        applied = {"applied": False, "reason": "compress=false"}
-    bpb_compressed = bits_per_byte(model, data, scoring) if applied["applied"] else None
-    result = TrainResult(out, losses, bpb, bpb_compressed, applied, settings.steps)
+    if settings.teachers:
+        from nas.train.switches import load_teachers
+
+        run.teachers = load_teachers(settings.teachers, device)
+    flow = flows.qat if settings.qat else flows.lora if settings.lora else flows.plain
+    done = flow(model, run)
+    result = TrainResult(
+        out,
+        done.losses,
+        done.bpb,
+        done.bpb_compressed,
+        done.compression,
+        settings.steps,
+        tuple(settings.switches),
+    )
+    model, recipe_file = done.model, run.recipe_file
     _save(model, tokenizer, directory, settings, corpus, recipe_file, result)
     return result
 
@@ -181,40 +171,25 @@ def _save(
         "heldout_bpb": result.bpb,
         "heldout_bpb_compressed": result.bpb_compressed,
         "compression": applied,
+        "switches": _switches(settings),
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _fit(
-    model: torch.nn.Module, dataset: Windows, settings: TrainSettings, device: torch.device
-) -> list[tuple[int, float]]:
-    """The Hugging Face Trainer: AdamW, warm-up then cosine, gradient clipping, progress bar."""
-    log_every = max(1, settings.steps // 20)
-    with tempfile.TemporaryDirectory(prefix="nas-train-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            max_steps=settings.steps,
-            per_device_train_batch_size=settings.batch_size,
-            learning_rate=settings.lr,
-            lr_scheduler_type="cosine",
-            warmup_steps=min(settings.warmup_steps, max(0, settings.steps - 1)),
-            weight_decay=settings.weight_decay,
-            adam_beta2=0.95,
-            max_grad_norm=1.0,
-            logging_steps=log_every,
-            logging_first_step=True,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=device.type == "cpu",
-            bf16=device.type == "cuda",
-            seed=settings.seed,
-            disable_tqdm=settings.quiet,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=device.type == "cuda",
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=dataset)
-        trainer.train()
-    losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
-    if not losses or not all(math.isfinite(v) for _, v in losses):
-        raise NasError(f"training diverged (losses {losses[-3:]}); lower lr=, e.g. lr=1e-3")
-    return losses
+def _switches(settings: TrainSettings) -> dict[str, Any]:
+    """Which of qat / teacher / lora ran, with their settings."""
+    teachers = [str(t) for t in settings.teachers]
+    return {
+        "qat": settings.qat,
+        "teacher": {
+            "dirs": teachers,
+            "distill_weight": settings.distill_weight,
+            "temperature": settings.temperature,
+            "combine": "averaged logits (BabyLLaMA), one KL per step",
+        }
+        if teachers
+        else None,
+        "lora": {"rank": settings.lora_rank, "alpha": settings.lora_alpha}
+        if settings.lora
+        else None,
+    }

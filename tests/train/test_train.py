@@ -11,46 +11,13 @@ from transformers import AutoModelForCausalLM
 
 from nas.compression.matrices import block_matrices
 from nas.compression.prune import measured_sparsity
-from nas.config.compose import load_settings
 from nas.errors import NasError, run_cli
-from nas.export.run import run_export
-from nas.search.run import run_search
 from nas.train.__main__ import main
 from nas.train.args import TrainSettings, parse_args
 from nas.train.run import train
 
 SMALL = ["steps=24", "warmup_steps=2", "lr=1e-2", "seq_len=32", "batch_size=8", "corpus_mb=1",
          "eval_windows=8", "quiet=true"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """A dense smoke trial, exported, with a recipe that both prunes (2:4) and quantizes."""
-    root = tmp_path_factory.mktemp("train")
-    cfg = load_settings(
-        [
-            "hardware=pixel8",
-            "budget=smoke",
-            f"runs_dir={root / 'runs'}",
-            f"cache_dir={shared_cache}",
-            "quiet=true",
-            "study.name=T",
-            "study.n_trials=1",
-            "search_space.n_experts=[1]",
-        ]
-    )
-    run_search(cfg)
-    (done,) = run_export(
-        [f"runs_dir={root / 'runs'}", "study.name=T", "trial=0", f"out={root / 'T'}", "onnx=false"]
-    )
-    recipe_path = done.path / "compression.json"
-    recipe = json.loads(recipe_path.read_text())
-    recipe["compression"] = {
-        "weight_bits": 8, "group_size": 32, "sparsity": 0.5, "sparsity_pattern": "2:4",
-    }  # fmt: skip
-    recipe["recipe"] = None  # the step list is derived from `compression` when absent
-    recipe_path.write_text(json.dumps(recipe))
-    return done.path
 
 
 def test_loss_falls_recipe_is_applied_and_checkpoint_reloads(
