@@ -29,8 +29,10 @@ def read_recipe(directory: Path) -> dict[str, Any] | None:
     return recipe
 
 
-def has_weights(directory: Path) -> bool:
-    return any(directory.glob("*.safetensors"))
+def has_weights(directory: Path, *, bin_too: bool = False) -> bool:
+    """Whether DIR holds weights (`bin_too`: also the older `pytorch_model.bin`)."""
+    older = bin_too and (directory / "pytorch_model.bin").is_file()
+    return older or any(directory.glob("*.safetensors"))
 
 
 def check_switches(directory: Path, settings: TrainSettings) -> None:
@@ -80,10 +82,10 @@ def check_teacher(teacher: Path, student: dict[str, Any], tokenizer_file: Path) 
         arch_from_hf(config)
     except NasError as err:
         raise NasError(f"teacher {teacher}: {err}") from None
-    if not has_weights(teacher):
+    if not has_weights(teacher, bin_too=True):
         raise NasError(
-            f"teacher {teacher} has no weights (*.safetensors); pass a trained checkpoint, "
-            "e.g. the out= of a python -m nas.train run"
+            f"teacher {teacher} has no weights (*.safetensors or pytorch_model.bin); pass a "
+            "trained checkpoint, e.g. the out= of a python -m nas.train run"
         )
     theirs, ours = config.get("vocab_size"), student.get("vocab_size")
     if theirs != ours:

@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from nas.errors import NasError
 from nas.train.args import TrainSettings
@@ -73,6 +73,8 @@ def fit(
             )
         else:
             trainer = Trainer(model=model, args=args, train_dataset=dataset)
+        if settings.quiet:  # without a progress bar the Trainer prints every log line instead
+            trainer.remove_callback(PrinterCallback)
         trainer.train()
     losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
     if not losses or not all(math.isfinite(v) for _, v in losses):

@@ -98,7 +98,7 @@ def test_a_teacher_that_cannot_teach_is_refused(
             parse_args([str(exported), f"teacher={teacher}"])
 
     refused(str(tmp_path / "missing"), "is not a directory")
-    refused(f"{trained},{exported}", r"has no weights \(\*\.safetensors\)")
+    refused(f"{trained},{exported}", r"has no weights \(\*\.safetensors or pytorch_model\.bin\)")
     refused("[]", "names no directory")
     other = tmp_path / "other"
     shutil.copytree(trained, other)
