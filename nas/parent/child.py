@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from nas.arch import EXPERT_KEYS, ArchConfig, arch_from_hf
 from nas.errors import NasError
-from nas.parent.importance import Importance
+from nas.parent.scores import Importance
 
 
 def model_arch(model: torch.nn.Module) -> ArchConfig:

@@ -43,11 +43,14 @@ def axes(parent: ArchConfig) -> dict[str, dict[str, int]]:
 
 
 def family_extra(model: torch.nn.Module, arch: ArchConfig) -> int:
-    """Parameters the family has beyond `ArchConfig.params`: dense Qwen3's per-head q/k norms
-    (ArchConfig counts them for MoE models only)."""
-    if model.config.model_type == "qwen3":
-        return arch.n_layers * 2 * arch.head_dim
-    return 0
+    """Parameters the family has beyond `ArchConfig.params`, which counts per-head q/k norms
+    for every MoE model and no biases: Qwen3 has the norms dense too, Mixtral has none, Qwen2's
+    q/k/v carry biases. (A gap of nas.arch, a few hundred parameters per billion.)"""
+    norms = model.config.model_type in ("qwen3", "qwen3_moe")
+    extra = arch.n_layers * 2 * arch.head_dim * (int(norms) - int(arch.n_experts > 1))
+    if model.config.model_type == "qwen2":
+        extra += arch.n_layers * (arch.n_heads + 2 * arch.n_kv_heads) * arch.head_dim
+    return extra
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +158,35 @@ def test_importance_keeps_the_units_that_matter(tiny_parents: dict, family: str)
         kept = bits_per_byte(child_model(model, imp, arch), tiny.data, settings)
         least = bits_per_byte(child_model(model, _least_important(imp), arch), tiny.data, settings)
         assert kept < least, (axis, kept, least)
+
+
+def _other_families() -> dict[str, object]:
+    from transformers import MistralConfig, MixtralConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=128, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    return {
+        "mistral": MistralConfig(**common),
+        "qwen2": Qwen2Config(**common),  # q/k/v carry biases, sliced with their heads
+        "mixtral": MixtralConfig(**common, num_local_experts=4, num_experts_per_tok=2),
+    }
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "mixtral"])
+def test_the_other_families_prune_too(family: str) -> None:
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_other_families()[family]).eval()
+    tokens = torch.randint(0, 128, (4, 16))
+    imp = importance(model, tokens)
+    parent = arch_from_hf(model.config.to_dict())
+    with torch.no_grad():
+        same = child_model(model, imp, parent)(tokens).logits
+        assert torch.equal(same, model(tokens).logits)
+    arch = shrink(parent, **axes(parent)["all"])
+    child = child_model(model, imp, arch)
+    assert type(child) is type(model)
+    assert count_params(child) == arch.params + family_extra(model, arch)
+    with torch.no_grad():
+        assert torch.isfinite(child(tokens).logits).all()

@@ -4,6 +4,8 @@ checkpoint's own class; every bad parent refused in one line saying what to do."
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,14 @@ def test_a_checkpoint_that_does_not_load_is_one_line(
     with pytest.raises(NasError) as err:
         parent_model(parent)
     assert "does not load with transformers" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_loading_a_parent_imports_no_torch(untrained_parents: dict) -> None:
+    """The settings check refuses a bad parent before torch (seconds to import) loads."""
+    directory = untrained_parents["qwen3_moe"].directory
+    code = (
+        "import sys; from nas.parent import load_parent; "
+        f"load_parent({str(directory)!r}); assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]
