@@ -78,7 +78,8 @@ def test_qat_needs_a_quantizing_recipe(exported: Path, tmp_path: Path, recipe_co
 
 def test_distillation_from_two_teachers(exported: Path, trained: Path, tmp_path: Path) -> None:
     plain = _run(exported, tmp_path / "plain", "steps=2", "compress=false")
-    result = _run(exported, tmp_path / "out", f"teacher=[{trained},{trained}]", "compress=false")
+    result = _run(exported, tmp_path / "out", f"teacher=[{trained},{trained}]", "compress=false",
+                  "steps=16")  # fmt: skip
     _falls(result)
     assert result.switches == ("teacher",)
     # Same seed, same first batch: the first loss is the cross-entropy plus the KL term.
