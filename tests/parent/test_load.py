@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config
+from transformers import GemmaConfig, GPT2Config
 
 from nas.arch import arch_from_hf, read_hf_config
 from nas.errors import NasError
@@ -59,6 +59,11 @@ def _bad_parent(kind: str, good: Path, tmp_path: Path) -> Path:
     elif kind == "gpt2":
         (directory / "config.json").unlink()
         GPT2Config(n_layer=2, n_head=2, n_embd=32).save_pretrained(directory)
+    elif kind == "gemma":  # Gemma-style: scaled embeddings, GeGLU; no child of it is modelled
+        (directory / "config.json").unlink()
+        GemmaConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64).save_pretrained(
+            directory
+        )
     elif kind == "no weights":
         (directory / "model.safetensors").unlink()
     elif kind == "no tokenizer":
@@ -78,6 +83,7 @@ def _bad_parent(kind: str, good: Path, tmp_path: Path) -> Path:
         ("a file", "not found; pass a local Hugging Face checkpoint directory"),
         ("not a model", "holds no config.json, so it is no Hugging Face model directory"),
         ("gpt2", "describes a 'gpt2' model; supported: llama"),
+        ("gemma", "describes a 'gemma' model; supported: llama"),
         ("no weights", "has no weights (*.safetensors or pytorch_model.bin)"),
         ("no tokenizer", "has no tokenizer.json; save the parent's tokenizer beside it"),
         ("mixed experts", "MoE every 2 layers with dense layers between is not supported"),
