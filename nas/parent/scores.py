@@ -42,6 +42,21 @@ class Importance:
     def to_dict(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def reversed(self) -> Importance:
+        """The scores negated: a child built from them keeps the least important units."""
+        return Importance(**{name: -value for name, value in self.to_dict().items()})
+
+    def random(self, seed: int) -> Importance:
+        """Random scores of the same shapes: random selection of units at the same size, the
+        baseline activation importance is measured against."""
+        generator = torch.Generator().manual_seed(seed)
+        return Importance(
+            **{
+                name: torch.rand(value.shape, generator=generator, dtype=torch.float64)
+                for name, value in self.to_dict().items()
+            }
+        )
+
 
 class _Sums:
     """Running sums of one quantity per layer, and the token counts they are over."""
@@ -58,7 +73,7 @@ def _head_hook(sums: _Sums, index: int, n_heads: int):
     def hook(_module, args):
         x = args[0].detach().float()
         per_head = x.reshape(-1, n_heads, x.shape[-1] // n_heads).norm(dim=-1)
-        sums.total[index] += per_head.sum(0).double()
+        sums.total[index] += per_head.sum(0).double().cpu()
         sums.count[index] += per_head.shape[0]
 
     return hook
@@ -67,7 +82,7 @@ def _head_hook(sums: _Sums, index: int, n_heads: int):
 def _channel_hook(sums: _Sums, index: int):
     def hook(_module, args):
         x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-        sums.total[index] += x.abs().sum(0).double()
+        sums.total[index] += x.abs().sum(0).double().cpu()
         sums.count[index] += x.shape[0]
 
     return hook
@@ -87,7 +102,7 @@ def _expert_channel_hook(sums: _Sums, index: int, experts: torch.nn.Module):
                 2, dim=-1
             )
             h = (experts.act_fn(gate) * up).float()
-            sums.total[index, e] += h.abs().sum(0).double()
+            sums.total[index, e] += h.abs().sum(0).double().cpu()
             sums.count[index, e] += h.shape[0]
 
     return hook

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from nas.arch import ArchConfig, arch_from_hf
-from nas.parent import Importance, child_config, child_model, importance, load_parent, parent_model
+from nas.parent import child_config, child_model, importance, load_parent, parent_model
 from nas.quality.models import count_params
 from nas.quality.training import bits_per_byte
 
@@ -136,11 +136,6 @@ def test_the_importance_cache_is_reused(untrained_parents: dict, tmp_path: Path)
     assert torch.equal(importance(model, tiny.calibration[:4], cache=cache).heads, other.heads)
 
 
-def _least_important(imp: Importance) -> Importance:
-    """The same scores reversed: a child built from it keeps the least important units."""
-    return Importance(**{name: -value for name, value in imp.to_dict().items()})
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_importance_keeps_the_units_that_matter(tiny_parents: dict, family: str) -> None:
@@ -156,7 +151,7 @@ def test_importance_keeps_the_units_that_matter(tiny_parents: dict, family: str)
             continue  # within a group, heads of a barely trained tiny parent score alike
         arch = shrink(parent.arch, **counts)
         kept = bits_per_byte(child_model(model, imp, arch), tiny.data, settings)
-        least = bits_per_byte(child_model(model, _least_important(imp), arch), tiny.data, settings)
+        least = bits_per_byte(child_model(model, imp.reversed(), arch), tiny.data, settings)
         assert kept < least, (axis, kept, least)
 
 
@@ -190,3 +185,17 @@ def test_the_other_families_prune_too(family: str) -> None:
     assert count_params(child) == arch.params + family_extra(model, arch)
     with torch.no_grad():
         assert torch.isfinite(child(tokens).logits).all()
+
+
+def test_random_selection_is_a_seeded_baseline(loaded: dict) -> None:
+    parent, model, imp, calibration = loaded["qwen3_moe"]
+    arch = shrink(parent.arch, **axes(parent.arch)["all"])
+    first, again, other = imp.random(0), imp.random(0), imp.random(1)
+    assert all(
+        a.shape == b.shape
+        for a, b in zip(first.to_dict().values(), imp.to_dict().values(), strict=True)
+    )
+    assert torch.equal(first.ffn, again.ffn) and not torch.equal(first.ffn, other.ffn)
+    with torch.no_grad():
+        picked = child_model(model, first, arch)(calibration[:2]).logits
+        assert not torch.equal(picked, child_model(model, imp, arch)(calibration[:2]).logits)
