@@ -32,7 +32,7 @@ checkpoint that AutoModelForCausalLM.from_pretrained loads.
   out=DIR            default: DIR/trained                force=true    write into a non-empty out
   device=NAME        auto | cpu | cuda                   seed=N        (0)
   quiet=true         no progress bar
-Switches (each written to training.json; see README "Train"):
+Switches (each written to training.json; README "Export a winner and train it"):
   qat=true           train with the recipe's bits and group size fake-quantized, convert at the end
   teacher=DIR        distil from checkpoint(s): DIR, A,B or [A,B] (averaged logits)
   distill_weight=X   loss = cross-entropy + X * KL to the teachers (1.0)
