@@ -21,6 +21,8 @@ compression.json, README.md model card, nas_trial.json, model.onnx).
   out=DIR              default: <runs_dir>/<study>/export/<trial-N | pareto>
   force=true           write into an existing, non-empty out (files of the same name are replaced)
   onnx=false           skip model.onnx (its export takes ~10-20 s per model)
+  parent=DIR           a prune study's parent, when it is not where the search found it (the
+                       trained child's weights are rebuilt from it: config, model.safetensors)
   runtime=executorch   also model.pte: the decode step in the trial's int8/int4 format for
                        ExecuTorch (XNNPACK), checked against torch (pip install -e '.[executorch]')
 The study is found like the search finds it: study.name=, runs_dir=, study.storage= (or the
@@ -33,8 +35,15 @@ def main(argv: list[str]) -> int:
         return 0
     from nas.export.run import run_export  # deferred: it loads Optuna and transformers when due
 
-    for item in run_export(argv):
+    done = run_export(argv)
+    for item in done:
         print(f"trial {item.trial}: {item.params:,} parameters -> {item.path}")
+    if any(item.weights for item in done):  # a prune study's trained children
+        print(
+            "load with: AutoModelForCausalLM.from_pretrained(DIR); keep distilling with: "
+            "python -m nas.train DIR teacher=PARENT"
+        )
+        return 0
     print(
         "load with: AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(DIR)); "
         "train with: python -m nas.train DIR"

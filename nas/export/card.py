@@ -43,6 +43,11 @@ class CardFacts:
     files: list[str]
     recipe: dict[str, Any] | None = None  # the trial's recipe (nas.compression.Recipe.to_dict)
     target: dict[str, Any] | None = None  # the study's training target (nas.records.target)
+    # A prune study's child: its parent (nas.records.parent), the distillation run that trained
+    # the exported weights, and what of the parent each axis kept.
+    parent: dict[str, Any] | None = None
+    distillation: dict[str, Any] | None = None
+    pruned: dict[str, str] | None = None
     versions: dict[str, str] = field(default_factory=package_versions)
 
 
@@ -89,10 +94,10 @@ def render(facts: CardFacts) -> str:
         "",
         f"# {facts.study} — trial {facts.trial}",
         "",
-        f"A `{facts.model_class}` architecture found by slm-nas for **{hardware}**. The weights "
-        "here are untrained: train it with `python -m nas.train <this folder> data=...`.",
+        *_intro(facts, hardware),
         "",
         *_objectives(facts),
+        *_parent(facts),
         *_architecture(facts),
         "## Compression recipe (`compression.json`)",
         "",
@@ -103,6 +108,51 @@ def render(facts: CardFacts) -> str:
         *_provenance(facts),
     ]
     return "\n".join(lines)
+
+
+def _intro(facts: CardFacts, hardware: str) -> list[str]:
+    if facts.parent is None:
+        return [
+            f"A `{facts.model_class}` architecture found by slm-nas for **{hardware}**. The "
+            "weights here are untrained: train it with `python -m nas.train <this folder> "
+            "data=...`."
+        ]
+    return [
+        f"A `{facts.model_class}` pruned by slm-nas out of the parent `{facts.parent['directory']}`"
+        f" for **{hardware}**, with the weights the search trained (`model.safetensors`). Continue"
+        f" distilling it: `python -m nas.train <this folder> teacher={facts.parent['directory']}"
+        " steps=...`."
+    ]
+
+
+def _parent(facts: CardFacts) -> list[str]:
+    """Which parent, what was pruned, and the distillation run behind the weights."""
+    if facts.parent is None:
+        return []
+    parent, run = facts.parent, facts.distillation or {}
+    kept = [f"| {axis} | {value} |" for axis, value in (facts.pruned or {}).items()]
+    return [
+        "## Parent and pruning",
+        "",
+        f"Parent: `{parent['directory']}` ({parent.get('family', '?')}, "
+        f"{parent.get('params', 0):,} parameters, fingerprint {parent.get('fingerprint')}); its "
+        f"own held-out bits per byte on the study's text: {_fmt(parent.get('bpb', 'n/a'))}.",
+        "Kept by activation importance (Minitron-style: block influence, head, channel and "
+        "expert activations on calibration text of the corpus):",
+        "",
+        "| axis | kept of the parent's |",
+        "|---|---|",
+        *kept,
+        "",
+        f"Distillation: {run.get('steps', '?')} steps ({run.get('tokens', 0):,} tokens, rung "
+        f"{run.get('rung', '?')}, {run.get('schedule', '?')} schedule, peak lr "
+        f"{run.get('lr', '?')}), seed {run.get('seed', '?')}, loss = cross-entropy + "
+        f"{run.get('weight', '?')} × KL(parent ‖ child) at temperature "
+        f"{run.get('temperature', '?')}. Held-out bits per byte of these weights: "
+        f"{_fmt(run.get('bpb_replayed', 'n/a'))} (the search measured "
+        f"{_fmt(run.get('bpb_searched', 'n/a'))}).",
+        "",
+    ]
 
 
 def _objectives(facts: CardFacts) -> list[str]:
@@ -171,9 +221,13 @@ def _architecture(facts: CardFacts) -> list[str]:
         f"| FFN (SwiGLU) hidden size | {a['ffn_dim']} |",
         f"| experts | {experts} |",
         f"| tied embeddings | {'yes' if a.get('tie_embeddings') else 'no'} |",
-        f"| vocabulary | {a['vocab_size']} (byte-level BPE, `tokenizer.json`) |",
+        f"| vocabulary | {a['vocab_size']} ({_vocabulary(facts)}, `tokenizer.json`) |",
         "",
     ]
+
+
+def _vocabulary(facts: CardFacts) -> str:
+    return "byte-level BPE" if facts.parent is None else "the parent's tokenizer"
 
 
 def _provenance(facts: CardFacts) -> list[str]:
@@ -193,7 +247,9 @@ def _provenance(facts: CardFacts) -> list[str]:
         "",
         "```python",
         "from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer",
-        'model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained("."))',
+        'model = AutoModelForCausalLM.from_pretrained(".")  # the trained weights'
+        if facts.parent is not None
+        else 'model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained("."))',
         'tokenizer = AutoTokenizer.from_pretrained(".")',
         "```",
         "",

@@ -30,6 +30,7 @@ class ExportArgs:
     out: str = ""  # default: <runs_dir>/<study>/export/<trial-N | pareto>
     force: bool = False  # write into an existing, non-empty out
     onnx: bool = True  # write and check model.onnx
+    parent: str = ""  # a prune study's parent, when not where the search found it
     studies: Any = None  # refused: export reads one study
 
 
@@ -88,5 +89,7 @@ def run_export(argv: list[str]) -> list[Exported]:
         for trial, path in targets:
             log.info("exporting trial %d of %s to %s", trial.number, study.study_name, path)
             with _removed_unless_done(path):
-                done.append(export_trial(study, ref, trial, path, onnx=args.onnx))
+                done.append(
+                    export_trial(study, ref, trial, path, onnx=args.onnx, parent=args.parent)
+                )
     return done

@@ -7,10 +7,16 @@ of the trial (`nas_trial.json`) and, unless `onnx=false`, `model.onnx` of the un
 checked in ONNX Runtime against torch. With `runtime=executorch`, also `model.pte`: the untrained
 model's decode step in the trial's format, checked in ExecuTorch against torch
 (`nas.executorch.check`). Files are written into a temporary folder, then moved in.
+
+A prune study's trial (`search_space=prune`) is exported with its weights instead: the child the
+search trained, rebuilt by replaying its distillation (`nas.export.weights`), in its parent's
+family, with the parent's tokenizer; `AutoModelForCausalLM.from_pretrained(DIR)` loads it, and
+model.onnx holds those trained weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import tempfile
@@ -27,6 +33,14 @@ from nas.arch import ArchConfig, CompressionConfig
 from nas.errors import NasError, redact
 from nas.executorch.runtime import require as require_executorch
 from nas.export.card import CardFacts, render
+from nas.export.weights import (
+    Child,
+    is_pruned,
+    parent_tokenizer,
+    pruned_summary,
+    save_child,
+    trained_child,
+)
 from nas.fidelity.judge import judge
 from nas.onnx.check import write_onnx
 from nas.quality.corpus import SPECIAL_TOKENS
@@ -39,6 +53,7 @@ class Exported:
     trial: int
     path: Path
     params: int
+    weights: bool = False  # a prune study's trained child: from_pretrained loads it
 
 
 def wrap_tokenizer(path: Path, model_max_length: int) -> PreTrainedTokenizerFast:
@@ -107,6 +122,7 @@ class _Trial:
     arch: ArchConfig
     device: dict[str, Any]
     runtime: str  # the `runtime` group's name: executorch adds model.pte
+    child: Child | None = None  # a prune study's trained child (its weights are exported)
 
     @property
     def context(self) -> int:
@@ -124,6 +140,8 @@ class _Trial:
 
     @property
     def model_class(self) -> str:
+        if self.child is not None:
+            return type(self.child.model).__name__
         return "LlamaForCausalLM" if self.arch.n_experts == 1 else "Qwen3MoeForCausalLM"
 
 
@@ -134,8 +152,10 @@ def export_trial(
     out: Path,
     *,
     onnx: bool,
+    parent: str = "",
 ) -> Exported:
-    """Write one trial's directory into `out` (files are written whole, then moved in place)."""
+    """Write one trial's directory into `out` (files are written whole, then moved in place);
+    `parent` is where a prune study's parent is, when not where the search found it."""
     record = records.read(trial)
     runtime = ref.settings.runtime.name
     if runtime == "executorch":
@@ -149,8 +169,15 @@ def export_trial(
         records.device(study) or _pareto_header(ref),
         runtime,
     )
-    tokenizer = wrap_tokenizer(ref.out_dir / "tokenizer.json", this.context)
-    if len(tokenizer) != this.arch.vocab_size:
+    if is_pruned(study):  # the trained child, replayed before anything is written
+        this = dataclasses.replace(this, child=trained_child(study, ref, record, parent))
+        assert this.child is not None
+        tokenizer = parent_tokenizer(Path(this.child.parent["directory"]), this.context)
+    else:
+        tokenizer = wrap_tokenizer(ref.out_dir / "tokenizer.json", this.context)
+    if len(tokenizer) > this.arch.vocab_size or (
+        this.child is None and len(tokenizer) != this.arch.vocab_size
+    ):
         raise NasError(
             f"{ref.out_dir / 'tokenizer.json'} has {len(tokenizer)} tokens but trial "
             f"{trial.number} was built for {this.arch.vocab_size}; the study's tokenizer was "
@@ -167,20 +194,25 @@ def export_trial(
                 path.replace(out / path.name)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    return Exported(trial.number, out, this.arch.params)
+    return Exported(trial.number, out, this.arch.params, weights=this.child is not None)
 
 
 def _write_files(
     this: _Trial, tokenizer: PreTrainedTokenizerFast, tmp: Path, *, onnx: bool
 ) -> None:
-    config = hf_config(this.arch, max_positions=this.context)
-    config.architectures = [this.model_class]
-    config.save_pretrained(tmp)
-    GenerationConfig(
-        bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id,
-    ).save_pretrained(tmp)
+    child = this.child
+    weights_check = None
+    if child is not None:  # config.json, model.safetensors, generation_config.json
+        weights_check = save_child(child, tmp)
+    else:
+        config = hf_config(this.arch, max_positions=this.context)
+        config.architectures = [this.model_class]
+        config.save_pretrained(tmp)
+        GenerationConfig(
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            pad_token_id=config.pad_token_id,
+        ).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     recipe = compression_recipe(this.record)
     (tmp / "compression.json").write_text(json.dumps(recipe, indent=2) + "\n")
@@ -196,8 +228,12 @@ def _write_files(
         "device": this.device,
         "training_target": this.target,
     }
+    if child is not None:
+        trial_file.update(parent=child.parent, distillation=child.run, weights_check=weights_check)
     pte = this.runtime == "executorch"
-    if onnx or pte:
+    if child is not None:
+        model = child.model
+    elif onnx or pte:
         seed = int(identity.get("proxy", {}).get("seed", 0))
         model = build_model(this.arch, seed=seed, max_positions=this.context)
     if onnx:
@@ -229,6 +265,9 @@ def _write_files(
         files=sorted(files),
         recipe=recipe["recipe"],
         target=this.target,
+        parent=None if child is None else child.parent,
+        distillation=None if child is None else child.run,
+        pruned=None if child is None else pruned_summary(child.parent, this.arch.to_dict()),
     )
     (tmp / "README.md").write_text(render(facts))
 

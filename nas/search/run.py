@@ -7,6 +7,7 @@ finished trial is kept and none is repeated.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from tokenizers import Tokenizer
 
 from nas import __version__, records
 from nas.config.compose import build
-from nas.config.schema import Settings
+from nas.config.schema import ProxySettings, Settings
 from nas.errors import NasError
 from nas.fidelity.judge import judge, noise_sd
 from nas.fidelity.rungs import Rungs
@@ -102,6 +103,7 @@ class Prepared:
     scorer: QualityProxy
     identity: dict[str, Any]
     rungs: Rungs
+    training: ProxySettings  # every proxy run's settings (a prune study's peak rate: distill_lr)
     pruning: Pruning | None = None  # search_space=prune: the parent, its importance
 
 
@@ -119,6 +121,8 @@ def prepare(settings: Settings) -> Prepared:
     if parent is not None:
         check_vocabulary(parent, info["vocab_size"])
     training = settings.proxy.training
+    if parent is not None:  # a pretrained child is healed at a gentler rate
+        training = dataclasses.replace(training, lr=settings.proxy.distill_lr)
     if len(data.train_ids) <= training.seq_len + 1:
         raise NasError(
             f"corpus too short for the budget: {len(data.train_ids)} training tokens, "
@@ -159,7 +163,7 @@ def prepare(settings: Settings) -> Prepared:
         "proxy": proxy_identity,
         "settings": every,
     }
-    return Prepared(data, tokenizer, info, space, cheap, scorer, identity, rungs, pruning)
+    return Prepared(data, tokenizer, info, space, cheap, scorer, identity, rungs, training, pruning)
 
 
 def run_search(settings: Settings) -> SearchResult:
@@ -249,7 +253,7 @@ def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
         space=ready.space,
         cheap=ready.cheap,
         data=ready.data,
-        settings=settings.proxy.training,
+        settings=ready.training,
         proxy_identity=proxy_identity,
         device=resolve_device(settings.device),
         seed=settings.seed,

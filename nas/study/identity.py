@@ -84,6 +84,7 @@ IMPLIED = {
     "runtime.delegate": None,
     "proxy.distill_temperature": 2.0,
     "proxy.distill_weight": 1.0,
+    "proxy.distill_lr": 3e-4,
 }
 
 
