@@ -6,8 +6,9 @@ shape holding the kept weights, so the predictors, parameter counts and export a
 model. Which heads and channels go is decided by NNI's `L1NormPruner` (through
 `nas.compression.nni_backend`) on one row per head or channel that joins every weight belonging
 to it; NNI's own `ModelSpeedup` cannot trace `transformers` models on torch 2.13, so the surgery is
-done here by slicing. Experts are ranked by the routing weight they receive on calibration tokens
-(a data-dependent score that NNI has no pruner for). Whole layers go by block influence
+done by slicing (`nas.parent.child.sliced_state`, which the prune space's children use too).
+Experts are ranked by the routing weight they receive on calibration tokens (a data-dependent
+score that NNI has no pruner for). Whole layers go by block influence
 (ShortGPT, Men et al. 2024): 1 - cos(layer input, layer output) averaged over calibration tokens;
 the layers that change the residual stream least are dropped first.
 
@@ -26,6 +27,7 @@ import torch
 from nas.arch import ArchConfig
 from nas.compression import nni_backend
 from nas.errors import NasError
+from nas.parent.child import LayerPlan, sliced_state
 from nas.quality.models import build_model
 
 
@@ -94,45 +96,21 @@ def _kept_heads(layer: torch.nn.Module, arch: ArchConfig, per_group: int, kv_rem
     return kv, kv
 
 
-def _slice_heads(
-    layer: torch.nn.Module, arch: ArchConfig, heads, kv_heads
-) -> dict[str, torch.Tensor]:
-    attn, hd = layer.self_attn, arch.head_dim
-
-    def rows(weight: torch.Tensor, keep: torch.Tensor, n: int) -> torch.Tensor:
-        return weight.reshape(n, hd, -1)[keep].reshape(len(keep) * hd, -1)
-
-    o = attn.o_proj.weight.reshape(-1, arch.n_heads, hd)[:, heads].reshape(arch.d_model, -1)
-    return {
-        "self_attn.q_proj.weight": rows(attn.q_proj.weight, heads, arch.n_heads),
-        "self_attn.k_proj.weight": rows(attn.k_proj.weight, kv_heads, arch.n_kv_heads),
-        "self_attn.v_proj.weight": rows(attn.v_proj.weight, kv_heads, arch.n_kv_heads),
-        "self_attn.o_proj.weight": o,
-    }
-
-
 # --- FFN channels ---------------------------------------------------------------------------
-def _ffn_slices(layer: torch.nn.Module, n_remove: int) -> dict[str, torch.Tensor]:
+def _kept_channels(layer: torch.nn.Module, n_remove: int, experts: torch.Tensor) -> torch.Tensor:
+    """The FFN channels NNI keeps: [ffn'] in a dense layer; [experts', ffn'] in an MoE layer,
+    each kept expert ranking its own channels."""
     mlp = layer.mlp
-    experts = getattr(mlp, "experts", None)
-    if experts is None:  # dense SwiGLU: a channel is a gate row, an up row and a down column
+    if not hasattr(
+        mlp, "experts"
+    ):  # dense SwiGLU: a channel is a gate row, an up row, a down column
         rows = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight.T], 1)
         (keep,) = _kept_rows([rows], n_remove)
-        return {
-            "mlp.gate_proj.weight": mlp.gate_proj.weight[keep],
-            "mlp.up_proj.weight": mlp.up_proj.weight[keep],
-            "mlp.down_proj.weight": mlp.down_proj.weight[:, keep],
-        }
-    gate, up = experts.gate_up_proj.chunk(2, dim=1)  # [E, F, D] each
-    down = experts.down_proj  # [E, D, F]
-    scores = [torch.cat([gate[e], up[e], down[e].T], 1) for e in range(gate.shape[0])]
-    keeps = _kept_rows(scores, n_remove)
-    return {
-        "mlp.experts.gate_up_proj": torch.stack(
-            [torch.cat([gate[e][k], up[e][k]]) for e, k in enumerate(keeps)]
-        ),
-        "mlp.experts.down_proj": torch.stack([down[e][:, k] for e, k in enumerate(keeps)]),
-    }
+        return keep
+    gate, up = mlp.experts.gate_up_proj.chunk(2, dim=1)  # [E, F, D] each
+    down = mlp.experts.down_proj  # [E, D, F]
+    scores = [torch.cat([gate[e], up[e], down[e].T], 1) for e in experts.tolist()]
+    return torch.stack([k.cpu() for k in _kept_rows(scores, n_remove)])
 
 
 # --- experts --------------------------------------------------------------------------------
@@ -165,15 +143,6 @@ def expert_usage(model: torch.nn.Module, calibration: torch.Tensor) -> dict[int,
         for hook in hooks:
             hook.remove()
     return usage
-
-
-def _expert_slices(layer, keep: torch.Tensor) -> dict[str, torch.Tensor]:
-    experts, gate = layer.mlp.experts, layer.mlp.gate
-    return {
-        "mlp.experts.gate_up_proj": experts.gate_up_proj[keep],
-        "mlp.experts.down_proj": experts.down_proj[keep],
-        "mlp.gate.weight": gate.weight[keep],
-    }
 
 
 # --- whole layers ---------------------------------------------------------------------------
@@ -290,29 +259,43 @@ def prune_structured(
         new = replace(new, n_experts=arch.n_experts - n_exp)
         removed["experts"] = n_exp
 
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    head_plan = (per_group, kv_removed) if heads > 0 else None
+    kept_experts = arch.n_experts - n_exp
+    plans = []
     for index, layer in enumerate(model.model.layers):
-        prefix = f"model.layers.{index}."
-        updates: dict[str, torch.Tensor] = {}
-        if heads > 0:
-            q_heads, kv_heads = _kept_heads(layer, arch, per_group, kv_removed)
-            updates.update(_slice_heads(layer, arch, q_heads, kv_heads))
-        if index in usage:
-            keep = usage[index].topk(arch.n_experts - n_exp).indices.sort().values
-            updates.update(_expert_slices(layer, keep))
-        state.update({prefix + k: v for k, v in updates.items()})
-    if n_ffn:  # rank channels on the (possibly expert-pruned) weights now in `state`
-        shrunk = build_model(replace(new, ffn_dim=arch.ffn_dim), max_positions=_positions(model))
-        shrunk.load_state_dict(state)
-        for index, layer in enumerate(shrunk.model.layers):
-            state.update(
-                {f"model.layers.{index}.{k}": v for k, v in _ffn_slices(layer, n_ffn).items()}
-            )
+        plan = _layer_plan(layer, index, arch, head_plan, usage.get(index), kept_experts)
+        if n_ffn:  # each kept expert ranks its own channels
+            plan = replace(plan, ffn=_kept_channels(layer, n_ffn, plan.experts))
+        plans.append(plan)
+    state = sliced_state(model.state_dict(), plans, arch)
     smaller = build_model(new, max_positions=_positions(model))
     smaller.load_state_dict(state)
     return StructuredResult(
         model=smaller.to(next(model.parameters()).device), arch=new, removed=removed
     )
+
+
+def _layer_plan(
+    layer: torch.nn.Module,
+    index: int,
+    arch: ArchConfig,
+    heads: tuple[int, int] | None,
+    usage: torch.Tensor | None,
+    n_experts: int,
+) -> LayerPlan:
+    """What layer `index` keeps: heads by weight norm (`heads` = query heads removed per group,
+    kv heads removed) and the `n_experts` with most routing weight (`usage`); all channels
+    (`_kept_channels` ranks them)."""
+    q_heads, kv_heads = torch.arange(arch.n_heads), torch.arange(arch.n_kv_heads)
+    if heads is not None:
+        q_heads, kv_heads = (t.cpu() for t in _kept_heads(layer, arch, *heads))
+    moe = hasattr(layer.mlp, "experts")
+    experts = torch.arange(arch.n_experts if moe else 0)
+    if usage is not None:
+        experts = usage.topk(n_experts).indices.sort().values
+    full = torch.arange(arch.ffn_dim)
+    ffn = full.expand(len(experts), -1).clone() if moe else full
+    return LayerPlan(index, q_heads, kv_heads, ffn, experts)
 
 
 def _positions(model: torch.nn.Module) -> int:

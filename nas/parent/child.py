@@ -18,13 +18,16 @@ sliced or copied and the child loads them strictly, so a missed weight fails lou
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from nas.arch import EXPERT_KEYS, ArchConfig, arch_from_hf
 from nas.errors import NasError
-from nas.parent.scores import Importance
+
+if TYPE_CHECKING:  # nas.compression.structured imports this module, and scores imports it
+    from nas.parent.scores import Importance
 
 
 def model_arch(model: torch.nn.Module) -> ArchConfig:
@@ -146,13 +149,28 @@ def _layer_state(
             value = value[layer.experts]
         elif name == "mlp.experts.gate_up_proj":  # [E, 2F, D]: gate rows, then up rows
             gate, up = value[layer.experts].chunk(2, dim=1)
-            index = layer.ffn.unsqueeze(-1).expand(-1, -1, value.shape[-1])
+            index = layer.ffn.to(value.device).unsqueeze(-1).expand(-1, -1, value.shape[-1])
             value = torch.cat([gate.gather(1, index), up.gather(1, index)], dim=1)
         elif name == "mlp.experts.down_proj":  # [E, D, F]
             down = value[layer.experts]
-            index = layer.ffn.unsqueeze(1).expand(-1, down.shape[1], -1)
+            index = layer.ffn.to(value.device).unsqueeze(1).expand(-1, down.shape[1], -1)
             value = down.gather(2, index)
         out[name] = value.clone()
+    return out
+
+
+def sliced_state(
+    state: dict[str, torch.Tensor], layers: list[LayerPlan], parent: ArchConfig
+) -> dict[str, torch.Tensor]:
+    """A parent's state dict cut down to `layers` (renumbered in order, each keeping the units
+    its plan names); embeddings, final norm and LM head as they are. Shared with
+    nas.compression.structured, which plans by weight norms instead of activations."""
+    out = {k: v for k, v in state.items() if not k.startswith("model.layers.")}
+    for index, layer in enumerate(layers):
+        prefix = f"model.layers.{layer.source}."
+        mine = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        for name, value in _layer_state(mine, layer, parent).items():
+            out[f"model.layers.{index}.{name}"] = value
     return out
 
 
@@ -163,14 +181,8 @@ def child_model(model: torch.nn.Module, imp: Importance, arch: ArchConfig) -> to
     parent's logits exactly."""
     parent = model_arch(model)
     config = child_config(model, arch)
-    layers = plan(imp, parent, arch)
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    child_state = {k: v for k, v in state.items() if not k.startswith("model.layers.")}
-    for index, layer in enumerate(layers):
-        prefix = f"model.layers.{layer.source}."
-        mine = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        for name, value in _layer_state(mine, layer, parent).items():
-            child_state[f"model.layers.{index}.{name}"] = value
+    child_state = sliced_state(state, plan(imp, parent, arch), parent)
     child = AutoModelForCausalLM.from_config(
         config, dtype=torch.float32, attn_implementation=model.config._attn_implementation
     )
