@@ -22,9 +22,15 @@ def _options(group: str) -> list[str]:
 @pytest.mark.parametrize(
     "group, option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda v: str(v)
 )
-def test_every_group_option_composes(group: str, option: str) -> None:
-    cfg = load_settings([f"{group}={option}", "budget=smoke"] if group != "budget" else
-                         [f"budget={option}"])  # fmt: skip
+def test_every_group_option_composes(group: str, option: str, tmp_path: Path) -> None:
+    overrides = ([f"{group}={option}", "budget=smoke"] if group != "budget" else
+                 [f"budget={option}"])  # fmt: skip
+    if (group, option) == ("search_space", "prune"):  # built only from a parent's config.json
+        from transformers import LlamaConfig
+
+        LlamaConfig(hidden_size=64, num_attention_heads=4, vocab_size=512).save_pretrained(tmp_path)
+        overrides.append(f"search_space.parent={tmp_path}")
+    cfg = load_settings(overrides)
     assert getattr(cfg, group)
     assert cfg.study.name and cfg.study.storage.startswith("sqlite:///")
 
