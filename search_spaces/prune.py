@@ -60,7 +60,8 @@ def read_parent(parent: str) -> tuple[ArchConfig, str]:
     path = Path(parent).expanduser()
     if not path.is_dir():
         raise NasError(
-            f"search_space.parent={parent} is no directory; pass a local Hugging Face checkpoint"
+            f"parent directory {parent} not found; pass search_space.parent=DIR, a local "
+            "Hugging Face checkpoint directory"
         )
     if not (path / "config.json").is_file():
         raise NasError(

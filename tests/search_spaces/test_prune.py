@@ -75,7 +75,7 @@ def test_llama_children_keep_head_counts_that_divide_the_residual_width(tmp_path
     ("setup", "expect"),
     [
         ("none", "search_space=prune needs search_space.parent=DIR"),
-        ("missing", "is no directory; pass a local Hugging Face checkpoint"),
+        ("missing", "nowhere not found; pass search_space.parent=DIR"),
         ("empty", "holds no config.json, so it is no Hugging Face model directory"),
         ("gpt2", "describes a 'gpt2' model; supported: llama"),
         ("vocab", "the tokenizer has 600 tokens but the parent embeds 512"),
