@@ -98,6 +98,40 @@ def _hf_configs(bad: Path) -> None:
     (bad / "model" / "tokenizer.json").write_text("{}")
 
 
+def _parents(bad: Path) -> None:
+    """Parent directories for search_space=prune that each fail one way: no config.json is
+    `notext`; here a gpt2 (unsupported family), a checkpoint whose weights are garbage, one
+    without a tokenizer, one whose tokenizer outgrows its embedding, and a Llama-3-70B-shaped
+    one (its weights file a stand-in: the size check comes before any weight is read)."""
+    llama = {"model_type": "llama", "architectures": ["LlamaForCausalLM"],
+             "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 64,
+             "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 384,
+             "tie_word_embeddings": True}  # fmt: skip
+    huge = {**llama, "num_attention_heads": 64, "num_key_value_heads": 8, "hidden_size": 8192,
+            "intermediate_size": 28672, "num_hidden_layers": 80, "vocab_size": 128256,
+            "tie_word_embeddings": False}  # fmt: skip
+    parents = {
+        "gpt2-parent": {
+            "model_type": "gpt2",
+            "n_head": 12,
+            "n_embd": 768,
+            "n_layer": 12,
+            "vocab_size": 50257,
+        },
+        "garbage-parent": llama,
+        "no-tokenizer-parent": llama,
+        "small-vocab-parent": {**llama, "vocab_size": 300},
+        "huge-parent": huge,
+    }
+    for name, config in parents.items():
+        folder = bad / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "model.safetensors").write_bytes(b"not safetensors" * 10)
+        if name != "no-tokenizer-parent":
+            shutil.copy(bad / "other_tokenizer.json", folder / "tokenizer.json")
+
+
 def _calibration(bad: Path) -> None:
     """A bundle's manifest and results rows, then each broken one way."""
     rows = rows_from(TRUE_COEF, varied_candidates(8), profile())
@@ -140,6 +174,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory, stored: Stored) -> Path:
     (bad / "full").mkdir()
     (bad / "full" / "old.txt").write_text("an export directory that is not empty")
     _corpora(bad)
+    _parents(bad)
     _hf_configs(bad)
     _calibration(bad)
     for where in ("header", "page"):

@@ -6,6 +6,7 @@ process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from nas.export.weights import trained_child
 from nas.parent import load_parent
 from nas.search.run import run_search
 from nas.study.lookup import load, resolve
+from nas.study.storage import open_storage
 
 FRESH = """
 import sys, torch
@@ -102,9 +104,7 @@ def test_a_prune_study_runs_resumes_and_exports_its_trained_child(
     # Export: the trained child's weights, loadable and identical in a fresh process.
     out = tmp_path / "child"
     finder = [f"runs_dir={cfg.runs_dir}", f"cache_dir={cfg.cache_dir}", "study.name=P"]
-    (done,) = run_export(
-        [*finder, "trial=best:bpb", f"out={out}", f"onnx={str(family == 'llama').lower()}"]
-    )
+    (done,) = run_export([*finder, "trial=best:bpb", f"out={out}", "onnx=true"])
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     written = json.loads((out / "nas_trial.json").read_text())
     replay = written["distillation"]
@@ -126,3 +126,24 @@ def test_a_prune_study_runs_resumes_and_exports_its_trained_child(
     got = fresh_logits(out, ids, tmp_path)
     assert (got - expected).abs().max().item() <= 1e-4
     assert sum(p.numel() for p in child.parameters()) == done.params
+
+
+@pytest.mark.slow
+def test_pool_workers_load_the_parent_themselves(
+    tiny_parents: dict, smoke_overrides: list[str], tmp_path: Path
+) -> None:
+    """Two local workers on a journal: each loads the parent from its directory (the objective
+    they are sent carries its fingerprint and importance, not its weights) and distils."""
+    directory = tiny_parents["llama"].directory
+    url = f"journal:///{tmp_path}/study.journal"
+    cfg = prune_settings(
+        smoke_overrides, directory, "study.name=W", f"study.storage={url}", "study.workers=2",
+        "study.n_trials=2", "search_space.weight_bits=[16]", "search_space.sparsity=[none]",
+    )  # fmt: skip
+    assert run_search(cfg).finished == 2
+    study = optuna.load_study(study_name="W", storage=open_storage(url))
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert all(t.user_attrs["trained"] for t in trials)
+    assert {t.user_attrs["worker"]["pid"] for t in trials}.isdisjoint({os.getpid()})
+    assert_children_of(load_parent(directory).arch, trials)
+    assert records.parent(study)["bpb"] > 0
