@@ -55,6 +55,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("nas").setLevel(logging.INFO)
     hf_logging.set_verbosity_warning()
+    if settings.quiet:
+        hf_logging.disable_progress_bar()  # loading and saving weights draw bars too
     warnings.filterwarnings("ignore", category=FutureWarning)
     result = train(directory, settings)
     if result.switches:

@@ -84,7 +84,8 @@ def qat(model: torch.nn.Module, run: Run) -> Trained:
         model, before = run.apply(model, recipes.without_quantization(recipe_file))
     comp = recipe_file["compression"]
     bits, group_size = int(comp["weight_bits"]), int(comp["group_size"])
-    attached = attach(model, bits=bits, group_size=group_size, keep_zeros=before is not None)
+    pruned = bool(before and before["applied"])
+    attached = attach(model, bits=bits, group_size=group_size, keep_zeros=pruned)
     losses = run.train(model)
     convert(attached)
     converted = [m.get().clone() for m in block_matrices(model)]
@@ -97,7 +98,7 @@ def qat(model: torch.nn.Module, run: Run) -> Trained:
     step = after["recipe"]["quantization"]
     step.update(method="qat", backend=recipes.QAT_BACKEND, replaces=comp.get("quant_method"))
     after["summary"] = after["summary"].replace(" rtn", " qat")
-    training = {"qat": {"bits": bits, "group_size": group_size, "keep_zeros": bool(before)}}
+    training = {"qat": {"bits": bits, "group_size": group_size, "keep_zeros": pruned}}
     bpb = run.bpb(model)
     return Trained(model, losses, bpb, bpb, recipes.combined(before, after, training))
 
