@@ -3,6 +3,7 @@ reason; a resume that changes an identity key is refused before anything is writ
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,39 @@ def test_a_study_from_before_the_runtime_was_identity_resumes_only_on_onnxruntim
     assert differences(before, now) == []
     later = {"settings": {"seed": 0, **{k: et[k] for k in ("runtime.name", "runtime.delegate")}}}
     assert differences(before, later) == ["runtime.delegate", "runtime.name"]
+
+
+def test_a_study_from_before_distillation_settings_resumes_at_their_defaults() -> None:
+    from nas.study.identity import differences
+
+    keys = ("proxy.distill_temperature", "proxy.distill_weight", "proxy.distill_lr")
+    now = settings_identity(load_settings(["budget=smoke"]))
+    assert (
+        differences(
+            {"settings": {"seed": 0}}, {"settings": {"seed": 0, **{k: now[k] for k in keys}}}
+        )
+        == []
+    )
+    hotter = settings_identity(load_settings(["budget=smoke", "proxy.distill_temperature=4"]))
+    changed = {"settings": {"seed": 0, **{k: hotter[k] for k in keys}}}
+    assert differences({"settings": {"seed": 0}}, changed) == ["proxy.distill_temperature"]
+
+
+@pytest.mark.slow
+def test_a_resume_with_another_parent_at_the_same_path_is_refused_before_any_write(
+    tmp_path: Path, shared_cache: Path, tiny_parents: dict, untrained_parents: dict
+) -> None:
+    """The parent's fingerprint (its weights), not its path, is the study's identity."""
+    parent = tmp_path / "parent"
+    shutil.copytree(tiny_parents["llama"].directory, parent)
+    base = ["budget=smoke", f"runs_dir={tmp_path / 'runs'}", f"cache_dir={shared_cache}",
+            "quiet=true", "search_space=prune", f"search_space.parent={parent}",
+            "study.name=P", "study.n_trials=0"]  # fmt: skip
+    run_search(load_settings(base))  # the study, its parent and the parent's bpb
+    out = tmp_path / "runs" / "P"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for weights in untrained_parents["llama"].directory.glob("*.safetensors"):
+        shutil.copy(weights, parent / weights.name)  # same path and config, other weights
+    with pytest.raises(NasError, match=r"started with other settings \(proxy: parent"):
+        run_search(load_settings(base))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
