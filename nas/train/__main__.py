@@ -48,12 +48,15 @@ def main(argv: list[str]) -> int:
     from nas.train.args import parse_args
 
     directory, settings = parse_args(argv)  # checked before torch and transformers load
+    from nas.cli import configure_logging
+
+    # before transformers and peft load: torchao's missing-kernel notices stay off the console
+    configure_logging(logging.WARNING)
+    logging.getLogger("nas").setLevel(logging.INFO)
     from transformers.utils import logging as hf_logging
 
     from nas.train.run import train
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("nas").setLevel(logging.INFO)
     hf_logging.set_verbosity_warning()
     if settings.quiet:
         hf_logging.disable_progress_bar()  # loading and saving weights draw bars too
