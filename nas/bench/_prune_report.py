@@ -67,6 +67,17 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"| {row['child']} | {row['active_params']:,} | {row['distill_steps']} | "
               f"{_mean_sd(row['distilled_bpb'])} | {row['scratch_steps']} | "
               f"{_mean_sd(row['scratch_bpb'])} | {delta:+.4f} |")  # fmt: skip
+    rand = report["versus_random"]
+    print(
+        f"\n**Activation importance vs random units at equal size** (as pruned, mean over all "
+        f"children: importance {rand['pruned_mean_bpb']:.4f}, random "
+        f"{rand['random_pruned_mean_bpb']:.4f} bpb)\n"
+    )
+    print("| child | as pruned | random, as pruned | distilled | random, distilled |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rand["rows"]:
+        print(f"| {row['child']} | {row['pruned_bpb']:.4f} | {row['random_pruned_bpb']:.4f} | "
+              f"{row['distilled_bpb']:.4f} | {row['random_distilled_bpb']:.4f} |")  # fmt: skip
     t = report["timing"]
     print(f"\nseconds per step (one thread): ladder {t['ladder_seconds_per_step']:.3f}, "
           f"distill {t['truth_seconds_per_step']:.3f}, scratch "

@@ -37,6 +37,7 @@ import numpy as np
 from nas.arch import ArchConfig
 from nas.bench import split_options
 from nas.bench._grading import grade, noise_ceiling
+from nas.bench._prune_children import child_grid, prune_space, spread
 from nas.bench._prune_runs import ChildRun, run_children, scratch_steps, train_parent
 from nas.bench._runs import describe
 from nas.config.compose import load_settings
@@ -51,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "parent_kind": "dense",
     "parent_layers": 8,
     "parent_d_model": 256,
-    "parent_steps": 2000,
+    "parent_steps": 6000,
     "children": 16,
     "steps": 0,  # 0: the budget's proxy steps
     "truth_factor": 8,
@@ -116,59 +117,6 @@ def bench_parent(cfg: Settings, opts: dict[str, Any]) -> Path:
     return directory
 
 
-def prune_space(overrides: list[str], directory: Path, vocab: int) -> Any:
-    from nas.search.run import build_space
-
-    mine = [o for o in overrides if not o.lstrip("+~").startswith("search_space")]
-    cfg = load_settings([*mine, "search_space=prune", f"search_space.parent={directory}"])
-    return build_space(cfg, vocab)
-
-
-def child_grid(space: Any) -> list[ArchConfig]:
-    """Every distinct child shape the prune space can sample (the parent's own shape left out),
-    through the space's own `suggest`, smallest first (active parameters)."""
-    import itertools
-
-    from optuna.trial import FixedTrial
-
-    from search_spaces.prune import HEADS_DIVIDE_HIDDEN, kept
-
-    parent = space.parent_arch
-    shapes: dict[str, ArchConfig] = {}
-    experts = space.n_experts if parent.n_experts > 1 else [parent.n_experts]
-    axes = itertools.product(
-        space.n_layers, space.n_kv_heads, space.heads_per_group, space.ffn_dim, experts
-    )
-    for layers, kv, group, ffn, n_exp in axes:
-        if space.family in HEADS_DIVIDE_HIDDEN and parent.d_model % (kv * group):
-            continue  # the family's config refuses the head count (as the space's own rule)
-        top_ks = {min(n_exp, kept(s, parent.experts_per_token)) for s in space.top_k_kept}
-        for top_k in sorted(top_ks) if parent.n_experts > 1 else [1]:
-            params = {
-                "n_layers": layers,
-                "n_kv_heads": kv,
-                f"heads_per_group|n_kv_heads={kv}": group,
-                "ffn_dim": ffn,
-                "n_experts": n_exp,
-                f"experts_per_token|n_experts={n_exp}": top_k,
-                "weight_bits": 16,
-                "sparsity": "none",
-            }
-            arch = space.suggest(FixedTrial(params)).arch
-            if arch != parent:
-                shapes[json.dumps(arch.to_dict(), sort_keys=True)] = arch
-    return sorted(shapes.values(), key=lambda a: (a.active_params, describe(a)))
-
-
-def spread(items: list[Any], count: int) -> list[Any]:
-    """`count` of `items` at even steps through the list, both ends included."""
-    if count >= len(items):
-        return list(items)
-    if count == 1:
-        return [items[len(items) // 2]]
-    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
-
-
 class PruneBench:
     """The parent, its pruning, the children and their cached runs."""
 
@@ -217,7 +165,9 @@ class PruneBench:
         truth = self.truth_settings()
         seeds = range(self.opts["truth_seeds"])
         scratch = [self.children[i] for i in self.compared]
+        random = [ChildRun(a, truth, 0, f"{self.tag}-random0", "distill") for a in scratch]
         return {
+            "random": random,  # units picked at random (seed 0), not by importance
             "ladder": [ChildRun(a, self.training, 0, self.tag, "ladder", ladder)
                        for a in self.children],
             "truth": [ChildRun(a, truth, s, self.tag, "distill") for s in seeds
@@ -229,20 +179,52 @@ class PruneBench:
     def run(self) -> dict[str, list[dict[str, Any] | None]]:
         groups = self.specs()
         limit = None if self.opts["limit"] < 0 else self.opts["limit"]
-        every = [s for specs in groups.values() for s in specs]
+        every = [s for name, specs in groups.items() if name != "random" for s in specs]
         done, self.missing = run_children(
             every, self.pruning, self.data, self.rungs, self.cache,
             workers=self.opts["workers"], limit=limit,
         )  # fmt: skip
+        random, missing = run_children(
+            groups["random"], self.random_pruning(), self.data, self.rungs, self.cache,
+            workers=self.opts["workers"], limit=limit,
+        )  # fmt: skip
+        self.missing += missing
+        done.update(random)
         return {name: [done.get(s.key()) for s in specs] for name, specs in groups.items()}
 
+    def random_pruning(self) -> Any:
+        """The same parent and distillation, units kept at random (the importance baseline)."""
+        return dataclasses.replace(self.pruning, importance=self.pruning.importance.random(0))
 
-def pruned_bpb(bench: PruneBench) -> list[float]:
+
+def pruned_bpb(bench: PruneBench, pruning: Any = None) -> list[float]:
     """Each child's held-out bits per byte as pruned, before any training."""
     from nas.quality.training import bits_per_byte
 
-    return [bits_per_byte(bench.pruning.child(a), bench.data, bench.training)
-            for a in bench.children]  # fmt: skip
+    pruning = pruning or bench.pruning
+    return [bits_per_byte(pruning.child(a), bench.data, bench.training) for a in bench.children]
+
+
+def versus_random(bench: PruneBench, runs: dict[str, list[Any]]) -> dict[str, Any]:
+    """Activation importance against random units at equal size: every child as pruned, and
+    the compared children after the truth's distillation (seed 0 of each)."""
+    mine, rand = pruned_bpb(bench), pruned_bpb(bench, bench.random_pruning())
+    rows = [
+        {"child": describe(bench.children[i]), "pruned_bpb": mine[i],
+         "random_pruned_bpb": rand[i], "distilled_bpb": runs["truth"][i]["bpb"],
+         "random_distilled_bpb": runs["random"][j]["bpb"]}
+        for j, i in enumerate(bench.compared)
+    ]  # fmt: skip
+    return {"pruned_mean_bpb": float(np.mean(mine)), "random_pruned_mean_bpb": float(np.mean(rand)),
+            "rows": rows}  # fmt: skip
+
+
+def ceiling(truth_seeds: list[list[float]]) -> dict[str, float]:
+    """The truth's noise ceiling; nan with one seed (nothing to compare it with)."""
+    if len(truth_seeds) > 1:
+        return noise_ceiling(truth_seeds)
+    names = ("tau_between_seeds", "tau_between_seeds_min", "tau_seed_vs_rest")
+    return dict.fromkeys(names, float("nan"))
 
 
 def fidelity(bench: PruneBench, runs: dict[str, list[Any]]) -> dict[str, Any]:
@@ -266,7 +248,7 @@ def fidelity(bench: PruneBench, runs: dict[str, list[Any]]) -> dict[str, Any]:
             "steps": bench.truth_settings().steps,
             "seeds": seeds,
             "bpb_mean": truth,
-            **noise_ceiling(truth_seeds),
+            **ceiling(truth_seeds),
         },
         "scores": scores,
         "grades": {name: grade(values, truth) for name, values in scores.items()},
@@ -319,6 +301,7 @@ def main(argv: list[str]) -> int:
                     "weight": bench.pruning.weight},
         "fidelity": fidelity(bench, runs),
         "versus_scratch": versus_scratch(bench, runs),
+        "versus_random": versus_random(bench, runs),
         "timing": timing(runs),
     }  # fmt: skip
     atomic_write(out, json.dumps(report, indent=2, default=float))

@@ -26,7 +26,8 @@ def test_tiny_prune_bench_grades_the_proxy_and_reuses_its_cache(
             f"cache_dir={shared_cache}"]  # fmt: skip
     assert main(argv) == 0
     first = capsys.readouterr().out
-    assert first.count("  trained ") == 3 + 3 + 2  # ladders, truths, scratch runs
+    # ladders, truths, scratch runs, random-unit children
+    assert first.count("  trained ") == 3 + 3 + 2 + 2
     report = json.loads((tmp_path / "bench" / "prune.json").read_text())
 
     fid = report["fidelity"]
@@ -49,6 +50,11 @@ def test_tiny_prune_bench_grades_the_proxy_and_reuses_its_cache(
     for row in rows:  # the teacher's forward passes buy scratch extra steps
         assert row["scratch_steps"] > row["distill_steps"] == 12
         assert len(row["distilled_bpb"]) == 1 and len(row["scratch_bpb"]) == 1
+    random = report["versus_random"]
+    assert len(random["rows"]) == 2 and random["random_pruned_mean_bpb"] > 0
+    for row in random["rows"]:  # other units kept: another child, another result
+        assert row["random_pruned_bpb"] != row["pruned_bpb"]
+        assert row["random_distilled_bpb"] != row["distilled_bpb"]
     assert report["parent"]["bpb"] > 0 and report["parent"]["training"] is None
     assert "| score | Kendall tau | top-5 | regret (bpb) |" in first
 
