@@ -3,5 +3,6 @@
 - `__main__`: the command line and `run_export(argv)`;
 - `pick`: which trials `trial=N|pareto|best:METRIC` names;
 - `write`: one trial's directory (config, tokenizer, recipe, record, model.onnx);
-- `card`: its model card.
+- `card`: its model card;
+- `weights`: a prune study's trained child, replayed and saved with its weights.
 """

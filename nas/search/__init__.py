@@ -1,8 +1,10 @@
 """`python -m nas.search`: the hardware-aware architecture + compression search (a command).
 
 - `__main__`: the command line; `run`: `run_search(settings)`, the plain function behind it;
-- `trial`: one trial (price, train, compress, score); `workers`, `owners`: who runs trials and
-  what happens when one dies; `progress`: the live bar and log lines.
+- `trial`: one trial (price, train, compress, score); `ladder`: its climb through the rungs;
+- `prune`: a prune study's parent (checked, its importance, its own bits per byte);
+- `workers`, `owners`: who runs trials and what happens when one dies; `progress`: the live bar
+  and log lines.
 
 Imports nothing itself, so that `--help` and argument errors answer before torch loads.
 """

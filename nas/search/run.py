@@ -45,6 +45,7 @@ from predictors.factory import latency_predictor, memory_predictor
 from search_spaces import SearchSpace
 
 if TYPE_CHECKING:
+    from nas.parent import Parent
     from nas.quality.pruned import Pruning
 
 log = logging.getLogger("nas.search")
@@ -107,27 +108,36 @@ class Prepared:
     pruning: Pruning | None = None  # search_space=prune: the parent, its importance
 
 
-def prepare(settings: Settings) -> Prepared:
-    """Data, tokenizer, space, predictors and the study's identity; writes nothing outside the
-    shared cache, so a refused resume leaves the study's folder as it was. A prune study reads
-    the corpus with its parent's tokenizer and checks the parent first (`nas.search.prune`)."""
+def _read_data(
+    settings: Settings,
+) -> tuple[Parent | None, ProxyData, Tokenizer, dict[str, Any], ProxySettings]:
+    """The corpus as token streams, and the training run's settings. A prune study reads the
+    corpus with its parent's tokenizer (checked first, `nas.search.prune`) and trains at the
+    gentler `proxy.distill_lr`."""
     parent = prune.parent_of(build_space(settings, settings.proxy.vocab_size))
-    proxy = settings.proxy
+    proxy, training = settings.proxy, settings.proxy.training
     if parent is not None:
-        from nas.quality.pruned import check_vocabulary, with_parent_tokenizer
+        from nas.quality.pruned import with_parent_tokenizer
 
         proxy = with_parent_tokenizer(proxy, parent)
+        training = dataclasses.replace(training, lr=settings.proxy.distill_lr)
     data, tokenizer, info = prepare_data(proxy, Path(settings.cache_dir))
     if parent is not None:
+        from nas.quality.pruned import check_vocabulary
+
         check_vocabulary(parent, info["vocab_size"])
-    training = settings.proxy.training
-    if parent is not None:  # a pretrained child is healed at a gentler rate
-        training = dataclasses.replace(training, lr=settings.proxy.distill_lr)
     if len(data.train_ids) <= training.seq_len + 1:
         raise NasError(
             f"corpus too short for the budget: {len(data.train_ids)} training tokens, "
             f"need more than proxy.seq_len={training.seq_len}"
         )
+    return parent, data, tokenizer, info, training
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Data, tokenizer, space, predictors and the study's identity; writes nothing outside the
+    shared cache, so a refused resume leaves the study's folder as it was."""
+    parent, data, tokenizer, info, training = _read_data(settings)
     space = build_space(settings, info["vocab_size"])
     hardware = settings.hardware
     # The device's calibration (predictors/calibrations/<name>.json) when it exists, else priors.

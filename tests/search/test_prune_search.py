@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from nas import records
 from nas.arch import ArchConfig
 from nas.config.compose import load_settings
+from nas.errors import NasError
 from nas.export.run import run_export
 from nas.export.weights import trained_child
 from nas.parent import load_parent
@@ -104,6 +105,10 @@ def test_a_prune_study_runs_resumes_and_exports_its_trained_child(
     # Export: the trained child's weights, loadable and identical in a fresh process.
     out = tmp_path / "child"
     finder = [f"runs_dir={cfg.runs_dir}", f"cache_dir={cfg.cache_dir}", "study.name=P"]
+    other = tiny_parents["qwen3"].directory  # another checkpoint: refused before any write
+    with pytest.raises(NasError, match="is not the one study 'P' searched"):
+        run_export([*finder, "trial=best:bpb", f"out={out}", f"parent={other}"])
+    assert not out.exists()
     (done,) = run_export([*finder, "trial=best:bpb", f"out={out}", "onnx=true"])
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     written = json.loads((out / "nas_trial.json").read_text())
