@@ -22,6 +22,10 @@ against the same shape trained from scratch (no teacher, the budget's lr, cosine
 FLOPs: a distillation step costs the child's forward and backward plus the parent's forward, so
 scratch gets proportionally more steps. Runs are cached and resumable as in `nas.bench.fidelity`
 (`limit=` bounds the new runs of one invocation). Writes `<runs_dir>/bench/prune.json`.
+
+Cost at the defaults (budget=cpu, one thread per run, step costs measured on the 6M-parameter
+parent): the parent 6000 x 0.40 s (~40 min), then ~18,700 CPU-seconds of child runs (distillation
+0.84 s a step, from scratch 0.31), ~2.6 h with workers=2: about 3.3 h on 2 idle cores in all.
 """
 
 from __future__ import annotations

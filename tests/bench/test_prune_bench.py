@@ -16,7 +16,7 @@ from nas.errors import NasError
 from nas.parent import load_parent
 
 
-@pytest.mark.slow  # the tiny parents (session fixture) and ~10 child runs: ~40 s on busy cores
+@pytest.mark.slow  # the tiny parents (session fixture) and 10 child runs: minutes on busy cores
 def test_tiny_prune_bench_grades_the_proxy_and_reuses_its_cache(
     tiny_parents: dict, tmp_path: Path, shared_cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
