@@ -2,7 +2,7 @@
 
     python -m nas.bench compression [steps=2000] [seeds=2] [models=dense,moe] [parts=all]
                                     [tune_steps=100] [eval_windows=512] [rounds=3] [runs=60]
-                                    [budget=cpu] [hardware=local_cpu] [runs_dir=runs]
+                                    [seed=N] [budget=cpu] [hardware=local_cpu] [runs_dir=runs]
 
 Two architectures at the cpu budget's largest width (8 heads of 48, 2 kv-heads, 4 layers): a
 dense Llama (FFN 1024, 6.98M parameters) and a Qwen3-MoE (4 experts of FFN 256, top-2), each
@@ -59,7 +59,7 @@ from nas.quality.training import train_proxy
 
 BENCH_KEYS = {
     "steps": 2000, "seeds": 2, "models": "dense,moe", "parts": "all", "tune_steps": 100,
-    "eval_windows": 512, "rounds": 3, "runs": 60, "calibration_windows": 32,
+    "eval_windows": 512, "rounds": 3, "runs": 60, "calibration_windows": 32, "seed": -1,
 }  # fmt: skip
 TABLES = ("quantization", "sparsity", "structured", "qat", "combined")
 
@@ -134,7 +134,8 @@ def run_model(name, arch, own, cfg, data, info, store, out_dir) -> list[dict[str
     # int8/int4 scored in the format the hardware's runtime runs fast (int8 activations on CPUs)
     a8 = cfg.hardware.int8_activations
     rows = []
-    for seed in range(own["seeds"]):
+    # seed=N runs that training seed alone (e.g. a second process on the other core)
+    for seed in range(own["seeds"]) if own["seed"] < 0 else [own["seed"]]:
         trained = trained_model(
             arch, data, settings, seed=seed, cache=Path(cfg.cache_dir) / "bench-compression",
             tag=info["corpus_fingerprint"] + str(info["vocab_size"]),
