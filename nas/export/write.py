@@ -44,7 +44,7 @@ from nas.export.weights import (
 from nas.fidelity.judge import judge
 from nas.onnx.check import write_onnx
 from nas.quality.corpus import SPECIAL_TOKENS
-from nas.quality.models import build_model, hf_config
+from nas.quality.models import build_model, count_params, hf_config
 from nas.study.lookup import StudyRef
 
 
@@ -194,7 +194,10 @@ def export_trial(
                 path.replace(out / path.name)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    return Exported(trial.number, out, this.arch.params, weights=this.child is not None)
+    if this.child is None:
+        return Exported(trial.number, out, this.arch.params)
+    # The saved model's own count (Qwen3's dense q/k norms are not in ArchConfig.params).
+    return Exported(trial.number, out, count_params(this.child.model), weights=True)
 
 
 def _write_files(

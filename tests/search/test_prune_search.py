@@ -69,7 +69,7 @@ def fresh_logits(directory: Path, ids: torch.Tensor, tmp: Path) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama", "qwen3_moe"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "qwen3_moe"])
 def test_a_prune_study_runs_resumes_and_exports_its_trained_child(
     family: str, tiny_parents: dict, smoke_overrides: list[str], tmp_path: Path
 ) -> None:
@@ -105,7 +105,7 @@ def test_a_prune_study_runs_resumes_and_exports_its_trained_child(
     # Export: the trained child's weights, loadable and identical in a fresh process.
     out = tmp_path / "child"
     finder = [f"runs_dir={cfg.runs_dir}", f"cache_dir={cfg.cache_dir}", "study.name=P"]
-    other = tiny_parents["qwen3"].directory  # another checkpoint: refused before any write
+    other = tiny_parents["qwen3" if family == "llama" else "llama"].directory  # refused
     with pytest.raises(NasError, match="is not the one study 'P' searched"):
         run_export([*finder, "trial=best:bpb", f"out={out}", f"parent={other}"])
     assert not out.exists()
@@ -130,7 +130,11 @@ def test_a_prune_study_runs_resumes_and_exports_its_trained_child(
         expected = child(input_ids=ids).logits
     got = fresh_logits(out, ids, tmp_path)
     assert (got - expected).abs().max().item() <= 1e-4
-    assert sum(p.numel() for p in child.parameters()) == done.params
+    # The searched shape's count, to the parameter; Qwen3 dense also carries per-head q/k norms,
+    # which ArchConfig counts only for MoE (nas.arch has no family to tell them apart).
+    arch = ArchConfig.from_dict(record.arch)
+    qk_norms = 2 * arch.head_dim * arch.n_layers if family == "qwen3" else 0
+    assert sum(p.numel() for p in child.parameters()) == done.params == arch.params + qk_norms
 
 
 @pytest.mark.slow
