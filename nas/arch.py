@@ -335,3 +335,28 @@ def read_hf_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise NasError(f"{path} holds no JSON object; pass a Hugging Face config.json")
     return config
+
+
+def read_parent(directory: str | Path, label: str, advice: str) -> tuple[ArchConfig, str]:
+    """A parent checkpoint's shape and family (`model_type`) from its config.json, refusing what
+    no pruned child can follow; `label` names the parent in messages and `advice` ends the
+    missing-directory one. Light (no torch): the prune space and `nas.parent` both check here."""
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise NasError(f"parent directory {directory} not found; {advice}")
+    if not (path / "config.json").is_file():
+        raise NasError(
+            f"{label} holds no config.json, so it is no Hugging Face model directory; "
+            "pass the directory save_pretrained wrote"
+        )
+    config = read_hf_config(path / "config.json")
+    try:
+        arch = arch_from_hf(config)
+    except NasError as err:
+        raise NasError(f"{label}: {err}") from None
+    if arch.n_experts > 1 and arch.moe_every > 1:
+        raise NasError(
+            f"{label}: MoE every {arch.moe_every} layers with dense layers between is not "
+            "supported (dropping layers would move them); use a parent with MoE in every layer"
+        )
+    return arch, str(config.get("model_type", ""))

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.arch import ArchConfig, Candidate, arch_from_hf, read_hf_config
+from nas.arch import Candidate, read_parent
 from nas.errors import NasError
 from search_spaces.base import SearchSpace
 from search_spaces.choices import COMPRESSION_RULES, checked, fraction
@@ -55,32 +54,6 @@ def kept_ffn(share: float, width: int) -> int:
     return min(width, max(FFN_MULTIPLE, int(share * width / FFN_MULTIPLE + 0.5) * FFN_MULTIPLE))
 
 
-def read_parent(parent: str) -> tuple[ArchConfig, str]:
-    """The parent's shape and family from its config.json (one line for what is wrong)."""
-    path = Path(parent).expanduser()
-    if not path.is_dir():
-        raise NasError(
-            f"parent directory {parent} not found; pass search_space.parent=DIR, a local "
-            "Hugging Face checkpoint directory"
-        )
-    if not (path / "config.json").is_file():
-        raise NasError(
-            f"search_space.parent={parent} holds no config.json, so it is no Hugging Face model "
-            "directory; pass the directory save_pretrained wrote"
-        )
-    config = read_hf_config(path / "config.json")
-    try:
-        arch = arch_from_hf(config)
-    except NasError as err:
-        raise NasError(f"search_space.parent={parent}: {err}") from None
-    if arch.n_experts > 1 and arch.moe_every > 1:
-        raise NasError(
-            f"search_space.parent={parent}: MoE every {arch.moe_every} layers with dense layers "
-            "between is not supported (dropping layers would move them)"
-        )
-    return arch, str(config.get("model_type", ""))
-
-
 class PruneSpace(SearchSpace):
     def __init__(
         self,
@@ -108,7 +81,11 @@ class PruneSpace(SearchSpace):
         if not parent:
             raise NasError("search_space=prune needs search_space.parent=DIR")
         self.parent = str(parent)
-        self.parent_arch, self.family = read_parent(self.parent)
+        self.parent_arch, self.family = read_parent(
+            parent,
+            f"search_space.parent={parent}",
+            "pass search_space.parent=DIR, a local Hugging Face checkpoint directory",
+        )
         arch = self.parent_arch
         if vocab_size > arch.vocab_size:
             raise NasError(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nas.arch import ArchConfig, arch_from_hf, read_hf_config
+from nas.arch import ArchConfig, read_parent
 from nas.errors import NasError
 
 if TYPE_CHECKING:  # torch loads only with the weights
@@ -44,36 +44,12 @@ def fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def parent_arch(directory: Path) -> ArchConfig:
-    """The parent's `ArchConfig` from its config.json, refusing shapes children cannot follow."""
-    config = read_hf_config(directory / "config.json")
-    try:
-        arch = arch_from_hf(config)
-    except NasError as err:
-        raise NasError(f"parent {directory}: {err}") from None
-    if arch.n_experts > 1 and arch.moe_every > 1:
-        raise NasError(
-            f"parent {directory}: MoE every {arch.moe_every} layers with dense layers between is "
-            "not supported (dropping layers would move them); use a parent with MoE in every layer"
-        )
-    return arch
-
-
 def load_parent(directory: str | Path) -> Parent:
     """The parent at `directory` after light checks (no torch): a `NasError` with one line
     saying what to do for a missing directory, no config.json, an unsupported family, no weights
     or no tokenizer.json."""
     path = Path(directory).expanduser()
-    if not path.is_dir():
-        raise NasError(
-            f"parent directory {path} not found; pass a local Hugging Face checkpoint directory"
-        )
-    if not (path / "config.json").is_file():
-        raise NasError(
-            f"parent {path} holds no config.json, so it is no Hugging Face model directory; "
-            "pass the directory save_pretrained wrote"
-        )
-    arch = parent_arch(path)
+    arch, _ = read_parent(path, f"parent {path}", "pass a local Hugging Face checkpoint directory")
     if not weight_files(path):
         raise NasError(
             f"parent {path} has no weights (*.safetensors or pytorch_model.bin); save the model "
