@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,10 @@ def prepare_storage(url: str) -> str:
             )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            probe = path.parent / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            # A probe of its own: workers starting together on one folder would otherwise
+            # delete each other's probe and refuse a writable folder.
+            with tempfile.TemporaryFile(dir=path.parent, prefix=".write-test-"):
+                pass
         except OSError as err:
             raise NasError(
                 f"cannot write the study database folder {path.parent}: {err.strerror}; "
