@@ -2,6 +2,7 @@
 
 The shared vocabulary (imports nothing above it):
 - `arch`: `ArchConfig`, `CompressionConfig`, `Candidate`, their labels, reading an HF config;
+- `shrink`: `Shrink` (train one shape, prune to another) and the shapes structured pruning leaves;
 - `hardware`: a device profile (the `hardware` config group's schema);
 - `errors`: `NasError`, one-line messages, password redaction, `run_cli` (explains library errors);
 - `config`: Hydra composition into typed settings, validated once (`load_settings`);

@@ -13,9 +13,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
+
+if TYPE_CHECKING:  # nas.shrink builds on ArchConfig
+    from nas.shrink import Shrink
 
 SPARSITY_PATTERNS = ("none", "unstructured", "2:4")
 QUANT_METHODS = ("rtn", "gptq", "awq")  # round-to-nearest; calibration-based (nas.compression)
@@ -203,17 +206,28 @@ class CompressionConfig:
 
 @dataclass(frozen=True)
 class Candidate:
-    """What one trial evaluates: an architecture with its compression."""
+    """What one trial evaluates: an architecture with its compression. `arch` is the shape
+    deployed (what the predictors price); with `shrink`, a larger shape is trained and pruned
+    to it."""
 
     arch: ArchConfig
     compression: CompressionConfig = field(default_factory=CompressionConfig)
+    shrink: Shrink | None = None
+
+    @property
+    def trained_arch(self) -> ArchConfig:
+        """The shape the proxy trains (what a trial costs)."""
+        return self.arch if self.shrink is None else self.shrink.trained
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch.to_dict(), "compression": self.compression.to_dict()}
+        mine = {"arch": self.arch.to_dict(), "compression": self.compression.to_dict()}
+        return mine if self.shrink is None else {**mine, "shrink": self.shrink.to_dict()}
 
     def key(self, *extra: Any) -> str:
         """A stable hash of the candidate (and of whatever else decides its result)."""
         mine = {"arch": self.arch.to_dict(), "compression": self.compression.key_dict()}
+        if self.shrink is not None:  # absent otherwise: older studies keep their keys
+            mine["shrink"] = self.shrink.to_dict()
         payload = json.dumps([mine, *extra], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-VOCABULARY = {"arch", "hardware", "errors", "config", "cli", "records", "files"}
+VOCABULARY = {"arch", "shrink", "hardware", "errors", "config", "cli", "records", "files"}
 COMMANDS = {"search", "calibrate", "export", "report", "bench", "predict", "train", "dashboard"}
 SHARED = {"study", "objectives", "samplers", "quality", "fidelity", "compression", "onnx",
           "executorch", "parent"}  # fmt: skip

@@ -12,10 +12,8 @@ score that NNI has no pruner for). Whole layers go by block influence
 (ShortGPT, Men et al. 2024): 1 - cos(layer input, layer output) averaged over calibration tokens;
 the layers that change the residual stream least are dropped first.
 
-Rules the shapes obey: every layer keeps the same counts (one `ArchConfig` describes all layers);
-grouped-query attention keeps equal groups (with groups of g > 1 query heads, the same number of
-query heads leaves each group; with g = 1, whole query/key/value heads leave together); and
-`transformers` requires the residual width to be a multiple of the head count.
+The shapes obey `nas.shrink`'s rules (equal counts in every layer, equal GQA groups, a residual
+width the head count divides); `nas.shrink.pruned_arch` gives the same shape without a model.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from nas.compression import nni_backend
 from nas.errors import NasError
 from nas.parent.child import LayerPlan, sliced_state
 from nas.quality.models import build_model
+from nas.shrink import head_plan, layers_removed, pruned_arch
 
 
 @dataclass(frozen=True)
@@ -55,29 +54,6 @@ def _kept_rows(rows_per_module: list[torch.Tensor], n_remove: int) -> list[torch
 
 
 # --- attention heads ------------------------------------------------------------------------
-def _head_plan(arch: ArchConfig, fraction: float) -> tuple[int, int, int]:
-    """(query heads removed per kv group, kv heads removed, new n_heads) for `fraction`."""
-    group = arch.n_heads // arch.n_kv_heads
-    if group > 1:
-        per_group = round(fraction * group)
-        new_heads, kv_removed = arch.n_heads - per_group * arch.n_kv_heads, 0
-    else:
-        per_group, kv_removed = 0, round(fraction * arch.n_kv_heads)
-        new_heads = arch.n_heads - kv_removed
-    if new_heads == arch.n_heads or new_heads < 1 or (group > 1 and per_group >= group):
-        raise NasError(
-            f"pruning {fraction:.0%} of {arch.n_heads} heads ({arch.n_kv_heads} kv) removes "
-            f"{arch.n_heads - new_heads}; pick a fraction that removes at least one and keeps one "
-            "per kv group"
-        )
-    if arch.d_model % new_heads:
-        raise NasError(
-            f"{new_heads} heads do not divide the residual width {arch.d_model} (transformers "
-            f"requires it); pick a head fraction that leaves a divisor of {arch.d_model}"
-        )
-    return per_group, kv_removed, new_heads
-
-
 def _kept_heads(layer: torch.nn.Module, arch: ArchConfig, per_group: int, kv_removed: int):
     """(kept query heads, kept kv heads) of one layer, as sorted index tensors."""
     attn, hd = layer.self_attn, arch.head_dim
@@ -180,17 +156,7 @@ def drop_layers(
     model: torch.nn.Module, arch: ArchConfig, fraction: float, calibration: torch.Tensor | None
 ) -> tuple[torch.nn.Module, ArchConfig, int]:
     """Remove `fraction` of the decoder layers, lowest block influence first."""
-    n_remove = round(fraction * arch.n_layers)
-    if not 0 < n_remove < arch.n_layers:
-        raise NasError(
-            f"pruning {fraction:.0%} of {arch.n_layers} layers removes {n_remove}; pick a "
-            "fraction that removes at least one and keeps one"
-        )
-    if arch.is_moe and arch.moe_every > 1:
-        raise NasError(
-            f"layer pruning needs every layer alike; this model has MoE every {arch.moe_every} "
-            "layers (dropping some would move the MoE layers)"
-        )
+    n_remove = layers_removed(arch, fraction)
     if calibration is None:
         raise NasError("layer pruning ranks layers by block influence: pass calibration tokens")
     scores = block_influence(model, calibration)
@@ -227,43 +193,22 @@ def prune_structured(
     dropped = 0
     if layers > 0:
         model, arch, dropped = drop_layers(model, arch, layers, calibration)
-    new = arch
-    removed = {"heads": 0, "ffn_channels": 0, "experts": 0, "layers": dropped}
-    per_group = kv_removed = 0
-    if heads > 0:
-        per_group, kv_removed, new_heads = _head_plan(arch, heads)
-        new = replace(
-            new,
-            n_heads=new_heads,
-            n_kv_heads=arch.n_kv_heads - kv_removed,
-            hidden_size=arch.d_model,
-        )
-        removed["heads"] = arch.n_heads - new_heads
-    n_ffn = round(ffn * arch.ffn_dim)
-    if ffn > 0:
-        if not 0 < n_ffn < arch.ffn_dim:
-            raise NasError(f"pruning {ffn:.0%} of {arch.ffn_dim} FFN channels removes {n_ffn}")
-        new = replace(new, ffn_dim=arch.ffn_dim - n_ffn)
-        removed["ffn_channels"] = n_ffn
-    n_exp = round(experts * arch.n_experts)
+    # The smaller shape, as a search space works it out; below, which units make it up.
+    new = pruned_arch(arch, heads=heads, ffn=ffn, experts=experts)
+    n_ffn = arch.ffn_dim - new.ffn_dim
+    n_exp = arch.n_experts - new.n_experts
+    removed = {"heads": arch.n_heads - new.n_heads, "ffn_channels": n_ffn, "experts": n_exp,
+               "layers": dropped}  # fmt: skip
+    by_head = head_plan(arch, heads)[:2] if heads > 0 else None
     usage: dict[int, torch.Tensor] = {}
     if experts > 0:
-        if not arch.is_moe or arch.n_experts - n_exp < max(2, arch.experts_per_token):
-            raise NasError(
-                f"pruning {experts:.0%} of {arch.n_experts} experts leaves too few for top-"
-                f"{arch.experts_per_token} routing; lower the fraction"
-            )
         if calibration is None:
             raise NasError("expert pruning ranks experts by routing: pass calibration tokens")
         usage = expert_usage(model, calibration)
-        new = replace(new, n_experts=arch.n_experts - n_exp)
-        removed["experts"] = n_exp
-
-    head_plan = (per_group, kv_removed) if heads > 0 else None
     kept_experts = arch.n_experts - n_exp
     plans = []
     for index, layer in enumerate(model.model.layers):
-        plan = _layer_plan(layer, index, arch, head_plan, usage.get(index), kept_experts)
+        plan = _layer_plan(layer, index, arch, by_head, usage.get(index), kept_experts)
         if n_ffn:  # each kept expert ranks its own channels
             plan = replace(plan, ffn=_kept_channels(layer, n_ffn, plan.experts))
         plans.append(plan)
