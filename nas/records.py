@@ -127,6 +127,7 @@ class TrialRecord:
     rungs: list[dict[str, Any]]
     final: bool
     promotion: str | None
+    shrink: dict[str, Any] | None = None  # trained at `shrink.trained`, then pruned to `arch`
 
     @property
     def finished(self) -> bool:
@@ -170,6 +171,7 @@ def read(trial: FrozenTrial) -> TrialRecord:
         rungs=list(attrs.get("rungs") or []),
         final=is_final(trial),
         promotion=attrs.get("promotion"),
+        shrink=attrs.get("shrink"),
     )
 
 
@@ -232,6 +234,8 @@ def store_candidate(
         "recipe": dict(recipe or {}),
         "cache_key": key or candidate.key(),
     }
+    if candidate.shrink is not None:  # trained at another shape, then pruned to `arch`
+        attrs["shrink"] = candidate.shrink.to_dict()
     _write(trial, attrs, constraints)
 
 

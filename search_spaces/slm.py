@@ -1,5 +1,6 @@
 """`slm`: decoder-only small language models with grouped-query attention, optional mixture of
-experts, tied or untied embeddings, and their weight compression.
+experts, tied or untied embeddings, and their compression: structured pruning of the trained shape
+to a smaller deployed one (`search_spaces.shrink`), then weight quantization and sparsity.
 
 Valid by construction: choices that depend on an earlier one get their own Optuna parameter per
 parent value (`n_kv_heads|n_heads=8` offers only divisors of 8), because Optuna requires one fixed
@@ -18,6 +19,7 @@ from search_spaces.base import SearchSpace
 from search_spaces.choices import COMPRESSION_RULES, Choices, count
 from search_spaces.choices import checked as checked_by
 from search_spaces.compression import CompressionChoices
+from search_spaces.shrink import ShrinkChoices
 
 if TYPE_CHECKING:  # Optuna loads with the study: a space's settings are checked without it
     import optuna
@@ -65,6 +67,12 @@ class SLMSpace(SearchSpace):
         sparsity: Sequence[str],
         quant_method: Sequence[str] = ("rtn",),
         prune_method: Sequence[str] = ("magnitude",),
+        structured: Sequence[bool] = (False,),
+        prune_heads: Sequence[float] = (0.0,),
+        prune_ffn: Sequence[float] = (0.0,),
+        prune_experts: Sequence[float] = (0.0,),
+        prune_layers: Sequence[float] = (0.0,),
+        recovery: Sequence[str] = ("none",),
         caps: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(name=name, vocab_size=vocab_size)
@@ -100,6 +108,14 @@ class SLMSpace(SearchSpace):
             quant_method=quant_method,
             prune_method=prune_method,
         )
+        self.shrink = ShrinkChoices(
+            structured=structured,
+            prune_heads=prune_heads,
+            prune_ffn=prune_ffn,
+            prune_experts=prune_experts,
+            prune_layers=prune_layers,
+            recovery=recovery,
+        )
         self._check_combinations()
 
     def _check_combinations(self) -> None:
@@ -117,9 +133,20 @@ class SLMSpace(SearchSpace):
                     f"search_space.experts_per_token {self.experts_per_token} has no value <= "
                     f"n_experts={experts}"
                 )
+        shapes = [
+            (h, k, d) for h in self.n_heads for k in self._kv_choices(h) for d in self.head_dim
+        ]
         self.compression.check_widths(
-            (h * d, f"n_heads={h} x head_dim={d}") for h in self.n_heads for d in self.head_dim
+            [(h * d, f"n_heads={h} x head_dim={d}") for h, _, d in shapes]
+            + self.shrink.head_widths(shapes)
         )
+        self.shrink.check_ffn(
+            self._ffn_dim(min(self.ffn_ratio), min(self.n_heads) * min(self.head_dim))
+        )
+
+    @staticmethod
+    def _ffn_dim(ratio: float, d_model: int) -> int:
+        return max(FFN_MULTIPLE, round(ratio * d_model / FFN_MULTIPLE) * FFN_MULTIPLE)
 
     def _kv_choices(self, heads: int) -> list[int]:
         return [k for k in self.n_kv_heads if heads % k == 0]
@@ -141,25 +168,25 @@ class SLMSpace(SearchSpace):
             )
             moe_every = trial.suggest_categorical("moe_every", self.moe_every)
         tie = trial.suggest_categorical("tie_embeddings", self.tie_embeddings)
-        d_model = n_heads * head_dim
-        ffn_dim = max(FFN_MULTIPLE, round(ffn_ratio * d_model / FFN_MULTIPLE) * FFN_MULTIPLE)
-        arch = ArchConfig(
+        trained = ArchConfig(
             n_layers=n_layers,
             n_heads=n_heads,
             n_kv_heads=kv,
             head_dim=head_dim,
-            ffn_dim=ffn_dim,
+            ffn_dim=self._ffn_dim(ffn_ratio, n_heads * head_dim),
             vocab_size=self.vocab_size,
             n_experts=n_experts,
             experts_per_token=top_k,
             moe_every=moe_every,
             tie_embeddings=tie,
         )
-        return Candidate(arch=arch, compression=self.compression.suggest(trial))
+        arch, shrink = self.shrink.suggest(trial, trained)
+        return Candidate(arch=arch, compression=self.compression.suggest(trial), shrink=shrink)
 
     def choices(self) -> dict[str, list[Any]]:
         names = (
             "n_layers n_heads head_dim n_kv_heads ffn_ratio n_experts experts_per_token "
             "moe_every tie_embeddings"
         ).split()
-        return {name: list(getattr(self, name)) for name in names} | self.compression.choices()
+        mine = {name: list(getattr(self, name)) for name in names}
+        return mine | self.shrink.choices() | self.compression.choices()

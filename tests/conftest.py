@@ -29,13 +29,15 @@ def smoke_overrides(tmp_path: Path, shared_cache: Path) -> list[str]:
 
 
 # Fast trials for fault and worker tests (issue 7): one layer, 16-wide heads, dense; the rest of
-# the space (heads, FFN ratio, ties, bits, sparsity) still varies, so candidates differ.
+# the space (heads, FFN ratio, ties, bits, sparsity) still varies, so candidates differ; none is
+# pruned after training.
 TINY = [
     "search_space.n_layers=[1]",
     "search_space.n_heads=[1,2]",
     "search_space.head_dim=[16]",
     "search_space.n_kv_heads=[1]",
     "search_space.n_experts=[1]",
+    "search_space.structured=[false]",  # trained as sampled (tests/search/test_shrink_search.py)
 ]
 POSTGRES_URL = os.environ.get("NAS_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
 

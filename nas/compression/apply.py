@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nas.arch import ArchConfig, Candidate
+from nas.arch import ArchConfig, Candidate, is_compressed
 from nas.compression.calibrated import prune_calibrated, quantize_calibrated
 from nas.compression.calibration import calibration_windows
 from nas.compression.matrices import block_matrices
@@ -74,14 +74,50 @@ QUANT_BACKENDS = {
 }
 
 
-def plan(candidate: Candidate, structured: StructuredSpec | None = None) -> Recipe:
+def shrink_spec(candidate: Candidate) -> StructuredSpec | None:
+    """The structured pruning a candidate's `shrink` asks for (None without one)."""
+    shrink = candidate.shrink
+    if shrink is None:
+        return None
+    return StructuredSpec(shrink.heads, shrink.ffn, shrink.experts, shrink.layers)
+
+
+def shrink_settings(
+    candidate: Candidate, settings: CompressionSettings, proxy: ProxySettings | None
+) -> CompressionSettings:
+    """The recovery a shrink candidate chose, budgeted as a share of the proxy run's steps
+    (`settings.shrink_recovery_share`): a fine-tune, or distillation from the unpruned model."""
+    shrink = candidate.shrink
+    if shrink is None or shrink.recovery == "none" or proxy is None:
+        return settings
+    steps = max(1, round(settings.shrink_recovery_share * proxy.steps))
+    return replace(settings, recovery_steps=steps, distill=shrink.recovery == "distill")
+
+
+def plan(
+    candidate: Candidate,
+    structured: StructuredSpec | None = None,
+    settings: CompressionSettings | None = None,
+    proxy: ProxySettings | None = None,
+) -> Recipe:
     """The recipe `compress` will follow, before anything is measured (for untrained trials)."""
     comp = candidate.compression
+    structured = structured or shrink_spec(candidate)
+    recovery = None
+    if settings is not None:
+        settings = shrink_settings(candidate, settings, proxy)
+        prunes = structured is not None and structured.active
+        if settings.recovery_steps > 0 and (prunes or is_compressed(comp.to_dict())):
+            recovery = RecoveryStep(
+                settings.recovery_steps, settings.recovery_lr, settings.distill,
+                settings.temperature,
+            )  # fmt: skip
     prune_backend = PRUNE_BACKENDS[comp.prune_method]
     if isinstance(prune_backend, dict):
         prune_backend = prune_backend.get(comp.sparsity_pattern, "")
     return Recipe(
-        modules=module_names(_matrix_names(candidate.arch)),
+        modules=module_names(_matrix_names(candidate.trained_arch)),
+        recovery=recovery,
         structured=StructuredStep(
             structured.heads, structured.ffn, structured.experts, layers=structured.layers
         )
@@ -176,9 +212,10 @@ def compress(
             ranking; drawn from `data`'s training split (`settings.calibration_windows` windows
             of `proxy.seq_len`) when not given.
     """
-    settings = settings or CompressionSettings()
+    settings = shrink_settings(candidate, settings or CompressionSettings(), proxy)
+    structured = structured or shrink_spec(candidate)
     recipe = plan(candidate, structured)
-    arch = candidate.arch
+    arch = candidate.trained_arch
     calib = _Calibration(
         calibration, data, proxy.seq_len if proxy else 64, settings.calibration_windows, seed
     )
@@ -189,6 +226,8 @@ def compress(
         ranked = structured.experts > 0 or structured.layers > 0
         windows = calib.available() if ranked else None
         model, arch, recipe = _prune_structured(model, arch, recipe, structured, windows)
+        if candidate.shrink is not None and arch != candidate.arch:
+            raise RuntimeError(f"pruning left {arch}, not the candidate's {candidate.arch}")
     matrices = block_matrices(model)
     masks = None
     if recipe.sparsity is not None:

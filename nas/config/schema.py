@@ -142,6 +142,9 @@ class CompressionSettings:
     calibration_windows: int = field(default=32, metadata=at_least(1))
     act_order: bool = True
     damp: float = field(default=0.01, metadata=between(0.0, 1.0))
+    # A candidate trained at one shape and pruned to another (the `slm` space's prune_* axes)
+    # recovers for this share of the proxy run's steps when it chose a fine-tune or distillation.
+    shrink_recovery_share: float = field(default=0.25, metadata=between(0.0, 1.0))
 
 
 DELEGATES = {"onnxruntime": None, "executorch": "xnnpack"}  # the one delegate each one takes

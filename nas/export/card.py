@@ -48,6 +48,7 @@ class CardFacts:
     parent: dict[str, Any] | None = None
     distillation: dict[str, Any] | None = None
     pruned: dict[str, str] | None = None
+    trained_arch: dict[str, Any] | None = None  # a shrink trial: the shape trained, then pruned
     versions: dict[str, str] = field(default_factory=package_versions)
 
 
@@ -111,6 +112,17 @@ def render(facts: CardFacts) -> str:
 
 
 def _intro(facts: CardFacts, hardware: str) -> list[str]:
+    if facts.parent is None and facts.trained_arch is not None:
+        t = facts.trained_arch
+        return [
+            f'A `{facts.model_class}` found by slm-nas for **{hardware}** as "train this shape, '
+            f'then prune it": `config.json` is the shape to train ({t["n_layers"]} layers × '
+            f"{t['d_model']}, {t['n_heads']}/{t['n_kv_heads']} heads, FFN {t['ffn_dim']}, "
+            f"{t['n_experts']} expert(s)); `python -m nas.train <this folder> data=...` trains it "
+            "and applies `compression.json`, whose structured step prunes it to the architecture "
+            "below (the shape the latency and memory figures are for; `model.onnx` has it). "
+            "The weights here are untrained."
+        ]
     if facts.parent is None:
         return [
             f"A `{facts.model_class}` architecture found by slm-nas for **{hardware}**. The "

@@ -139,6 +139,12 @@ class _Trial:
         return target
 
     @property
+    def trained_arch(self) -> ArchConfig:
+        """The shape the trial trained: larger than `arch` when it was pruned afterwards."""
+        shrink = self.record.shrink
+        return self.arch if not shrink else ArchConfig.from_dict(shrink["trained"])
+
+    @property
     def model_class(self) -> str:
         if self.child is not None:
             return type(self.child.model).__name__
@@ -208,7 +214,9 @@ def _write_files(
     if child is not None:  # config.json, model.safetensors, generation_config.json
         weights_check = save_child(child, tmp)
     else:
-        config = hf_config(this.arch, max_positions=this.context)
+        # A shrink trial's config is the shape it trained: `nas.train` trains that and prunes it
+        # as compression.json says, as the trial did. model.onnx is the deployed (pruned) shape.
+        config = hf_config(this.trained_arch, max_positions=this.context)
         config.architectures = [this.model_class]
         config.save_pretrained(tmp)
         GenerationConfig(
@@ -228,6 +236,7 @@ def _write_files(
         "compression": recipe["compression"],
         "metrics": this.record.metrics,
         "identity": identity,
+        **({"shrink": this.record.shrink} if this.record.shrink else {}),
         "device": this.device,
         "training_target": this.target,
     }
@@ -271,6 +280,7 @@ def _write_files(
         parent=None if child is None else child.parent,
         distillation=None if child is None else child.run,
         pruned=None if child is None else pruned_summary(child.parent, this.arch.to_dict()),
+        trained_arch=this.record.shrink["trained"] if this.record.shrink else None,
     )
     (tmp / "README.md").write_text(render(facts))
 

@@ -55,9 +55,14 @@ def pareto_entries(study: optuna.Study) -> list[dict[str, Any]]:
 def entry(judged: Judged, within_noise_of: Sequence[int] = ()) -> dict[str, Any]:
     """One member as pareto.json lists it."""
     record = judged.record
+    shrink = {}
+    if record.shrink:  # "train this shape, then prune to `arch`": what was trained and removed
+        trained = record.shrink["trained"]
+        shrink = {"shrink": {**record.shrink, "trained": {k: trained[k] for k in ARCH_KEYS}}}
     return {
         "trial": record.number,
         "arch": {k: record.arch[k] for k in ARCH_KEYS},
+        **shrink,
         # Through the dataclass, as export reads it: records from before quant_method and
         # prune_method existed get their defaults (rtn, magnitude), which is what they ran.
         "compression": CompressionConfig(**record.compression).to_dict(),
@@ -122,6 +127,7 @@ def to_csv(entries: list[dict[str, Any]]) -> str:
             "rung": e["rung"],
             **e["arch"],
             **e["compression"],
+            "pruned_from": shrink_label(e),
             **e["metrics"],
         }
         for e in entries
@@ -138,6 +144,20 @@ def to_csv(entries: list[dict[str, Any]]) -> str:
 def write_front(entries: list[dict[str, Any]], out_dir: Path, header: dict[str, Any]) -> None:
     atomic_write(out_dir / "pareto.json", json.dumps({**header, "pareto": entries}, indent=2))
     atomic_write(out_dir / "pareto.csv", to_csv(entries))
+
+
+def shrink_label(entry: dict[str, Any]) -> str:
+    """`4L h8/4 ffn512 +distill`: the shape a shrink member was trained at (`-`: as deployed),
+    and the recovery it got after pruning."""
+    shrink = entry.get("shrink")
+    if not shrink:
+        return "-"
+    t = shrink["trained"]
+    experts = f" e{t['n_experts']}" if t["n_experts"] > 1 else ""
+    recovery = "" if shrink["recovery"] == "none" else f" +{shrink['recovery']}"
+    return (
+        f"{t['n_layers']}L h{t['n_heads']}/{t['n_kv_heads']} ffn{t['ffn_dim']}{experts}{recovery}"
+    )
 
 
 def format_table(entries: list[dict[str, Any]]) -> str:
@@ -170,6 +190,8 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             ),
         ),
     ]
+    if any("shrink" in e for e in entries):
+        columns.append(("pruned from", shrink_label))
     cells = [[str(name) for name, _ in columns]]
     cells += [[str(get(e)) for _, get in columns] for e in entries]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]

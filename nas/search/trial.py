@@ -81,7 +81,10 @@ class TrialObjective:
             return self.pruning.run(
                 candidate.arch, self.data, self.settings, seed=seed, device=self.device
             )
-        return ProxyRun(candidate.arch, self.data, self.settings, seed=seed, device=self.device)
+        # A shrink candidate trains its larger shape; compression prunes it to `arch`.
+        return ProxyRun(
+            candidate.trained_arch, self.data, self.settings, seed=seed, device=self.device
+        )
 
     def cache_key(self, candidate: Candidate) -> str:
         """What decides a candidate's result: the candidate, the proxy run, and any setting
@@ -95,7 +98,7 @@ class TrialObjective:
         cheap = self.cheap(candidate)
         violations = cheap.violations(self.deploy, self.margin_sigmas)
         key = self.cache_key(candidate)
-        recipe = plan(candidate).to_dict()  # measured below when trained
+        recipe = plan(candidate, settings=self.compression, proxy=self.settings).to_dict()
         records.store_candidate(trial, candidate, constraints=violations, recipe=recipe, key=key)
         outcome = records.Outcome(
             metrics={**cheap.as_metrics(), "calibrated": self.cheap.calibrated}

@@ -76,6 +76,7 @@ def test_same_candidate_is_never_trained_twice(smoke_overrides: list[str]) -> No
         "search_space.n_kv_heads=[1]", "search_space.ffn_ratio=[2.0]",
         "search_space.n_experts=[1]", "search_space.tie_embeddings=[true]",
         "search_space.weight_bits=[16]", "search_space.sparsity=[none]",
+        "search_space.structured=[false]",
     ]  # fmt: skip
     cfg = load_settings([*smoke_overrides, *fixed, "study.name=fixed", "study.n_trials=3"])
     run_search(cfg)
