@@ -28,7 +28,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
          "quiet=true", "search_space.n_layers=[1]", "search_space.n_heads=[2]",
          "search_space.head_dim=[16]", "search_space.n_kv_heads=[1]",
          "search_space.n_experts=[1]", "search_space.weight_bits=[4]",
-         "search_space.group_size=[32]", "search_space.sparsity=[none]", "study.name=P",
+         "search_space.group_size=[32]", "search_space.sparsity=[none]",
+         "search_space.structured=[false]", "study.name=P",
          "study.n_trials=1"]
     )  # fmt: skip
     run_search(settings)
