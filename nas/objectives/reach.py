@@ -27,16 +27,25 @@ class Reach:
     decode_share: float
     memory_share: float
     candidates: int
+    pruned: bool = False  # a prune study: its shapes come from the parent, not the budget's caps
 
     @property
     def out_of_reach(self) -> bool:
         return max(self.decode_share, self.memory_share) < OUT_OF_REACH_SHARE
 
     def message(self, hardware: str) -> str:
-        return (
+        used = (
             f"every candidate uses under {OUT_OF_REACH_SHARE:.0%} of {hardware}'s limits (at "
             f"most {self.decode_share:.1%} of its decode time and {self.memory_share:.1%} of "
-            "its memory): the budget's caps, not the device, bound this search. For candidates "
+            "its memory)"
+        )
+        if self.pruned:  # the caps do not apply: every child is a part of the parent
+            return (
+                f"{used}: the parent, not the device, bounds this search. For candidates at the "
+                "device's scale prune a larger parent (search_space.parent=DIR)"
+            )
+        return (
+            f"{used}: the budget's caps, not the device, bound this search. For candidates "
             "at the device's scale use budget=gpu (larger caps, on a GPU) or raise the caps "
             "(budget.caps.max_layers=..., max_heads, max_head_dim, max_experts)"
         )
@@ -49,9 +58,14 @@ class Reach:
 
 
 def device_reach(
-    trials: Iterable[FrozenTrial], *, max_decode_ms: float, max_memory_mb: float
+    trials: Iterable[FrozenTrial],
+    *,
+    max_decode_ms: float,
+    max_memory_mb: float,
+    pruned: bool = False,
 ) -> Reach | None:
-    """How close the priced candidates come to the limits; None before any was priced."""
+    """How close the priced candidates come to the limits; None before any was priced.
+    `pruned`: the study prunes a parent (its advice names the parent, not the caps)."""
     decode, memory = [], []
     for trial in trials:
         if trial.state != TrialState.COMPLETE:
@@ -66,4 +80,5 @@ def device_reach(
         decode_share=max(decode) / max_decode_ms,
         memory_share=max(memory) / max_memory_mb,
         candidates=len(decode),
+        pruned=pruned,
     )

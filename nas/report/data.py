@@ -100,7 +100,10 @@ def collect(study: optuna.Study, ref: StudyRef) -> StudyData:
     limits = data.limits
     if limits.get("max_decode_ms") and limits.get("max_memory_mb"):
         data.reach = device_reach(
-            trials, max_decode_ms=limits["max_decode_ms"], max_memory_mb=limits["max_memory_mb"]
+            trials,
+            max_decode_ms=limits["max_decode_ms"],
+            max_memory_mb=limits["max_memory_mb"],
+            pruned=records.parent(study) is not None,
         )
     return data
 

@@ -307,8 +307,12 @@ def _finish(
     target = records.target(study) or {}
     judged = judge(done, target)
     limits = hardware.deploy
+    parent = records.parent(study)
     reach = device_reach(
-        done, max_decode_ms=limits.max_decode_ms, max_memory_mb=limits.max_memory_mb
+        done,
+        max_decode_ms=limits.max_decode_ms,
+        max_memory_mb=limits.max_memory_mb,
+        pruned=parent is not None,
     )
     header = {
         "study": study.study_name,
@@ -330,7 +334,6 @@ def _finish(
         "objectives": list(records.OBJECTIVES),
         "nas_version": __version__,
     }
-    parent = records.parent(study)
     if parent:  # a prune study: its parent and the parent's own bits per byte
         header["parent"] = parent
     out_dir = settings.out_dir

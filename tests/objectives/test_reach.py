@@ -45,3 +45,11 @@ def test_a_candidate_at_a_tenth_of_any_limit_is_within_reach(decode: float, memo
 
 def test_no_priced_candidate_gives_no_reach() -> None:
     assert device_reach([], max_decode_ms=50.0, max_memory_mb=2000.0) is None
+
+
+def test_a_prune_study_is_told_to_bring_a_larger_parent_not_to_raise_the_caps() -> None:
+    reach = device_reach([_trial(1.0, 100.0)], max_decode_ms=50.0, max_memory_mb=2000.0,
+                         pruned=True)  # fmt: skip
+    assert reach is not None and reach.out_of_reach
+    note = reach.to_dict("rpi5")["note"]
+    assert "search_space.parent=DIR" in note and "budget.caps" not in note
