@@ -20,6 +20,8 @@ Held-out bits per byte on `eval_windows` windows; each Δ against the model's ow
 bpb with a paired standard error over windows, per training seed. `parts=` picks tables
 (quantization,sparsity,structured,qat,combined,latency); rows already measured (same model, seed
 and settings) are read from `<runs_dir>/bench/compression-rows.json`, so a run can be resumed.
+`parts=latency` alone trains nothing: it times each variant's final shape and format (worked out
+by `nas.shrink.pruned_arch`) and writes `<runs_dir>/bench/compression-latency.json`.
 Latency: one decode graph (KV cache of the hardware's `context_len`) per distinct final shape and
 weight format, timed in fresh processes, `rounds` per graph, interleaved. Writes
 `<runs_dir>/bench/compression.json` and prints markdown tables.
@@ -56,6 +58,7 @@ from nas.files import atomic_write
 from nas.quality.data import prepare_data
 from nas.quality.models import build_model
 from nas.quality.training import train_proxy
+from nas.shrink import pruned_arch
 
 BENCH_KEYS = {
     "steps": 2000, "seeds": 2, "models": "dense,moe", "parts": "all", "tune_steps": 100,
@@ -200,6 +203,40 @@ def latency_graphs(rows: list[dict[str, Any]], out: Path, context_len: int) -> d
     return graphs
 
 
+def shape_rows(name: str, arch: ArchConfig, own: dict[str, Any], a8: bool) -> list[dict]:
+    """Every variant's final shape and weight format, worked out without training: what
+    `parts=latency` alone times (a graph's speed does not depend on its trained values)."""
+    rows = []
+    for variant in variants(arch, tune_steps=own["tune_steps"]):
+        spec = variant.structured
+        final = pruned_arch(arch, **vars(spec)) if spec is not None and spec.active else arch
+        comp = variant.compression
+        quant = None
+        if comp.weight_bits < 16:
+            quant = {"bits": comp.weight_bits, "group_size": comp.group_size,
+                     "activations": "int8" if a8 else "float"}  # fmt: skip
+        rows.append({"model": name, "table": variant.table, "variant": variant.name,
+                     "graph": variant.graph(arch), "arch": final.to_dict(),
+                     "recipe": {"quantization": quant}})  # fmt: skip
+    return rows
+
+
+def latency_table(rows: list[dict[str, Any]], graphs: dict[str, dict[str, Any]]) -> str:
+    """One markdown row per graph: its size, decode latency over the rounds, and the variants
+    it times."""
+    lines = ["| model | format, shape | params | file MB | decode ms: median (min-max) | "
+             "variants |", "|---|---|---:|---:|---:|---|"]  # fmt: skip
+    for key, graph in graphs.items():
+        model, fmt = key.split(" | ", 1)
+        names = [r["variant"] for r in rows if f"{r['model']} | {r['graph']}" == key]
+        lines.append(
+            f"| {model} | {fmt.replace(' | ', ', ')} | {graph['params'] / 1e6:.2f}M | "
+            f"{graph['file_mb']:.2f} | {graph['decode_ms']:.3f} ({graph['decode_ms_min']:.3f}-"
+            f"{graph['decode_ms_max']:.3f}) | {', '.join(dict.fromkeys(names))} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     own, overrides = split_options(argv, BENCH_KEYS)
     if min(own["steps"], own["seeds"], own["rounds"], own["runs"], own["eval_windows"]) < 1:
@@ -214,8 +251,12 @@ def main(argv: list[str]) -> int:
     rows_path = out_dir / "compression-rows.json"
     store = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
     rows = []
+    latency_only = own["parts"] == "latency"
     for name in chosen:
-        rows += run_model(name, arches[name], own, cfg, data, info, store, out_dir)
+        if latency_only:  # no training: the variants' shapes and formats are known beforehand
+            rows += shape_rows(name, arches[name], own, cfg.hardware.int8_activations)
+        else:
+            rows += run_model(name, arches[name], own, cfg, data, info, store, out_dir)
     graphs: dict[str, dict[str, Any]] = {}
     if own["parts"] == "all" or "latency" in own["parts"].split(","):
         graphs = latency_graphs(rows, out_dir / "compression", cfg.hardware.deploy.context_len)
@@ -228,6 +269,11 @@ def main(argv: list[str]) -> int:
         "rows": rows,
         "graphs": graphs,
     }
+    if latency_only:
+        atomic_write(out_dir / "compression-latency.json", json.dumps(report, indent=2))
+        print(f"\n### latency\n\n{latency_table(rows, graphs)}")
+        print(f"\nwrote {out_dir / 'compression-latency.json'}")
+        return 0
     atomic_write(out_dir / "compression.json", json.dumps(report, indent=2))
     for name in TABLES:
         if any(r["table"] == name for r in rows):
