@@ -22,6 +22,20 @@ RECOVERIES = ("none", "finetune", "distill")  # after structured pruning: nothin
 
 
 @dataclass(frozen=True)
+class StructuredSpec:
+    """Shares of heads, FFN channels, experts and layers to remove."""
+
+    heads: float = 0.0
+    ffn: float = 0.0
+    experts: float = 0.0
+    layers: float = 0.0  # whole decoder layers, lowest block influence first
+
+    @property
+    def active(self) -> bool:
+        return self.heads > 0 or self.ffn > 0 or self.experts > 0 or self.layers > 0
+
+
+@dataclass(frozen=True)
 class Shrink:
     """Train this shape, then prune to that one: the shape trained, the shares of its heads,
     FFN channels, experts and layers removed afterwards (`nas.compression.structured`), and the
@@ -41,6 +55,11 @@ class Shrink:
             raise ValueError(f"shrink shares must lie in [0, 1) and one must be > 0, got {shares}")
         if self.recovery not in RECOVERIES:
             raise ValueError(f"recovery must be one of {RECOVERIES}")
+
+    @property
+    def spec(self) -> StructuredSpec:
+        """What `nas.compression.compress` removes from the trained model."""
+        return StructuredSpec(self.heads, self.ffn, self.experts, self.layers)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "trained": self.trained.to_dict()}

@@ -208,8 +208,7 @@ def shape_rows(name: str, arch: ArchConfig, own: dict[str, Any], a8: bool) -> li
     `parts=latency` alone times (a graph's speed does not depend on its trained values)."""
     rows = []
     for variant in variants(arch, tune_steps=own["tune_steps"]):
-        spec = variant.structured
-        final = pruned_arch(arch, **vars(spec)) if spec is not None and spec.active else arch
+        final = pruned_arch(arch, **vars(variant.structured)) if variant.structured else arch
         comp = variant.compression
         quant = None
         if comp.weight_bits < 16:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nas.arch import ArchConfig, Candidate, is_compressed
+from nas.arch import ArchConfig, Candidate
 from nas.compression.calibrated import prune_calibrated, quantize_calibrated
 from nas.compression.calibration import calibration_windows
 from nas.compression.matrices import block_matrices
@@ -31,20 +31,7 @@ from nas.compression.recovery import recover
 from nas.compression.structured import prune_structured
 from nas.config.schema import CompressionSettings, ProxySettings
 from nas.quality.training import ProxyData, bits_per_byte
-
-
-@dataclass(frozen=True)
-class StructuredSpec:
-    """Shares of heads, FFN channels, experts and layers to remove."""
-
-    heads: float = 0.0
-    ffn: float = 0.0
-    experts: float = 0.0
-    layers: float = 0.0  # whole decoder layers, lowest block influence first
-
-    @property
-    def active(self) -> bool:
-        return self.heads > 0 or self.ffn > 0 or self.experts > 0 or self.layers > 0
+from nas.shrink import StructuredSpec
 
 
 @dataclass
@@ -74,14 +61,6 @@ QUANT_BACKENDS = {
 }
 
 
-def shrink_spec(candidate: Candidate) -> StructuredSpec | None:
-    """The structured pruning a candidate's `shrink` asks for (None without one)."""
-    shrink = candidate.shrink
-    if shrink is None:
-        return None
-    return StructuredSpec(shrink.heads, shrink.ffn, shrink.experts, shrink.layers)
-
-
 def shrink_settings(
     candidate: Candidate, settings: CompressionSettings, proxy: ProxySettings | None
 ) -> CompressionSettings:
@@ -100,24 +79,15 @@ def plan(
     settings: CompressionSettings | None = None,
     proxy: ProxySettings | None = None,
 ) -> Recipe:
-    """The recipe `compress` will follow, before anything is measured (for untrained trials)."""
+    """The recipe `compress` will follow, before anything is measured (for untrained trials);
+    with `settings`, its recovery fine-tune too (a shrink candidate's own, `shrink_settings`)."""
     comp = candidate.compression
-    structured = structured or shrink_spec(candidate)
-    recovery = None
-    if settings is not None:
-        settings = shrink_settings(candidate, settings, proxy)
-        prunes = structured is not None and structured.active
-        if settings.recovery_steps > 0 and (prunes or is_compressed(comp.to_dict())):
-            recovery = RecoveryStep(
-                settings.recovery_steps, settings.recovery_lr, settings.distill,
-                settings.temperature,
-            )  # fmt: skip
+    structured = structured or (candidate.shrink.spec if candidate.shrink else None)
     prune_backend = PRUNE_BACKENDS[comp.prune_method]
     if isinstance(prune_backend, dict):
         prune_backend = prune_backend.get(comp.sparsity_pattern, "")
-    return Recipe(
+    recipe = Recipe(
         modules=module_names(_matrix_names(candidate.trained_arch)),
-        recovery=recovery,
         structured=StructuredStep(
             structured.heads, structured.ffn, structured.experts, layers=structured.layers
         )
@@ -141,6 +111,15 @@ def plan(
         if comp.weight_bits < 16
         else None,
     )
+    if settings is None:
+        return recipe
+    settings = shrink_settings(candidate, settings, proxy)
+    if settings.recovery_steps == 0 or recipe.is_identity:  # nothing to recover from
+        return recipe
+    step = RecoveryStep(
+        settings.recovery_steps, settings.recovery_lr, settings.distill, settings.temperature
+    )
+    return _with(recipe, recovery=step)
 
 
 def _matrix_names(arch: ArchConfig) -> list[str]:
@@ -212,15 +191,16 @@ def compress(
             ranking; drawn from `data`'s training split (`settings.calibration_windows` windows
             of `proxy.seq_len`) when not given.
     """
-    settings = shrink_settings(candidate, settings or CompressionSettings(), proxy)
-    structured = structured or shrink_spec(candidate)
-    recipe = plan(candidate, structured)
+    settings = settings or CompressionSettings()
+    structured = structured or (candidate.shrink.spec if candidate.shrink else None)
+    recipe = plan(candidate, structured, settings, proxy)  # recovery included, as it will run
     arch = candidate.trained_arch
     calib = _Calibration(
         calibration, data, proxy.seq_len if proxy else 64, settings.calibration_windows, seed
     )
+    recovery = recipe.recovery
     teacher = None
-    if settings.recovery_steps > 0 and settings.distill and not recipe.is_identity:
+    if recovery is not None and recovery.distill:
         teacher = copy.deepcopy(model).eval()
     if recipe.structured is not None and structured is not None:
         ranked = structured.experts > 0 or structured.layers > 0
@@ -233,25 +213,21 @@ def compress(
     if recipe.sparsity is not None:
         masks, recipe = _sparsify(model, matrices, recipe, calib, settings)
     losses: list[float] = []
-    if settings.recovery_steps > 0 and not recipe.is_identity:
+    if recovery is not None:
         if data is None or proxy is None:
             raise ValueError("a recovery fine-tune needs the proxy data and settings")
         losses = recover(
             model,
             data,
             proxy,
-            steps=settings.recovery_steps,
-            lr=settings.recovery_lr,
+            steps=recovery.steps,
+            lr=recovery.lr,
             matrices=matrices,
             masks=masks,
             teacher=teacher,
-            temperature=settings.temperature,
+            temperature=recovery.temperature,
             seed=seed,
         )
-        step = RecoveryStep(
-            settings.recovery_steps, settings.recovery_lr, settings.distill, settings.temperature
-        )
-        recipe = _with(recipe, recovery=step)
     hooks: list = []
     if recipe.quantization is not None:
         recipe = _quantize(model, matrices, masks, recipe, calib, settings)

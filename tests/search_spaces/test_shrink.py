@@ -15,19 +15,16 @@ from nas.quality.models import build_model, count_params
 from nas.quality.training import ProxySettings
 from nas.search.run import build_space
 from nas.shrink import Shrink, pruned_arch
+from tests.search_spaces.test_contract import sample
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def sampled(overrides: list[str], n: int, seed: int = 0) -> list[Candidate]:
     space = build_space(load_settings(overrides), 384)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
-    for _ in range(n):
-        trial = study.ask()
-        candidate = space.suggest(trial)
-        study.tell(trial, 0.0)
-        assert space.candidate_from_params(trial.params) == candidate  # replays
+    for params, candidate in sample(space, n, seed):
+        assert space.candidate_from_params(params) == candidate  # replays
         out.append(candidate)
     return out
 
