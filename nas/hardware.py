@@ -79,6 +79,27 @@ def int8_activations_on(processor: str) -> bool:
     return processor == "cpu"
 
 
+# How each runtime's graphs hold mixture-of-experts blocks, recorded with every measurement so
+# that rows timed on another expert kernel are never fitted together: ONNX Runtime's fused
+# MoE / QMoE nodes (nas.onnx.moe_op, nas.onnx.qmoe); ExecuTorch's gathered float experts
+# (nas.onnx.moe).
+MOE_KERNELS = {"onnxruntime": "ort-moe", "executorch": "gathered"}
+QMOE_MIN_BLOCK = 16  # QMoE's smallest block
+
+
+def qmoe_block(d_model: int, ffn_dim: int, group_size: int) -> int | None:
+    """The QMoE block for experts of these widths: `group_size` when both the gate/up input
+    (d_model) and the down input (ffn) are whole groups of it, else the largest smaller power of
+    two that is (finer groups: more scales, never less accuracy), or None when not even 16 is
+    (the experts stay float). MatMulNBits pads a ragged last group; QMoE cannot."""
+    block = group_size
+    while block >= QMOE_MIN_BLOCK:
+        if d_model % block == 0 and ffn_dim % block == 0:
+            return block
+        block //= 2
+    return None
+
+
 @dataclass
 class HardwareProfile:
     name: str = MISSING

@@ -6,15 +6,18 @@ compute-bound, so one side of the roofline's max dominates each):
 
     decode_ms  = c0 + c_layer * (layers + MoE layers)
                  + sum over weight formats f of c_f * (weights in format f that one token reads)
-                 + c_expert * (routed experts' weights one token reads) + c_kv * (KV elements)
-    prefill_ms = the same terms with multiply-adds over the prompt (MoE: every expert runs on
-                 every prompt token) and the causal attention's
+                 + c_expert * (float routed experts' weights one token reads) + c_kv * (KV elements)
+    prefill_ms = the same terms with multiply-adds over the prompt and the causal attention's
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
 Weight formats are the exported graph's (nas.onnx.export): `float` (fp32 on CPUs: the embedding
 table, the LM head, and 16-bit candidates' blocks), `int8` and `int4`
-(both MatMulNBits, with int8 compute on CPUs: `activations_of`); routed experts are float weights
-gathered per token, with their own coefficient.
+(both MatMulNBits, with int8 compute on CPUs: `activations_of`). Mixture of experts, in ONNX
+Runtime: one fused `MoE` node per block, `QMoE` with the blocks' int8/int4 format when the expert
+widths hold whole groups (`nas.hardware.qmoe_block`); quantized routed experts count in their
+format's term, float ones (fp32 candidates, ragged widths) in the expert term, and both read and
+multiply only the chosen experts, at prefill too. In ExecuTorch experts stay float weights
+gathered per token (`nas.onnx.moe`) and every expert runs on every prompt token.
 Each coefficient is the device's cost of one unit of that work: the inverse of an effective
 bandwidth or throughput, or a fixed overhead. Resident memory is not proportional to bits: on
 this machine's ONNX Runtime CPU provider an int8 MatMulNBits weight measured ~3.7 bytes resident
@@ -34,7 +37,7 @@ import numpy as np
 
 from nas.arch import ArchConfig, Candidate
 from nas.errors import NasError
-from nas.hardware import HardwareProfile, runtime_suffix
+from nas.hardware import MOE_KERNELS, HardwareProfile, qmoe_block, runtime_suffix
 from predictors.base import Estimate, Predictor
 from predictors.footprint import active_matmul_params
 
@@ -44,14 +47,14 @@ FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx.e
 QUANT_BYTES = {8: 1.0, 4: 0.5}
 QUANTITIES = ("decode_ms", "prefill_ms", "memory_mb")
 FEATURES = {
-    "decode_ms": ("fixed", "layers", "float_w", "int8_w", "int4_w", "expert_w", "kv"),
+    "decode_ms": ("fixed", "layers", "float_w", "int8_w", "int4_w", "float_expert_w", "kv"),
     "prefill_ms": (
         "fixed",
         "layers",
         "float_mac",
         "int8_mac",
         "int4_mac",
-        "expert_mac",
+        "float_expert_mac",
         "attention",
     ),
     "memory_mb": ("fixed", "float_mb", "int8_mb", "int4_mb", "kv_mb"),
@@ -66,8 +69,23 @@ def activations_of(hardware: HardwareProfile) -> str:
 
 
 def _expert_params(arch: ArchConfig, experts: int) -> int:
-    """Weights of `experts` experts in every MoE layer (kept float by the export)."""
+    """Weights of `experts` experts in every MoE layer."""
     return arch.n_moe_layers * experts * arch.mlp_params
+
+
+def moe_kernel_of(runtime: str) -> str:
+    """The expert kernel a runtime's graphs hold, recorded with every measurement so that rows
+    timed on another kernel are never fitted together with these."""
+    return MOE_KERNELS[runtime]
+
+
+def experts_quantized(candidate: Candidate, runtime: str) -> bool:
+    """Whether the exported graph holds the experts in the candidate's int8/int4 format: ONNX
+    Runtime's QMoE does when the widths hold whole groups; ExecuTorch keeps them float."""
+    arch, comp = candidate.arch, candidate.compression
+    if not arch.is_moe or comp.weight_bits == 16 or runtime == "executorch":
+        return False
+    return qmoe_block(arch.d_model, arch.ffn_dim, comp.group_size) is not None
 
 
 def unfit_params(arch: ArchConfig, group: int) -> int:
@@ -104,24 +122,32 @@ def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.nd
     fmt = {16: "float", 8: "int8", 4: "int4"}[comp.weight_bits]
     # Block linear weights outside the experts (attention, dense MLPs, routers): `fmt`.
     block = active_matmul_params(arch) - experts_active
+    # Routed experts: in `fmt` (ONNX Runtime's QMoE) or float; ONNX Runtime's MoE multiplies
+    # the chosen experts only, ExecuTorch's prefill every expert (nas.onnx.moe).
+    quantized = experts_quantized(candidate, runtime)
+    expert_mac = prompt * (experts_all if runtime == "executorch" else experts_active)
+    float_expert_w, float_expert_mac = (0, 0) if quantized else (experts_active, expert_mac)
+    if quantized:
+        block += experts_active
     # ExecuTorch's int4 leaves float the layers its groups do not fit (nas.executorch.quantize)
     unfit = unfit_params(arch, comp.group_size) if fmt == "int4" and runtime == "executorch" else 0
     decode_w = dict.fromkeys(FORMATS, 0.0) | {"float": float(head + unfit)}
     decode_w[fmt] += block - unfit
     prefill_mac = dict.fromkeys(FORMATS, 0.0) | {"float": float(prompt * unfit + head)}
     prefill_mac[fmt] += prompt * (block - unfit)
+    float_experts = 0 if quantized else experts_all
     kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * context
     attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
     # Weights as the runtime holds them: quantized blocks, float everything else (the LM head is
     # a separate, transposed copy of a tied embedding in the exported graph).
     norms = arch.params - arch.matmul_params - arch.embedding_params
     stored = dict.fromkeys(FORMATS, 0.0)
-    stored["float"] = (experts_all + 2 * head + norms + unfit) * float_bytes
+    stored["float"] = (float_experts + 2 * head + norms + unfit) * float_bytes
     per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
-    stored[fmt] += (arch.matmul_params - experts_all - unfit) * per_weight
+    stored[fmt] += (arch.matmul_params - float_experts - unfit) * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
-    decode = [1.0, layers, *(decode_w[f] / 1e6 for f in FORMATS), experts_active / 1e6]
-    prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), prompt * experts_all / 1e9]
+    decode = [1.0, layers, *(decode_w[f] / 1e6 for f in FORMATS), float_expert_w / 1e6]
+    prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), float_expert_mac / 1e9]
     return {
         "decode_ms": np.array([*decode, kv_elements / 1e6]),
         "prefill_ms": np.array([*prefill, attention / 1e9]),

@@ -19,6 +19,7 @@ from predictors.calibrated import (
     CalibratedPredictor,
     activations_of,
     fit_rows,
+    moe_kernel_of,
     row_candidate,
     to_json,
 )
@@ -58,6 +59,7 @@ def fit_and_score(
             "threads": rows[0]["threads"],
             "activations": activations_of(hardware),
             "runtime": hardware.runtime,
+            "moe_kernel": moe_kernel_of(hardware.runtime),
         },
         "provenance": {
             **source,

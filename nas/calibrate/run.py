@@ -35,6 +35,7 @@ from nas.onnx.quiet import Quiet
 from predictors.calibrated import (
     QUANTITIES,
     activations_of,
+    moe_kernel_of,
 )
 
 log = logging.getLogger("nas.calibrate")
@@ -51,13 +52,14 @@ def measured_rows(
     store = measurements_path(runs_dir, hardware)
     wanted = {p.id for p in points}
     rows = _stored_rows(store) if args.reuse and store.exists() else []
-    # Rows timed in another int8/int4 format, runtime or thread count, or without decode at this
-    # long context (older versions), are not what this calibration needs: measure again.
+    # Rows timed in another int8/int4 format, runtime, expert kernel or thread count, or without
+    # decode at this long context (older versions), are not what this calibration needs.
     same_format = all(
         r.get("threads") == args.threads_for(hardware)
         and r.get("activations", "float") == activations_of(hardware)
         and r.get("long_context_len") == hardware.deploy.long_context
         and r.get("runtime", "onnxruntime") == hardware.runtime
+        and r.get("moe_kernel", "gathered") == moe_kernel_of(hardware.runtime)
         for r in rows
     )
     if {r["id"] for r in rows} != wanted or not same_format:

@@ -14,17 +14,16 @@ int8 via its dynamic quantizer (`method="dynamic"`, per-channel scales). As in
 `predictors.footprint`, only the decoder blocks' linear layers are quantized; the embedding and
 the LM head stay in float.
 
-Mixture of experts: exported through equivalent expert kernels (`nas.onnx.moe`).
+Mixture of experts: each MoE block is one ONNX Runtime `MoE` node (`nas.onnx.moe_op`), `QMoE`
+with int8/int4 experts (`nas.onnx.qmoe`), as ONNX Runtime's own model builder writes them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,11 @@ from nas.cli import quiet_logs
 from nas.errors import NasError
 from nas.files import file_mode
 from nas.hardware import int8_activations_on
-from nas.onnx.moe import Phase, exportable_moe
+from nas.onnx.check import quiet_export
+from nas.onnx.moe import Phase
+from nas.onnx.moe_op import TRANSLATIONS, ort_moe
+from nas.onnx.qmoe import KERNEL as MOE_KERNEL
+from nas.onnx.qmoe import quantize_moe_nodes
 from nas.quality.models import arch_from_config, build_model
 
 log = logging.getLogger(__name__)
@@ -143,7 +146,7 @@ def export_graph(
     wrapper.eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with exportable_moe(model, phase), torch.no_grad(), _quiet():
+    with ort_moe(model), torch.no_grad(), quiet_export():
         program = torch.onnx.export(
             wrapper,
             args,
@@ -151,6 +154,7 @@ def export_graph(
             input_names=inputs,
             output_names=["logits", *present],
             optimize=True,
+            custom_translation_table=TRANSLATIONS,
         )
     program.save(str(path), external_data=False)
     return path
@@ -182,14 +186,6 @@ def export_prefill(
     return export_graph(
         model_or_arch, path, phase="prefill", length=prompt_len, dtype=dtype, seed=seed
     )
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The dynamo exporter prints progress lines and warnings; keep the CLI's output clean."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 # --- weight quantization -------------------------------------------------------------------------
@@ -258,9 +254,12 @@ def _quantize(
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     keep = lm_head_nodes(model)
+    # Experts first: QMoE in the same format (per channel for the dynamic method).
+    group = None if method == "dynamic" else group_size
+    quantize_moe_nodes(model, bits=bits, group_size=group, accuracy_level=level)
     if method == "dynamic":
         quantize_dynamic(
-            str(src),
+            model,
             str(dst),
             weight_type=QuantType.QInt8,
             per_channel=True,
@@ -329,6 +328,8 @@ def export_candidate(
         int8_activations = int8_activations_on(processor)
     tag = dtype if comp.weight_bits == 16 else f"int{comp.weight_bits}g{comp.group_size}"
     tag += "a8" if int8_activations and comp.weight_bits < 16 else ""
+    kernel = f"-{MOE_KERNEL}" if candidate.arch.is_moe else ""  # not the older kernel's files
+    tag += kernel
     model = None
     paths: dict[str, Path] = {}
     for phase, length in (("decode", context_len), ("prefill", prompt_len)):
@@ -338,7 +339,7 @@ def export_candidate(
             continue
         if model is None:
             model = build_model(candidate.arch, seed=seed)
-        float_path = out_dir / f"{phase}-{dtype}.onnx"
+        float_path = out_dir / f"{phase}-{dtype}{kernel}.onnx"
         if not float_path.exists():
             with _atomic(float_path) as tmp:
                 export_graph(model, tmp, phase=phase, length=length, dtype=dtype)

@@ -1,8 +1,9 @@
-"""Mixture of experts in ONNX: equivalent expert kernels that export.
+"""Mixture of experts for ExecuTorch: equivalent expert kernels that `torch.export` captures.
 
 The `transformers` expert kernel loops over data-dependent expert hits and does not export, so
 `exportable_moe` swaps in an equivalent formulation (same logits, checked in
-tests/onnx/test_export.py). Decode gathers only the chosen experts' weights (what a device reads);
+tests/onnx/test_export.py). ONNX graphs use ONNX Runtime's fused MoE operator instead
+(`nas.onnx.moe_op`). Decode gathers only the chosen experts' weights (what a device reads);
 prefill runs every expert on every prompt token and weights the outputs by the routing scores
 (ONNX Runtime has no CPU grouped-GEMM). Expert weights are gathered, not multiplied as constant
 MatMul inputs, so the quantizers leave them in float.

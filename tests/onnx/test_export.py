@@ -19,10 +19,10 @@ from nas.onnx.export import (
     example_inputs,
     export_candidate,
     export_graph,
-    exportable_moe,
     lm_head_nodes,
     quantize_onnx,
 )
+from nas.onnx.moe import exportable_moe
 from nas.quality.models import build_model
 
 DENSE = ArchConfig(
@@ -121,6 +121,7 @@ def test_moe_candidate_exports_and_runs(tmp_path: Path) -> None:
     candidate = Candidate(MOE, CompressionConfig(weight_bits=4, group_size=16))
     exported = export_candidate(candidate, tmp_path, context_len=CONTEXT, prompt_len=8)
     assert _ops(exported.decode)["MatMulNBits"] > 0
+    assert _ops(exported.decode)["MoE"] == MOE.n_moe_layers  # ffn 24 holds no group of 16
     got = _run(exported.prefill, (torch.zeros(1, 8, dtype=torch.long),))
     assert got[0].shape == (1, 1, MOE.vocab_size)
     assert np.isfinite(got[0]).all()

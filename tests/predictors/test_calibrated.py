@@ -116,3 +116,38 @@ def test_decode_timed_at_the_long_context_identifies_the_kv_cost() -> None:
     short = CalibratedPredictor(hw, calibration)
     first = row_candidate(rows[0])
     assert at_long.predict(first)["decode_ms"].mean > short.predict(first)["decode_ms"].mean
+
+
+def test_quantized_experts_are_priced_in_their_format_where_qmoe_holds_them() -> None:
+    """ONNX Runtime's QMoE holds experts in the candidate's int4 when the widths hold whole
+    groups: their weights move from the float expert term to int4's, and so does their memory;
+    ExecuTorch keeps them float, and runs every expert at prefill."""
+    from nas.arch import ArchConfig, Candidate, CompressionConfig
+    from predictors.calibrated import FEATURES, experts_quantized
+
+    arch = ArchConfig(2, 4, 2, 32, 256, 512, n_experts=4, experts_per_token=2)
+    int4, fp32 = CompressionConfig(weight_bits=4, group_size=32), CompressionConfig()
+    ort_hw, et_hw = profile(), profile().for_runtime("executorch")
+    column = {q: {f: i for i, f in enumerate(FEATURES[q])} for q in FEATURES}
+
+    quantized = features(Candidate(arch, int4), ort_hw)
+    assert experts_quantized(Candidate(arch, int4), "onnxruntime")
+    assert quantized["decode_ms"][column["decode_ms"]["float_expert_w"]] == 0
+    float_experts = features(Candidate(arch, fp32), ort_hw)
+    expert_w = float_experts["decode_ms"][column["decode_ms"]["float_expert_w"]]
+    active = arch.n_moe_layers * arch.experts_per_token * arch.mlp_params / 1e6
+    assert expert_w == pytest.approx(active)
+    assert quantized["decode_ms"][column["decode_ms"]["int4_w"]] >= active
+    # Stored: the experts' bytes at 4 bits, not 32.
+    mb = column["memory_mb"]
+    assert quantized["memory_mb"][mb["float_mb"]] < float_experts["memory_mb"][mb["float_mb"]] / 2
+
+    assert not experts_quantized(Candidate(arch, int4), "executorch")
+    in_et = features(Candidate(arch, int4), et_hw)
+    assert in_et["decode_ms"][column["decode_ms"]["float_expert_w"]] == pytest.approx(active)
+    mac = column["prefill_ms"]["float_expert_mac"]
+    assert in_et["prefill_ms"][mac] == pytest.approx(
+        float_experts["prefill_ms"][mac] * arch.n_experts / arch.experts_per_token
+    )
+    ragged = ArchConfig(2, 4, 2, 32, 344, 512, n_experts=4, experts_per_token=2)
+    assert not experts_quantized(Candidate(ragged, int4), "onnxruntime")  # 344 = 8 x 43
