@@ -81,9 +81,9 @@ def int8_activations_on(processor: str) -> bool:
 
 # How each runtime's graphs hold mixture-of-experts blocks, recorded with every measurement so
 # that rows timed on another expert kernel are never fitted together: ONNX Runtime's fused
-# MoE / QMoE nodes (nas.onnx.moe_op, nas.onnx.qmoe); ExecuTorch's gathered float experts
-# (nas.onnx.moe).
-MOE_KERNELS = {"onnxruntime": "ort-moe", "executorch": "gathered"}
+# MoE / QMoE nodes (nas.onnx.moe_op, nas.onnx.qmoe); ExecuTorch's float experts gathered per
+# token into batched matrix products (nas.onnx.moe).
+MOE_KERNELS = {"onnxruntime": "ort-moe", "executorch": "gathered-bmm"}
 QMOE_MIN_BLOCK = 16  # QMoE's smallest block
 
 

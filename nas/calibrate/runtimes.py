@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from nas.arch import Candidate
 from nas.errors import NasError
-from nas.hardware import RUNTIMES, HardwareProfile
+from nas.hardware import MOE_KERNELS, RUNTIMES, HardwareProfile
 
 PHASES = ("decode", "prefill")
 
@@ -109,7 +109,7 @@ class ExecuTorch(CalibrationRuntime):
         folder = cache_dir / candidate.key(deploy.context_len, deploy.prompt_len)
         out = {}
         for phase in phases:
-            path = folder / f"{phase}.pte"
+            path = folder / f"{phase}-{MOE_KERNELS[self.name]}.pte"  # not an older kernel's
             if not path.is_file():  # written whole or not at all: a file here is complete
                 length = deploy.context_len if phase == "decode" else deploy.prompt_len
                 export_pte(

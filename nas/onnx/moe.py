@@ -21,7 +21,12 @@ Phase = Literal["decode", "prefill"]
 
 
 class _GatheredExperts(torch.nn.Module):
-    """Each token multiplies only its top-k experts' weights, gathered by index (decode)."""
+    """Each token multiplies only its top-k experts' weights, gathered by index (decode).
+
+    Written as `index_select` + `bmm` (and the weighted sum as one more `bmm`): XNNPACK runs
+    batched matrix products with both operands computed, so only the gather copy is left to
+    ExecuTorch's portable kernels. The einsum form this replaced lowered to a broadcast multiply
+    and a portable `sum`, 23x slower (38.6 against 1.65 ms for 3 layers of 8 experts, d 192)."""
 
     def __init__(self, experts: torch.nn.Module) -> None:
         super().__init__()
@@ -30,10 +35,15 @@ class _GatheredExperts(torch.nn.Module):
         self.act_fn = experts.act_fn
 
     def forward(self, hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor):
-        gate_up = torch.einsum("tkfd,td->tkf", self.gate_up_proj[index], hidden)
-        gate, up = gate_up.chunk(2, dim=-1)
-        out = torch.einsum("tkdf,tkf->tkd", self.down_proj[index], self.act_fn(gate) * up)
-        return (out * weights.unsqueeze(-1).to(out.dtype)).sum(dim=1)
+        tokens, k = index.shape
+        chosen = index.reshape(-1)  # token-major: row t * k + j is token t's j-th expert
+        rows = hidden.repeat_interleave(k, dim=0).unsqueeze(-1)  # [T*k, D, 1]
+        gate_up = torch.bmm(self.gate_up_proj.index_select(0, chosen), rows)  # [T*k, 2F, 1]
+        gate, up = gate_up.chunk(2, dim=1)
+        out = torch.bmm(self.down_proj.index_select(0, chosen), self.act_fn(gate) * up)
+        out = out.view(tokens, k, -1)  # [T, k, D]
+        mix = weights.to(out.dtype).unsqueeze(1)  # [T, 1, k]
+        return torch.bmm(mix, out).squeeze(1)
 
 
 class _DenseExperts(torch.nn.Module):
