@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -24,6 +22,7 @@ from nas.onnx.export import (
 )
 from nas.onnx.moe import exportable_moe
 from nas.quality.models import build_model
+from tests.onnx.helpers import op_counts, run
 
 DENSE = ArchConfig(
     n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, ffn_dim=48, vocab_size=300,
@@ -34,16 +33,6 @@ MOE = ArchConfig(
     n_experts=4, experts_per_token=2,
 )  # fmt: skip
 CONTEXT = 16
-
-
-def _ops(path: Path) -> Counter[str]:
-    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
-
-
-def _run(path: Path, args: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args, strict=True)}
-    return session.run(None, feeds)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +48,7 @@ def test_decode_graph_matches_pytorch_logits_and_cache(dense_decode) -> None:
     args = example_inputs(DENSE, "decode", length=CONTEXT)
     with torch.no_grad():
         expected = DecodeStep(model)(*args)
-    got = _run(path, args)
+    got = run(path, args)
     assert got[0].shape == (1, 1, DENSE.vocab_size)
     np.testing.assert_allclose(got[0], expected[0].numpy(), atol=1e-4)
     # The cache grows by the new token in every layer: [1, kv_heads, context, head_dim].
@@ -77,14 +66,14 @@ def test_quantization_replaces_block_matmuls_but_keeps_the_lm_head(
 ) -> None:
     _, path = dense_decode
     out = quantize_onnx(path, tmp_path / f"q{bits}.onnx", bits=bits, group_size=16, method=method)
-    ops = _ops(out)
+    counted = op_counts(out)
     # 7 linear layers per block (q, k, v, o, gate, up, down) are quantized.
-    assert ops[op] == 7 * DENSE.n_layers
+    assert counted[op] == 7 * DENSE.n_layers
     head = lm_head_nodes(onnx.load(str(out)))
     assert len(head) == 1
     assert next(n for n in onnx.load(str(out)).graph.node if n.name == head[0]).op_type == "MatMul"
     args = example_inputs(DENSE, "decode", length=CONTEXT)
-    float_logits, quant_logits = _run(path, args)[0], _run(out, args)[0]
+    float_logits, quant_logits = run(path, args)[0], run(out, args)[0]
     assert np.corrcoef(float_logits.ravel(), quant_logits.ravel())[0, 1] > 0.95
     assert out.stat().st_size < path.stat().st_size
 
@@ -120,9 +109,9 @@ def test_exportable_moe_kernel_is_equivalent(phase: str) -> None:
 def test_moe_candidate_exports_and_runs(tmp_path: Path) -> None:
     candidate = Candidate(MOE, CompressionConfig(weight_bits=4, group_size=16))
     exported = export_candidate(candidate, tmp_path, context_len=CONTEXT, prompt_len=8)
-    assert _ops(exported.decode)["MatMulNBits"] > 0
-    assert _ops(exported.decode)["MoE"] == MOE.n_moe_layers  # ffn 24 holds no group of 16
-    got = _run(exported.prefill, (torch.zeros(1, 8, dtype=torch.long),))
+    assert op_counts(exported.decode)["MatMulNBits"] > 0
+    assert op_counts(exported.decode)["MoE"] == MOE.n_moe_layers  # ffn 24 holds no group of 16
+    got = run(exported.prefill, (torch.zeros(1, 8, dtype=torch.long),))
     assert got[0].shape == (1, 1, MOE.vocab_size)
     assert np.isfinite(got[0]).all()
 

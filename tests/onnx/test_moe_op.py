@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -17,6 +15,7 @@ from nas.onnx.export import DecodeStep, PrefillStep, example_inputs, export_grap
 from nas.onnx.moe_op import ort_moe
 from nas.onnx.qmoe import ATTRIBUTES, block_for, pack, quantize_moe_nodes
 from nas.quality.models import build_model
+from tests.onnx.helpers import op_counts, run
 
 # Widths that hold whole groups of 16 (d_model 16, ffn 32).
 MOE = ArchConfig(
@@ -28,18 +27,6 @@ RAGGED = ArchConfig(
     n_experts=4, experts_per_token=1,
 )  # fmt: skip
 CONTEXT = 16
-
-
-def _ops(path: Path) -> Counter[str]:
-    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
-
-
-def _run(path: Path | bytes, args) -> list[np.ndarray]:
-    session = ort.InferenceSession(
-        path if isinstance(path, bytes) else str(path), providers=["CPUExecutionProvider"]
-    )
-    feeds = {i.name: np.asarray(a) for i, a in zip(session.get_inputs(), args, strict=True)}
-    return session.run(None, feeds)
 
 
 def _args(arch: ArchConfig, phase: str) -> tuple[torch.Tensor, ...]:
@@ -76,21 +63,21 @@ def test_the_operator_form_computes_what_the_model_computes(phase: str) -> None:
 @pytest.mark.parametrize("phase", ["decode", "prefill"])
 def test_each_moe_block_is_one_moe_node_with_the_models_logits(graphs, phase: str) -> None:
     model, path = graphs[phase]
-    assert _ops(path)["MoE"] == MOE.n_moe_layers
+    assert op_counts(path)["MoE"] == MOE.n_moe_layers
     args = _args(MOE, phase)
     step = DecodeStep(model) if phase == "decode" else PrefillStep(model)
     with torch.no_grad():
         expected = step(*args)[0].numpy()
-    np.testing.assert_allclose(_run(path, args)[0], expected, atol=1e-4)
+    np.testing.assert_allclose(run(path, args)[0], expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantized_experts_are_qmoe_nodes_in_the_blocks_format(graphs, tmp_path, bits) -> None:
     _, path = graphs["decode"]
     out = quantize_onnx(path, tmp_path / f"q{bits}.onnx", bits=bits, group_size=16)
-    ops = _ops(out)
-    assert ops["QMoE"] == MOE.n_moe_layers and ops["MoE"] == 0
-    assert ops["MatMulNBits"] > 0  # attention and routers, beside the experts
+    counted = op_counts(out)
+    assert counted["QMoE"] == MOE.n_moe_layers and counted["MoE"] == 0
+    assert counted["MatMulNBits"] > 0  # attention and routers, beside the experts
     model = onnx.load(str(out))
     node = next(n for n in model.graph.node if n.op_type == "QMoE")
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -98,7 +85,7 @@ def test_quantized_experts_are_qmoe_nodes_in_the_blocks_format(graphs, tmp_path,
     # The float experts are gone: the file holds them in `bits` bits.
     assert not any(t.name.endswith(("mlp.fc1", "mlp.fc2")) for t in model.graph.initializer)
     args = _args(MOE, "decode")
-    float_logits, quant_logits = _run(path, args)[0], _run(out, args)[0]
+    float_logits, quant_logits = run(path, args)[0], run(out, args)[0]
     assert np.corrcoef(float_logits.ravel(), quant_logits.ravel())[0, 1] > 0.95
     assert out.stat().st_size < path.stat().st_size
 
@@ -106,7 +93,7 @@ def test_quantized_experts_are_qmoe_nodes_in_the_blocks_format(graphs, tmp_path,
 def test_experts_whose_widths_hold_no_group_stay_float(tmp_path: Path) -> None:
     path = export_graph(RAGGED, tmp_path / "d.onnx", phase="decode", length=CONTEXT)
     out = quantize_onnx(path, tmp_path / "q.onnx", bits=4, group_size=16)
-    assert _ops(out)["MoE"] == RAGGED.n_moe_layers and _ops(out)["QMoE"] == 0
+    assert op_counts(out)["MoE"] == RAGGED.n_moe_layers and op_counts(out)["QMoE"] == 0
 
 
 def test_block_is_the_largest_power_of_two_both_widths_hold() -> None:
@@ -157,8 +144,8 @@ def test_qmoe_computes_with_exactly_the_packed_weights(bits: int, group: int | N
     quantized = _moe_model(fc1, fc2, k)
     assert quantize_moe_nodes(quantized, bits=bits, group_size=group, accuracy_level=None) == 1
     by_hand = [_unpack(*pack(w, bits, group), bits, w.shape[2]) for w in (fc1, fc2)]
-    want = _run(_moe_model(*by_hand, k).SerializeToString(), (x, logits))[0]
-    got = _run(quantized.SerializeToString(), (x, logits))[0]
+    want = run(_moe_model(*by_hand, k).SerializeToString(), (x, logits))[0]
+    got = run(quantized.SerializeToString(), (x, logits))[0]
     tolerance = 1e-5 if bits == 4 else 0.02 * np.abs(want).max()
     np.testing.assert_allclose(got, want, atol=tolerance)
     # And the packing is within half a step of the float weights.
