@@ -1,0 +1,61 @@
+"""The fidelity bench's end-to-end grading on a real smoke study: the truth is trained emitted
+front first, and a front is only graded once every member has its truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas import records
+from nas.bench._e2e import _candidates, _key, _priority, _scored
+from nas.config.compose import load_settings
+from nas.objectives.pareto import IncrementalFront, front_members
+from nas.search.run import run_search
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> optuna.Study:
+    runs = tmp_path_factory.mktemp("e2e") / "runs"
+    settings = load_settings(
+        ["budget=smoke", f"runs_dir={runs}", f"cache_dir={shared_cache}", "quiet=true",
+         "search_space.n_layers=[1,2]", "search_space.n_experts=[1]",
+         "search_space.structured=[false]", "study.name=E", "study.n_trials=8"]
+    )  # fmt: skip
+    run_search(settings)
+    return optuna.load_study(study_name="E", storage=settings.study.storage)
+
+
+def _emitted(study: optuna.Study) -> set[str]:
+    trials = study.get_trials(deepcopy=False)
+    return {_key(records.read(t)) for t in front_members(trials, records.target(study))}
+
+
+def test_the_emitted_front_is_trained_first_then_layer_by_layer(study: optuna.Study) -> None:
+    priority = _priority(study)
+    assert set(priority) == set(_candidates(study))
+    assert {k for k, p in priority.items() if p == 0} == _emitted(study)
+    learned = [t for t in study.get_trials(deepcopy=False) if records.learns(t)]
+    first = IncrementalFront()  # layer 1: the rung-0 front, bar the emitted members
+    for t in learned:
+        first.add(t.values, t.number)
+    layer_one = {_key(records.read(t)) for t in learned if t.number in first.items}
+    assert {k for k, p in priority.items() if p == 1} == layer_one - _emitted(study)
+    assert max(priority.values()) >= 1
+
+
+def test_a_front_is_graded_only_when_every_member_has_its_truth(study: optuna.Study) -> None:
+    emitted = _emitted(study)
+    quality = {_key(records.read(t)): t.values[0] for t in study.get_trials() if records.learns(t)}
+    missing_one = {k: v for k, v in quality.items() if k != next(iter(emitted))}
+    assert _scored(study, 1.0, missing_one) is None
+
+    only_front = _scored(study, 1.0, {k: quality[k] for k in emitted})
+    assert only_front is not None and not only_front["complete"]
+    assert only_front["capture"] == pytest.approx(1.0)  # nothing scored beyond it: a bound
+
+    every = _scored(study, 1.0, quality)
+    assert every is not None and every["complete"] and every["scored"] == every["learned"]
+    assert 0.0 < every["true_hv"] <= every["best_hv"] * (1 + 1e-12)
+    assert every["true_hv"] == pytest.approx(only_front["true_hv"])
