@@ -30,6 +30,7 @@ from nas import records
 from nas.arch import ArchConfig, CompressionConfig
 from nas.bench._runs import RunSpec
 from nas.config.compose import load_settings
+from nas.fidelity.promotion import layers
 from nas.files import atomic_write
 from nas.objectives.hypervolume import Reference, hypervolume
 from nas.objectives.pareto import IncrementalFront, front_members
@@ -87,16 +88,10 @@ def _priority(study: optuna.Study) -> dict[str, int]:
     grades the searches and bounds their capture."""
     trials = [t for t in study.get_trials(deepcopy=False) if records.learns(t)]
     order = {_key(records.read(t)): 0 for t in front_members(trials, records.target(study))}
-    layer = 1
-    while trials:
-        front = IncrementalFront()
-        for t in trials:
-            front.add(t.values, t.number)
-        for t in trials:
-            if t.number in front.items:
-                order.setdefault(_key(records.read(t)), layer)
-        trials = [t for t in trials if t.number not in front.items]
-        layer += 1
+    points = np.array([t.values for t in trials], dtype=float).reshape(len(trials), -1)
+    for place, rows in enumerate(layers(points), start=1):
+        for i in rows:
+            order.setdefault(_key(records.read(trials[i])), place)
     return order
 
 

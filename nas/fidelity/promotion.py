@@ -23,19 +23,27 @@ def dominated(points: np.ndarray) -> np.ndarray:
     return np.any(less_equal & less, axis=1)
 
 
+def layers(points: np.ndarray) -> list[list[int]]:
+    """Row indices of `points` by non-dominated layer: the non-dominated rows, then those only
+    they dominate, and so on."""
+    remaining = list(range(len(points)))
+    out: list[list[int]] = []
+    while remaining:
+        layer = [remaining[i] for i, d in enumerate(dominated(points[remaining])) if not d]
+        out.append(layer)
+        remaining = [i for i in remaining if i not in layer]
+    return out
+
+
 def order(points: np.ndarray, reference: Reference) -> list[int]:
     """Row indices of `points`, best first (see the module doc)."""
-    remaining = list(range(len(points)))
     ranked: list[int] = []
-    while remaining:
-        pts = points[remaining]
-        layer = [remaining[i] for i, d in enumerate(dominated(pts)) if not d]
+    for layer in layers(points):
         whole = hypervolume(points[layer], reference)
         alone = {
             i: whole - hypervolume(points[[j for j in layer if j != i]], reference) for i in layer
         }
         ranked += sorted(layer, key=lambda i: (-alone[i], i))
-        remaining = [i for i in remaining if i not in layer]
     return ranked
 
 
