@@ -30,6 +30,7 @@ from nas import records
 from nas.arch import ArchConfig, CompressionConfig
 from nas.bench._runs import RunSpec
 from nas.config.compose import load_settings
+from nas.errors import NasError
 from nas.fidelity.promotion import layers
 from nas.files import atomic_write
 from nas.objectives.hypervolume import Reference, hypervolume
@@ -95,13 +96,31 @@ def _priority(study: optuna.Study) -> dict[str, int]:
     return order
 
 
+def e2e_kinds(opts: dict[str, Any]) -> list[str]:
+    """The searches `e2e_kinds=` names (slugs, comma-separated), checked before anything runs."""
+    slugs = {k.replace(", ", "-"): k for k in KINDS}
+    asked = [x.strip() for x in str(opts["e2e_kinds"]).split(",") if x.strip()]
+    unknown = [x for x in asked if x not in slugs]
+    if unknown or "multi-fidelity" not in asked:
+        raise NasError(
+            f"e2e_kinds={opts['e2e_kinds']}: name multi-fidelity (its wall time is everyone's) and "
+            f"any of {', '.join(slugs)}"
+        )
+    return [k for slug, k in slugs.items() if slug in asked]
+
+
 def e2e_part(bench: Any, opts: dict[str, Any], overrides: list[str]) -> dict[str, Any] | None:
-    root = Path(bench.cfg.runs_dir) / "bench" / "fidelity-e2e"
+    # `e2e_seed` repeats the searches (sampler and proxy seeds) in a folder of their own, for the
+    # spread between searches; the truth, seeded apart from them, stays shared.
+    seed = int(opts["e2e_seed"])
+    root = Path(bench.cfg.runs_dir) / "bench" / ("fidelity-e2e" + (f"-seed{seed}" if seed else ""))
+    overrides = [*overrides, f"seed={seed}"] if seed else overrides
+    kinds = e2e_kinds(opts)
     studies = {}
     first, wall = _search("multi-fidelity", root, overrides, opts["e2e_trials"], 1e6)
     studies["multi-fidelity"] = (first, wall)
     budget = float(opts["e2e_seconds"] or wall)
-    for kind in list(KINDS)[1:]:
+    for kind in kinds[1:]:
         studies[kind] = _search(kind, root, overrides, 100000, budget)
     settings = bench.truth_settings(FACTOR)
     candidates: dict[str, tuple[ArchConfig, CompressionConfig]] = {}

@@ -15,7 +15,9 @@ graded too, and what carrying on through the rungs saves against retraining.
 `part=target`: `target_archs` (12) of them trained `target_factor` (64) x rung 0 with
 `target_seeds` (2) seeds, against the extrapolation from the rungs up to the top one; and whether
 the front's depth mix is the truth's. `part=e2e`: the front a whole search returns, re-scored by
-longer training (`nas/bench/_e2e.py`). Writes `<runs_dir>/bench/fidelity.json`.
+longer training (`nas/bench/_e2e.py`); `e2e_seed=N` repeats its searches with other seeds, for
+the spread between searches, and `e2e_kinds=` picks which of them run (multi-fidelity always).
+Writes `<runs_dir>/bench/fidelity.json`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from nas.arch import ArchConfig
 from nas.bench import split_options
+from nas.bench._e2e import e2e_kinds
 from nas.bench._grading import grade, noise_ceiling
 from nas.bench._runs import RunSpec, describe, run_all
 from nas.config.compose import load_settings
@@ -56,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "limit": -1,
     "e2e_trials": 40,
     "e2e_seconds": 0,  # 0: the default search's own wall time sets everyone's
+    "e2e_seed": 0,  # another value repeats the searches with other seeds (their own folder)
+    "e2e_kinds": "multi-fidelity,single-fidelity,random,random-multi-fidelity",
 }
 
 
@@ -273,6 +278,7 @@ def main(argv: list[str]) -> int:
     from nas.bench._fidelity_report import run_parts
 
     opts, overrides = split_options(argv, DEFAULTS, budget="cpu")
+    e2e_kinds(opts)  # a misspelt search refuses before any data is prepared
     cfg = load_settings(overrides)
     bench = Bench(cfg, opts)
     report = run_parts(bench, opts, overrides)

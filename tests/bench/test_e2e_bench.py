@@ -9,8 +9,9 @@ import optuna
 import pytest
 
 from nas import records
-from nas.bench._e2e import _candidates, _key, _priority, _scored
+from nas.bench._e2e import _candidates, _key, _priority, _scored, e2e_kinds
 from nas.config.compose import load_settings
+from nas.errors import NasError
 from nas.objectives.pareto import IncrementalFront, front_members
 from nas.search.run import run_search
 
@@ -59,3 +60,10 @@ def test_a_front_is_graded_only_when_every_member_has_its_truth(study: optuna.St
     assert every is not None and every["complete"] and every["scored"] == every["learned"]
     assert 0.0 < every["true_hv"] <= every["best_hv"] * (1 + 1e-12)
     assert every["true_hv"] == pytest.approx(only_front["true_hv"])
+
+
+def test_e2e_kinds_keep_the_bench_order_and_refuse_a_list_without_the_default() -> None:
+    assert e2e_kinds({"e2e_kinds": "random,multi-fidelity"}) == ["multi-fidelity", "random"]
+    for bad in ("random", "multi-fidelity,randm", ""):
+        with pytest.raises(NasError, match="multi-fidelity"):
+            e2e_kinds({"e2e_kinds": bad})
