@@ -14,6 +14,8 @@ shared between the searches; the emitted fronts first, then the rest layer by la
 chunks grade the searches early). Reported per search: the emitted front's true hypervolume (its
 members re-scored so, under the study's own reference point) and its front capture (that
 hypervolume over the best front among all the search's candidates under the same scoring).
+Each graded run leaves `report.json` in its seed's folder, and the report ends with every kind's
+true hypervolume over the search seeds graded so far, paired with the default's seed by seed.
 """
 
 from __future__ import annotations
@@ -163,8 +165,56 @@ def e2e_part(bench: Any, opts: dict[str, Any], overrides: list[str]) -> dict[str
             f"{row['best_bpb']:.3f}, capture "
             f"{row['capture']:.1%}{bound} (best attainable {row['best_hv']:.4f})"
         )
+    atomic_write(root / "report.json", json.dumps({"seed": seed, "studies": report}))
+    spread = across_searches(_reports(root.parent))
+    for kind, row in spread.items():
+        paired = row.get("minus_default")
+        versus = (
+            ""
+            if paired is None
+            else f"; minus the default's, paired by search seed: {paired['mean']:+.4f} "
+            f"+- {paired['sd']:.4f}, above it in {paired['above']} of {paired['n']}"
+        )
+        print(
+            f"e2e across searches {kind:<22} true hypervolume {row['mean']:.4f} +- "
+            f"{row['sd']:.4f} over {row['n']} search seed(s) {row['search_seeds']}{versus}"
+        )
     return {"factor": FACTOR, "seeds": SEEDS, "candidates": len(candidates),
-            "scored": len(truth), "studies": report}  # fmt: skip
+            "scored": len(truth), "studies": report, "across_searches": spread}  # fmt: skip
+
+
+def _reports(bench_dir: Path) -> dict[int, dict[str, Any]]:
+    """Every graded e2e run under `bench_dir`, by search seed: each seed's folder keeps its own."""
+    out = {}
+    for path in sorted(bench_dir.glob("fidelity-e2e*/report.json")):
+        data = json.loads(path.read_text())
+        out[int(data["seed"])] = data["studies"]
+    return out
+
+
+def across_searches(reports: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each kind's true hypervolume over repeated searches (mean, sample sd), and its difference
+    from the default's paired by search seed: one search per kind cannot tell a kind's gap from
+    the luck of one search, which is what this spread measures."""
+
+    def spread(values: list[float]) -> dict[str, Any]:
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return {"n": len(values), "mean": float(np.mean(values)), "sd": sd}
+
+    default = {
+        s: r["multi-fidelity"]["true_hv"] for s, r in reports.items() if "multi-fidelity" in r
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for kind in KINDS:
+        by_seed = {s: r[kind]["true_hv"] for s, r in sorted(reports.items()) if kind in r}
+        if not by_seed:
+            continue
+        out[kind] = {**spread(list(by_seed.values())), "search_seeds": list(by_seed)}
+        paired = [v - default[s] for s, v in by_seed.items() if s in default]
+        if kind != "multi-fidelity" and paired:
+            above = sum(1 for d in paired if d > 0)
+            out[kind]["minus_default"] = {**spread(paired), "above": above}
+    return out
 
 
 def _scored(study: optuna.Study, wall: float, truth: dict[str, float]) -> dict[str, Any] | None:

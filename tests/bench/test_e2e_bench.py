@@ -3,13 +3,22 @@ front first, and a front is only graded once every member has its truth."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
 import pytest
 
 from nas import records
-from nas.bench._e2e import _candidates, _key, _priority, _scored, e2e_kinds
+from nas.bench._e2e import (
+    _candidates,
+    _key,
+    _priority,
+    _reports,
+    _scored,
+    across_searches,
+    e2e_kinds,
+)
 from nas.config.compose import load_settings
 from nas.errors import NasError
 from nas.objectives.pareto import IncrementalFront, front_members
@@ -67,3 +76,29 @@ def test_e2e_kinds_keep_the_bench_order_and_refuse_a_list_without_the_default() 
     for bad in ("random", "multi-fidelity,randm", ""):
         with pytest.raises(NasError, match="multi-fidelity"):
             e2e_kinds({"e2e_kinds": bad})
+
+
+def test_across_searches_pairs_each_kind_with_the_default_of_the_same_search_seed(
+    tmp_path: Path,
+) -> None:
+    hv = {0: {"multi-fidelity": 0.10, "random": 0.12, "single-fidelity": 0.11},
+          1: {"multi-fidelity": 0.14, "random": 0.13},
+          2: {"multi-fidelity": 0.12, "random": 0.14}}  # fmt: skip
+    for seed, row in hv.items():  # as e2e_part leaves them, one folder per search seed
+        folder = tmp_path / ("fidelity-e2e" + (f"-seed{seed}" if seed else ""))
+        folder.mkdir()
+        studies = {kind: {"true_hv": value} for kind, value in row.items()}
+        (folder / "report.json").write_text(json.dumps({"seed": seed, "studies": studies}))
+    (tmp_path / "fidelity-e2e-seed3").mkdir()  # a run not graded yet counts for nothing
+
+    spread = across_searches(_reports(tmp_path))
+    assert spread["multi-fidelity"]["search_seeds"] == [0, 1, 2]
+    assert spread["multi-fidelity"]["mean"] == pytest.approx(0.12)
+    assert spread["multi-fidelity"]["sd"] == pytest.approx(0.02)
+    assert "minus_default" not in spread["multi-fidelity"]
+    random = spread["random"]["minus_default"]
+    assert random["n"] == 3 and random["above"] == 2  # +0.02, -0.01, +0.02
+    assert random["mean"] == pytest.approx(0.01)
+    single = spread["single-fidelity"]
+    assert single["n"] == 1 and single["sd"] == 0.0 and single["minus_default"]["above"] == 1
+    assert "random, multi-fidelity" not in spread
