@@ -7,6 +7,8 @@ compute-bound, so one side of the roofline's max dominates each):
     decode_ms  = c0 + c_layer * (layers + MoE layers)
                  + sum over weight formats f of c_f * (weights in format f that one token reads)
                  + c_expert * (float routed experts' weights one token reads) + c_kv * (KV elements)
+                 + c_attn * (query heads x head width x context: the attention's own work)
+                 + c_spill * (MiB one token reads beyond `cache_mb`, the cache it fits in)
     prefill_ms = the same terms with multiply-adds over the prompt and the causal attention's
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
@@ -24,11 +26,18 @@ this machine's ONNX Runtime CPU provider an int8 MatMulNBits weight measured ~3.
 and an int4 one ~1.1 (local_cpu.json), so each format's memory has its own coefficient.
 Coefficients are fitted by non-negative least squares on relative error, so more work is never
 predicted faster.
+
+Two decode terms came from the stored `local_cpu` measurements (BENCHMARKS.md, issue 15): the
+attention reads the KV cache once per KV head but works once per *query* head (grouped-query
+attention saves reads, not work), and a model whose weights and cache fit in the CPU's cache
+decodes faster per weight than one streamed from DRAM. `cache_mb` is picked per device at
+calibration, from `CACHE_GRID_MB` by leave-one-out error (no spill term when none helps).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,7 +56,17 @@ FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx.e
 QUANT_BYTES = {8: 1.0, 4: 0.5}
 QUANTITIES = ("decode_ms", "prefill_ms", "memory_mb")
 FEATURES = {
-    "decode_ms": ("fixed", "layers", "float_w", "int8_w", "int4_w", "float_expert_w", "kv"),
+    "decode_ms": (
+        "fixed",
+        "layers",
+        "float_w",
+        "int8_w",
+        "int4_w",
+        "float_expert_w",
+        "kv",
+        "attention",
+        "spill",
+    ),
     "prefill_ms": (
         "fixed",
         "layers",
@@ -60,6 +79,8 @@ FEATURES = {
     "memory_mb": ("fixed", "float_mb", "int8_mb", "int4_mb", "kv_mb"),
 }
 FORMATS = ("float", "int8", "int4")
+# Working-set sizes (MiB) a calibration tries as the cache decode reads fit in; inf: no such cache.
+CACHE_GRID_MB = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, math.inf)
 
 
 def activations_of(hardware: HardwareProfile) -> str:
@@ -107,10 +128,13 @@ def unfit_params(arch: ArchConfig, group: int) -> int:
     return unfit
 
 
-def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.ndarray]:
+def features(
+    candidate: Candidate, hardware: HardwareProfile, cache_mb: float = math.inf
+) -> dict[str, np.ndarray]:
     """The work each quantity's coefficients multiply (see module doc and `FEATURES`).
 
-    Weights in millions, multiply-adds in billions, bytes in MiB.
+    Weights in millions, multiply-adds in billions (decode attention: millions), bytes in MiB;
+    `cache_mb`: the cache decode's reads fit in (the calibration's).
     """
     arch, comp = candidate.arch, candidate.compression
     context, prompt = hardware.deploy.context_len, hardware.deploy.prompt_len
@@ -147,9 +171,16 @@ def features(candidate: Candidate, hardware: HardwareProfile) -> dict[str, np.nd
     stored[fmt] += (arch.matmul_params - float_experts - unfit) * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
     decode = [1.0, layers, *(decode_w[f] / 1e6 for f in FORMATS), float_expert_w / 1e6]
+    query_attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
+    read_bytes = (
+        (decode_w["float"] + float_expert_w + kv_elements) * float_bytes
+        + decode_w["int8"] * QUANT_BYTES[8]
+        + decode_w["int4"] * QUANT_BYTES[4]
+    )
+    spill = max(0.0, read_bytes / MB - cache_mb) if math.isfinite(cache_mb) else 0.0
     prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), float_expert_mac / 1e9]
     return {
-        "decode_ms": np.array([*decode, kv_elements / 1e6]),
+        "decode_ms": np.array([*decode, kv_elements / 1e6, query_attention / 1e6, spill]),
         "prefill_ms": np.array([*prefill, attention / 1e9]),
         "memory_mb": np.array(
             [1.0, *(stored[f] / MB for f in FORMATS), kv_elements * float_bytes / MB]
@@ -172,6 +203,7 @@ class Fit:
 
     coef: tuple[float, ...]
     rel_std: float
+    cache_mb: float = math.inf  # decode: the cache its reads fit in (see `features`)
 
     def predict(self, x: np.ndarray) -> float:
         return float(np.dot(self.coef, x))
@@ -183,31 +215,45 @@ def fit_rows(
     """Fit every quantity on measured rows (each with arch, compression and the quantities).
 
     The relative spread is the leave-one-out relative RMS error (at least `min_rel_std`), so a
-    latency limit checked at `mean + k * std` carries the fit's honest error.
+    latency limit checked at `mean + k * std` carries the fit's honest error. Decode's cache size
+    is the one of `CACHE_GRID_MB` with the smallest leave-one-out error (ties: the larger).
     """
     cands = [row_candidate(r) for r in rows]
     fits = {}
     for q in QUANTITIES:
-        x = np.stack([features(c, hardware)[q] for c in cands])
-        y = np.array([float(r[q]) for r in rows])
-        if q == "decode_ms":  # decode at the long context too, where measured: the KV term
-            long = [(c, r) for c, r in zip(cands, rows, strict=True) if r.get("decode_long_ms")]
-            if long:
-                x = np.concatenate([x, [_long_features(c, r, hardware) for c, r in long]])
-                y = np.concatenate([y, [float(r["decode_long_ms"]) for _, r in long]])
-        coef = nnls_relative(x, y)
-        loo = []
-        for i in range(len(y)):
-            keep = np.arange(len(y)) != i
-            c = nnls_relative(x[keep], y[keep])
-            loo.append(float(x[i] @ c) / y[i] - 1.0)
-        rel = max(min_rel_std, float(np.sqrt(np.mean(np.square(loo))))) if len(y) > 1 else 0.35
-        fits[q] = Fit(tuple(float(v) for v in coef), rel)
+        caches = CACHE_GRID_MB if q == "decode_ms" else (math.inf,)
+        tried = [_fit_one(q, cands, rows, hardware, cache) for cache in caches]
+        best = min(tried, key=lambda f: (round(f.rel_std, 9), -f.cache_mb))
+        fits[q] = Fit(best.coef, max(min_rel_std, best.rel_std), best.cache_mb)
     return fits
 
 
-def _long_features(candidate: Candidate, row: dict[str, Any], hw: HardwareProfile) -> np.ndarray:
-    return features(candidate, hw.at_context(int(row["long_context_len"])))["decode_ms"]
+def _fit_one(
+    q: str, cands: list[Candidate], rows: list[dict[str, Any]], hw: HardwareProfile, cache: float
+) -> Fit:
+    """Coefficients of quantity `q` with decode's cache at `cache`, and their leave-one-out
+    relative RMS error (0.35, an uncalibrated prior's, from a single row)."""
+    x = np.stack([features(c, hw, cache)[q] for c in cands])
+    y = np.array([float(r[q]) for r in rows])
+    if q == "decode_ms":  # decode at the long context too, where measured: the KV term
+        long = [(c, r) for c, r in zip(cands, rows, strict=True) if r.get("decode_long_ms")]
+        if long:
+            x = np.concatenate([x, [_long_features(c, r, hw, cache) for c, r in long]])
+            y = np.concatenate([y, [float(r["decode_long_ms"]) for _, r in long]])
+    coef = nnls_relative(x, y)
+    loo = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        c = nnls_relative(x[keep], y[keep])
+        loo.append(float(x[i] @ c) / y[i] - 1.0)
+    rel = float(np.sqrt(np.mean(np.square(loo)))) if len(y) > 1 else 0.35
+    return Fit(tuple(float(v) for v in coef), rel, cache)
+
+
+def _long_features(
+    candidate: Candidate, row: dict[str, Any], hw: HardwareProfile, cache_mb: float
+) -> np.ndarray:
+    return features(candidate, hw.at_context(int(row["long_context_len"])), cache_mb)["decode_ms"]
 
 
 def row_candidate(row: dict[str, Any]) -> Candidate:
@@ -261,7 +307,11 @@ class CalibratedPredictor(Predictor):
             )
         self.calibration = calibration
         self.fits = {
-            q: Fit(tuple(calibration[q]["coef"]), float(calibration[q]["rel_std"]))
+            q: Fit(
+                tuple(calibration[q]["coef"]),
+                float(calibration[q]["rel_std"]),
+                _cache_from_json(calibration[q].get("cache_mb")),
+            )
             for q in QUANTITIES
         }
 
@@ -295,7 +345,7 @@ class CalibratedPredictor(Predictor):
         )
 
     def predict(self, candidate: Candidate) -> dict[str, Estimate]:
-        x = features(candidate, self.hardware)
+        x = features(candidate, self.hardware, self.fits["decode_ms"].cache_mb)
         out = {}
         for q, fit in self.fits.items():
             mean = max(fit.predict(x[q]), 1e-6)
@@ -304,7 +354,13 @@ class CalibratedPredictor(Predictor):
 
 
 def to_json(fits: dict[str, Fit]) -> dict[str, Any]:
-    return {
-        q: {"features": list(FEATURES[q]), "coef": list(f.coef), "rel_std": f.rel_std}
-        for q, f in fits.items()
-    }
+    out: dict[str, Any] = {}
+    for q, f in fits.items():
+        out[q] = {"features": list(FEATURES[q]), "coef": list(f.coef), "rel_std": f.rel_std}
+        if q == "decode_ms":  # JSON has no infinity: null is "no cache term"
+            out[q]["cache_mb"] = f.cache_mb if math.isfinite(f.cache_mb) else None
+    return out
+
+
+def _cache_from_json(value: Any) -> float:
+    return math.inf if value is None else float(value)

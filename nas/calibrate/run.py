@@ -118,7 +118,9 @@ def run_measure(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any
     source = {
         "device": f"{hardware.name} (measured here)",
         "cpu_model": cpu_model(),
-        "date": dt.date.today().isoformat(),
+        # the day the graphs were timed (reused measurements keep theirs), and the day of the fit
+        "date": max(str(r.get("date", "")) for r in rows) or dt.date.today().isoformat(),
+        "fitted": dt.date.today().isoformat(),
         "command": _command(hardware),
         "measurements": str(store),
         "target": target,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -41,12 +42,16 @@ def varied_candidates(n: int, seed: int = 0) -> list[Candidate]:
 
 
 def rows_from(
-    coef: dict[str, np.ndarray], candidates: list[Candidate], hardware: HardwareProfile
+    coef: dict[str, np.ndarray],
+    candidates: list[Candidate],
+    hardware: HardwareProfile,
+    cache_mb: float = math.inf,
 ) -> list[dict[str, Any]]:
-    """Rows as a device would report them if it followed the model with coefficients `coef`."""
+    """Rows as a device would report them if it followed the model with coefficients `coef` (and
+    decode reads beyond `cache_mb` cost the spill coefficient)."""
     rows = []
     for i, c in enumerate(candidates):
-        x = features(c, hardware)
+        x = features(c, hardware, cache_mb)
         rows.append(
             {
                 "id": f"p{i}",
@@ -62,7 +67,7 @@ def rows_from(
 
 
 TRUE_COEF = {
-    "decode_ms": np.array([0.2, 0.05, 0.004, 0.002, 0.0015, 0.006, 0.001]),
+    "decode_ms": np.array([0.2, 0.05, 0.004, 0.002, 0.0015, 0.006, 0.001, 0.003, 0.0]),
     "prefill_ms": np.array([0.5, 0.1, 0.03, 0.02, 0.025, 0.05, 0.01]),
     "memory_mb": np.array([30.0, 1.1, 1.3, 1.6, 2.0]),
 }

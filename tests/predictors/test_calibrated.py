@@ -13,6 +13,7 @@ from nas.errors import NasError
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
 from predictors.calibrated import (
+    FEATURES,
     CalibratedPredictor,
     features,
     fit_rows,
@@ -103,14 +104,15 @@ def test_decode_timed_at_the_long_context_identifies_the_kv_cost() -> None:
     hw = profile()
     long_hw = hw.at_context(hw.deploy.long_context)
     coef = {q: np.array(v, dtype=float) for q, v in TRUE_COEF.items()}
-    coef["decode_ms"][-1] = 0.05  # ms per million KV elements read
+    kv = FEATURES["decode_ms"].index("kv")
+    coef["decode_ms"][kv] = 0.05  # ms per million KV elements read
     rows = rows_from(coef, varied_candidates(30), hw)
     for row in rows:
         x = features(row_candidate(row), long_hw)["decode_ms"]
         row |= {"decode_long_ms": float(x @ coef["decode_ms"]), "long_context_len": 4 * 512}
     calibration = fit_and_score(rows, hw, SOURCE)
     assert calibration["conditions"]["long_context_len"] == hw.deploy.long_context
-    assert calibration["decode_ms"]["coef"][-1] == pytest.approx(0.05, rel=1e-3)
+    assert calibration["decode_ms"]["coef"][kv] == pytest.approx(0.05, rel=1e-3)
     assert calibration["heldout"]["decode_ms_long"]["within_10pct"] == 1.0
     at_long = CalibratedPredictor(long_hw, calibration)
     short = CalibratedPredictor(hw, calibration)
@@ -118,12 +120,35 @@ def test_decode_timed_at_the_long_context_identifies_the_kv_cost() -> None:
     assert at_long.predict(first)["decode_ms"].mean > short.predict(first)["decode_ms"].mean
 
 
+def test_decode_reads_beyond_the_cache_and_query_head_attention_are_identified() -> None:
+    """A device on which decode reads that fit its cache are cheap and the rest cost extra, and
+    whose attention works per query head: the fit picks that cache size from the grid and
+    recovers both costs, and the calibration file carries the cache size."""
+    hw = profile()
+    names = FEATURES["decode_ms"]
+    coef = {q: np.array(v, dtype=float) for q, v in TRUE_COEF.items()}
+    coef["decode_ms"][names.index("attention")] = 0.01
+    coef["decode_ms"][names.index("spill")] = 0.2  # ms per MiB read beyond 8 MiB
+    candidates = varied_candidates(40)
+    spilled = [features(c, hw, 8.0)["decode_ms"][names.index("spill")] for c in candidates]
+    assert 0 < sum(s > 0 for s in spilled) < len(candidates)  # both sides of the cache
+    rows = rows_from(coef, candidates, hw, cache_mb=8.0)
+    calibration = fit_and_score(rows, hw, SOURCE)
+    assert calibration["decode_ms"]["cache_mb"] == 8.0
+    np.testing.assert_allclose(calibration["decode_ms"]["coef"], coef["decode_ms"], rtol=1e-3)
+    assert calibration["heldout"]["decode_ms"]["within_10pct"] == 1.0
+    # No cache effect in the data: no spill term ("cache_mb": null), as before this term existed.
+    plain = fit_and_score(rows_from(TRUE_COEF, candidates, hw), hw, SOURCE)
+    assert plain["decode_ms"]["cache_mb"] is None
+    assert CalibratedPredictor(hw, plain).fits["decode_ms"].cache_mb == float("inf")
+
+
 def test_quantized_experts_are_priced_in_their_format_where_qmoe_holds_them() -> None:
     """ONNX Runtime's QMoE holds experts in the candidate's int4 when the widths hold whole
     groups: their weights move from the float expert term to int4's, and so does their memory;
     ExecuTorch keeps them float, and runs every expert at prefill."""
     from nas.arch import ArchConfig, Candidate, CompressionConfig
-    from predictors.calibrated import FEATURES, experts_quantized
+    from predictors.calibrated import experts_quantized
 
     arch = ArchConfig(2, 4, 2, 32, 256, 512, n_experts=4, experts_per_token=2)
     int4, fp32 = CompressionConfig(weight_bits=4, group_size=32), CompressionConfig()
