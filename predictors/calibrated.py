@@ -9,7 +9,8 @@ compute-bound, so one side of the roofline's max dominates each):
                  + c_expert * (float routed experts' weights one token reads) + c_kv * (KV elements)
                  + c_attn * (query heads x head width x context: the attention's own work)
                  + c_spill * (MiB one token reads beyond `cache_mb`, the cache it fits in)
-    prefill_ms = the same terms with multiply-adds over the prompt and the causal attention's
+    prefill_ms = the same terms with multiply-adds over the prompt and the causal attention's,
+                 + c_act * (activation elements the blocks' norms, residuals and MLP gates touch)
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
 Weight formats are the exported graph's (nas.onnx.export): `float` (fp32 on CPUs: the embedding
@@ -31,7 +32,8 @@ Two decode terms came from the stored `local_cpu` measurements (BENCHMARKS.md, i
 attention reads the KV cache once per KV head but works once per *query* head (grouped-query
 attention saves reads, not work), and a model whose weights and cache fit in the CPU's cache
 decodes faster per weight than one streamed from DRAM. `cache_mb` is picked per device at
-calibration, from `CACHE_GRID_MB` by leave-one-out error (no spill term when none helps).
+calibration, from `CACHE_GRID_MB` by leave-one-out error (no spill term when none helps). Prefill's
+`activations` term is the element-wise work (norms, residual adds, gates) the multiply-adds miss.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ FEATURES = {
         "int4_mac",
         "float_expert_mac",
         "attention",
+        "activations",
     ),
     "memory_mb": ("fixed", "float_mb", "int8_mb", "int4_mb", "kv_mb"),
 }
@@ -162,6 +165,13 @@ def features(
     float_experts = 0 if quantized else experts_all
     kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * context
     attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
+    # Element-wise work over the prompt: every block's residual width, and the hidden width of
+    # the MLPs it runs (in MoE layers the experts that run: chosen ones, or all in ExecuTorch).
+    experts_run = arch.n_experts if runtime == "executorch" else arch.experts_per_token
+    mlp_width = (arch.n_layers - arch.n_moe_layers) * arch.ffn_dim + (
+        arch.n_moe_layers * experts_run * arch.ffn_dim
+    )
+    activations = prompt * (arch.n_layers * arch.d_model + mlp_width)
     # Weights as the runtime holds them: quantized blocks, float everything else (the LM head is
     # a separate, transposed copy of a tied embedding in the exported graph).
     norms = arch.params - arch.matmul_params - arch.embedding_params
@@ -181,7 +191,7 @@ def features(
     prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), float_expert_mac / 1e9]
     return {
         "decode_ms": np.array([*decode, kv_elements / 1e6, query_attention / 1e6, spill]),
-        "prefill_ms": np.array([*prefill, attention / 1e9]),
+        "prefill_ms": np.array([*prefill, attention / 1e9, activations / 1e6]),
         "memory_mb": np.array(
             [1.0, *(stored[f] / MB for f in FORMATS), kv_elements * float_bytes / MB]
         ),
