@@ -46,6 +46,12 @@ class Predictor(ABC):
             f"roofline prior from hydra_configs/hardware/{self.hardware.name}.yaml (uncalibrated)"
         )
 
+    @property
+    def identity(self) -> str:
+        """What a study stores to tell these numbers from another predictor's: a prior's numbers
+        are the hardware file's, which the study's settings already hold."""
+        return "prior"
+
     @abstractmethod
     def predict(self, candidate: Candidate) -> dict[str, Estimate]:
         """One `Estimate` for each name in `quantities`."""

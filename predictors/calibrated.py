@@ -38,6 +38,7 @@ calibration, from `CACHE_GRID_MB` by leave-one-out error (no spill term when non
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -353,6 +354,14 @@ class CalibratedPredictor(Predictor):
             f"{p['cpu_model']} ({p['device']}, {p['threads']} threads, {runtime} "
             f"{p.get(runtime, '?')}, {p['date']})"
         )
+
+    @property
+    def identity(self) -> str:
+        """The fit's fingerprint: a re-calibration changes every price, so a study priced with
+        one calibration never resumes with another (nas.study.open)."""
+        fitted = {q: self.calibration[q] for q in QUANTITIES}
+        payload = json.dumps([fitted, self.calibration.get("conditions")], sort_keys=True)
+        return f"calibrated {hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
     def predict(self, candidate: Candidate) -> dict[str, Estimate]:
         x = features(candidate, self.hardware, self.fits["decode_ms"].cache_mb)

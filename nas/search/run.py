@@ -172,6 +172,8 @@ def prepare(settings: Settings) -> Prepared:
         "search_space": {"name": space.name, **space.choices()},
         "proxy": proxy_identity,
         "settings": every,
+        # the calibration behind every decode ms and memory MB (a re-calibration is a new study)
+        "pricing": {"latency": cheap.latency.identity, "memory": cheap.memory.identity},
     }
     return Prepared(data, tokenizer, info, space, cheap, scorer, identity, rungs, training, pruning)
 

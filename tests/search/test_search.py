@@ -163,6 +163,39 @@ def test_resumed_study_refuses_other_settings(smoke_overrides: list[str]) -> Non
     assert count == 1  # nothing stored was lost or added
 
 
+def test_a_study_priced_by_one_calibration_never_resumes_with_another(
+    smoke_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-calibrating the device changes every decode ms and memory MB: the study's identity holds
+    the calibration's fingerprint, so its old and new prices are never mixed."""
+    import functools
+
+    import nas.search.run as search_run
+    from nas.calibrate.fit import fit_and_score, write_calibration
+    from predictors.factory import latency_predictor, memory_predictor
+    from tests.predictors.helpers import TRUE_COEF, profile, rows_from, varied_candidates
+
+    calibrations = tmp_path / "calibrations"
+    for name, function in (("latency_predictor", latency_predictor),
+                           ("memory_predictor", memory_predictor)):  # fmt: skip
+        monkeypatch.setattr(search_run, name, functools.partial(function, directory=calibrations))
+    hw = profile("pixel8")
+    source = {"device": "pixel8 (test)", "cpu_model": "test", "date": "2026-12-06"}
+
+    def calibrate(scale: float) -> None:
+        coef = {q: v * scale for q, v in TRUE_COEF.items()}
+        rows = rows_from(coef, varied_candidates(20), hw)
+        write_calibration(fit_and_score(rows, hw, source), calibrations / "pixel8.json")
+
+    calibrate(1.0)
+    first = load_settings([*smoke_overrides, "study.name=priced", "study.n_trials=1"])
+    run_search(first)
+    run_search(first)  # the same calibration resumes
+    calibrate(1.5)
+    with pytest.raises(NasError, match=r"other settings \(pricing: latency, pricing: memory"):
+        run_search(first)
+
+
 def test_new_study_stores_the_space_reference_and_a_resumed_one_keeps_its_own(
     smoke_overrides: list[str],
 ) -> None:
