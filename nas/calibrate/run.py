@@ -37,6 +37,7 @@ from predictors.calibrated import (
     activations_of,
     moe_kernel_of,
 )
+from predictors.machine import this_machine
 
 log = logging.getLogger("nas.calibrate")
 
@@ -118,6 +119,7 @@ def run_measure(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any
     source = {
         "device": f"{hardware.name} (measured here)",
         "cpu_model": cpu_model(),
+        "machine": this_machine(),  # the predictor warns when it prices another machine
         # the day the graphs were timed (reused measurements keep theirs), and the day of the fit
         "date": max(str(r.get("date", "")) for r in rows) or dt.date.today().isoformat(),
         "fitted": dt.date.today().isoformat(),

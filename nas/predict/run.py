@@ -10,6 +10,7 @@ sparsity_pattern.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
     from predictors.footprint import kv_cache_bytes
 
     latency_model = latency_predictor(hardware)
+    if warning := getattr(latency_model, "elsewhere", None):
+        print(f"warning: {warning}", file=sys.stderr)
     latency = latency_model.predict(candidate)
     memory = memory_predictor(hardware).predict(candidate)["memory_mb"]
     decode, prefill = latency["decode_ms"], latency["prefill_ms"]

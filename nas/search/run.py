@@ -279,6 +279,8 @@ def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
 
 def _log_start(study: optuna.Study, settings: Settings, ready: Prepared, stored: int) -> None:
     training, rungs = settings.proxy.training, ready.rungs
+    if warning := getattr(ready.cheap.latency, "elsewhere", None):
+        log.warning(warning)
     steps = "/".join(str(rungs.total(k)) for k in range(rungs.count))
     log.info(
         "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "

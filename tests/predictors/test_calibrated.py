@@ -176,3 +176,27 @@ def test_quantized_experts_are_priced_in_their_format_where_qmoe_holds_them() ->
     )
     ragged = ArchConfig(2, 4, 2, 32, 344, 512, n_experts=4, experts_per_token=2)
     assert not experts_quantized(Candidate(ragged, int4), "onnxruntime")  # 344 = 8 x 43
+
+
+def test_a_calibration_measured_on_another_machine_says_so() -> None:
+    """VMs sharing a CPU name have timed the same graphs 2-3x apart: a calibration "measured
+    here" on another machine warns, with the fix, and so does one that does not say where; the
+    same machine, or a device's bundle, do not."""
+    from predictors.machine import this_machine
+
+    hw = profile()
+    calibration = fit_and_score(rows_from(TRUE_COEF, varied_candidates(20), hw), hw, SOURCE)
+    here = this_machine()
+    assert "CPUs" in here
+    calibration["provenance"] |= {"device": "local_cpu (measured here)", "machine": "other CPU"}
+    warning = CalibratedPredictor(hw, calibration).elsewhere
+    assert warning and "other CPU" in warning and here in warning
+    assert "re-run python -m nas.calibrate hardware=local_cpu" in warning
+    calibration["provenance"]["machine"] = here
+    assert CalibratedPredictor(hw, calibration).elsewhere is None
+    calibration["provenance"] |= {"device": "rpi5 (bundle)", "machine": "other CPU"}
+    assert CalibratedPredictor(hw, calibration).elsewhere is None
+    del calibration["provenance"]["machine"]
+    calibration["provenance"]["device"] = "local_cpu (measured here)"
+    unknown = CalibratedPredictor(hw, calibration).elsewhere
+    assert unknown and "does not record which machine" in unknown and here in unknown
