@@ -52,7 +52,7 @@ from nas.errors import NasError
 from nas.hardware import MOE_KERNELS, HardwareProfile, qmoe_block, runtime_suffix
 from predictors.base import Estimate, Predictor
 from predictors.footprint import active_matmul_params
-from predictors.machine import this_machine
+from predictors.machine import calibrated_elsewhere
 
 CALIBRATIONS = Path(__file__).parent / "calibrations"
 MB = 1024.0 * 1024.0
@@ -358,26 +358,8 @@ class CalibratedPredictor(Predictor):
 
     @property
     def elsewhere(self) -> str | None:
-        """A warning when this calibration was timed on another machine than this one (only for
-        calibrations "measured here" that recorded their machine: a bundle's device is another
-        machine by design)."""
-        p = self.calibration.get("provenance", {})
-        if not str(p.get("device", "")).endswith("(measured here)"):
-            return None
-        here, fix = this_machine(), f"python -m nas.calibrate hardware={self.hardware.name}"
-        if "machine" not in p:  # calibrations from before machines were recorded
-            return (
-                f"the {self.hardware.name} calibration does not record which machine it was "
-                f"measured on ({p.get('cpu_model', '?')}, {p.get('date', '?')}); if not this one "
-                f"({here}), its prices may be 2-3x off: re-run {fix} here"
-            )
-        if p["machine"] == here:
-            return None
-        return (
-            f"the {self.hardware.name} calibration was measured on another machine "
-            f"({p['machine']}; this one: {here}), and VMs of one CPU name have timed the same "
-            f"graphs 2-3x apart: re-run {fix} here for prices of this machine"
-        )
+        """A warning when this calibration may describe another machine (predictors.machine)."""
+        return calibrated_elsewhere(self.calibration.get("provenance", {}), self.hardware.name)
 
     @property
     def identity(self) -> str:

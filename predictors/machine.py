@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -48,3 +50,25 @@ def this_machine() -> str:
     if cache := _last_level_cache():
         parts.append(f"cache {cache}")
     return ", ".join(parts)
+
+
+def calibrated_elsewhere(provenance: Mapping[str, Any], hardware_name: str) -> str | None:
+    """A warning when a calibration "measured here" was timed on another machine than this one,
+    or does not say which; None for the same machine, and for a device's bundle (another machine
+    by design)."""
+    if not str(provenance.get("device", "")).endswith("(measured here)"):
+        return None
+    here, fix = this_machine(), f"python -m nas.calibrate hardware={hardware_name}"
+    if "machine" not in provenance:  # calibrations from before machines were recorded
+        return (
+            f"the {hardware_name} calibration does not record which machine it was measured on "
+            f"({provenance.get('cpu_model', '?')}, {provenance.get('date', '?')}); if not this "
+            f"one ({here}), its prices may be 2-3x off: re-run {fix} here"
+        )
+    if provenance["machine"] == here:
+        return None
+    return (
+        f"the {hardware_name} calibration was measured on another machine "
+        f"({provenance['machine']}; this one: {here}), and VMs of one CPU name have timed the "
+        f"same graphs 2-3x apart: re-run {fix} here for prices of this machine"
+    )
