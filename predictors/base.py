@@ -47,6 +47,12 @@ class Predictor(ABC):
         )
 
     @property
+    def elsewhere(self) -> str | None:
+        """A warning when the numbers may describe another machine than this one (None here:
+        a prior is for the hardware file's device, wherever it runs)."""
+        return None
+
+    @property
     def identity(self) -> str:
         """What a study stores to tell these numbers from another predictor's: a prior's numbers
         are the hardware file's, which the study's settings already hold."""

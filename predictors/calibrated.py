@@ -154,7 +154,8 @@ def features(
     # Routed experts: in `fmt` (ONNX Runtime's QMoE) or float; ONNX Runtime's MoE multiplies
     # the chosen experts only, ExecuTorch's prefill every expert (nas.onnx.moe).
     quantized = experts_quantized(candidate, runtime)
-    expert_mac = prompt * (experts_all if runtime == "executorch" else experts_active)
+    experts_run = arch.n_experts if runtime == "executorch" else arch.experts_per_token
+    expert_mac = prompt * _expert_params(arch, experts_run)
     float_expert_w, float_expert_mac = (0, 0) if quantized else (experts_active, expert_mac)
     if quantized:
         block += experts_active
@@ -168,8 +169,7 @@ def features(
     kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * context
     attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
     # Element-wise work over the prompt: every block's residual width, and the hidden width of
-    # the MLPs it runs (in MoE layers the experts that run: chosen ones, or all in ExecuTorch).
-    experts_run = arch.n_experts if runtime == "executorch" else arch.experts_per_token
+    # the MLPs it runs (in MoE layers `experts_run`).
     mlp_width = (arch.n_layers - arch.n_moe_layers) * arch.ffn_dim + (
         arch.n_moe_layers * experts_run * arch.ffn_dim
     )
@@ -189,7 +189,7 @@ def features(
         + decode_w["int8"] * QUANT_BYTES[8]
         + decode_w["int4"] * QUANT_BYTES[4]
     )
-    spill = max(0.0, read_bytes / MB - cache_mb) if math.isfinite(cache_mb) else 0.0
+    spill = max(0.0, read_bytes / MB - cache_mb)  # 0 with no cache term (cache_mb = inf)
     prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), float_expert_mac / 1e9]
     return {
         "decode_ms": np.array([*decode, kv_elements / 1e6, query_attention / 1e6, spill]),

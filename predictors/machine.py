@@ -38,11 +38,16 @@ def _last_level_cache() -> str:
         return ""
 
 
+def cpu_model(info: Mapping[str, str] | None = None) -> str:
+    """The CPU's name, e.g. "AMD EPYC" (`info`: /proc/cpuinfo's fields, read when not given)."""
+    info = _cpuinfo() if info is None else info
+    return info.get("model name") or platform.processor() or platform.machine()
+
+
 def this_machine() -> str:
     """E.g. "AMD EPYC, family 26 model 2 stepping 1, 2 CPUs, cache 32768K"."""
     info = _cpuinfo()
-    name = info.get("model name") or platform.processor() or platform.machine()
-    parts = [name]
+    parts = [cpu_model(info)]
     if "cpu family" in info:
         ids = ("cpu family", "model", "stepping")
         parts.append(" ".join(f"{k.split()[-1]} {info.get(k, '?')}" for k in ids))

@@ -4,7 +4,6 @@ calibration file's content, and the summary `nas.calibrate` prints."""
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ from predictors.calibrated import (
     row_candidate,
     to_json,
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _has_long(rows: list[dict[str, Any]]) -> bool:

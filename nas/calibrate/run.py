@@ -26,7 +26,7 @@ from nas.calibrate.calibration_set import (
     read_rows,
     write_rows,
 )
-from nas.calibrate.fit import cpu_model, fit_and_score
+from nas.calibrate.fit import fit_and_score
 from nas.calibrate.runtimes import calibration_runtime
 from nas.errors import NasError
 from nas.files import check_writable
@@ -37,7 +37,7 @@ from predictors.calibrated import (
     activations_of,
     moe_kernel_of,
 )
-from predictors.machine import this_machine
+from predictors.machine import cpu_model, this_machine
 
 log = logging.getLogger("nas.calibrate")
 

@@ -36,7 +36,7 @@ def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
     from predictors.footprint import kv_cache_bytes
 
     latency_model = latency_predictor(hardware)
-    if warning := getattr(latency_model, "elsewhere", None):
+    if warning := latency_model.elsewhere:
         print(f"warning: {warning}", file=sys.stderr)
     latency = latency_model.predict(candidate)
     memory = memory_predictor(hardware).predict(candidate)["memory_mb"]

@@ -279,7 +279,7 @@ def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
 
 def _log_start(study: optuna.Study, settings: Settings, ready: Prepared, stored: int) -> None:
     training, rungs = settings.proxy.training, ready.rungs
-    if warning := getattr(ready.cheap.latency, "elsewhere", None):
+    if warning := ready.cheap.latency.elsewhere:
         log.warning(warning)
     steps = "/".join(str(rungs.total(k)) for k in range(rungs.count))
     log.info(
