@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +50,19 @@ def stored(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Stor
 
 
 def _damaged(stored: Stored, root: Path, where: str) -> None:
-    """A copy of B whose study.db is damaged in its header, or inside its pages."""
-    shutil.copytree(stored.runs / "B", root / "B", ignore=shutil.ignore_patterns("*.lock"))
+    """A copy of B whose study.db is damaged in its header, or inside its pages.
+
+    The copy's write-ahead log is folded into it first: pages still in a log are read from
+    there, so a copy that kept one could read undamaged pages, and whether it opened would
+    depend on when B's log was last checkpointed.
+    """
+    shutil.copytree(stored.runs / "B", root / "B", ignore=shutil.ignore_patterns("*.lock", "*-shm"))
     db = root / "B" / "study.db"
+    with contextlib.closing(sqlite3.connect(db)) as connection:  # nothing else has this copy open
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0, "the copy's write-ahead log could not be folded in"
+    wal = db.with_name("study.db-wal")  # SQLite removes it as the last connection closes
+    assert not wal.exists() or not wal.stat().st_size
     data = bytearray(db.read_bytes())
     if where == "header":
         data[:100] = b"\xa5" * 100

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import importlib
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,14 @@ def settle(db: Path) -> None:
     wal = db.with_name(db.name + "-wal")
     if not wal.is_file() or not wal.stat().st_size:
         return  # nothing waits to be moved in
-    gc.collect()  # an engine left by an earlier run closes its connections (and checkpoints)
-    with contextlib.closing(sqlite3.connect(db)) as connection:
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for _ in range(5):  # a reader still open blocks the checkpoint: collect, then try again
+        gc.collect()  # an engine left by an earlier run closes its connections (and checkpoints)
+        with contextlib.closing(sqlite3.connect(db)) as connection:
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{db}'s write-ahead log could not be checkpointed: a reader holds it")
 
 
 def run(command: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
