@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +56,7 @@ def _damaged(stored: Stored, root: Path, where: str) -> None:
     """
     shutil.copytree(stored.runs / "B", root / "B", ignore=shutil.ignore_patterns("*.lock", "*-shm"))
     db = root / "B" / "study.db"
-    with contextlib.closing(sqlite3.connect(db)) as connection:  # nothing else has this copy open
-        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        assert busy == 0, "the copy's write-ahead log could not be folded in"
-    wal = db.with_name("study.db-wal")  # SQLite removes it as the last connection closes
-    assert not wal.exists() or not wal.stat().st_size
+    settle(db)  # fails, saying why, if the log cannot be folded in
     data = bytearray(db.read_bytes())
     if where == "header":
         data[:100] = b"\xa5" * 100
