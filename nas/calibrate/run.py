@@ -215,8 +215,11 @@ def _adb_lines(
 def _executor_runner_lines(manifest: dict[str, Any]) -> str:
     """ExecuTorch's C++ runner through adb."""
     header = [
-        "# Build ExecuTorch's executor_runner with the XNNPACK backend for the device",
-        "# (docs.pytorch.org/executorch/stable/backends-xnnpack.html), then push it and models:",
+        "# Build ExecuTorch's executor_runner with the XNNPACK backend and the LLM custom ops",
+        "# (docs.pytorch.org/executorch/stable/backends-xnnpack.html, with",
+        "# -DEXECUTORCH_BUILD_XNNPACK=ON",
+        "# -DEXECUTORCH_BUILD_KERNELS_LLM=ON, linking custom_ops: decode programs hold their",
+        "# KV cache and use llama::update_cache and llama::custom_sdpa), then push it and models:",
         "#   adb push executor_runner /data/local/tmp/",
         "#   adb push models /data/local/tmp/nas/models",
         "# Each line logs 'N inference took X ms, avg Y ms': copy each avg into results.jsonl",

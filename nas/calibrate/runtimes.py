@@ -101,7 +101,7 @@ class ExecuTorch(CalibrationRuntime):
         require()
 
     def export(self, candidate, hardware, cache_dir, phases=PHASES):
-        from nas.executorch.export import export_pte
+        from nas.executorch.export import DECODE_FORM, export_pte, timing_position
         from nas.executorch.quantize import check_format
 
         deploy, comp = hardware.deploy, candidate.compression
@@ -109,9 +109,11 @@ class ExecuTorch(CalibrationRuntime):
         folder = cache_dir / candidate.key(deploy.context_len, deploy.prompt_len)
         out = {}
         for phase in phases:
-            path = folder / f"{phase}-{MOE_KERNELS[self.name]}.pte"  # not an older kernel's
+            # named by its kernels and cache form: never a program of an older form
+            path = folder / f"{phase}-{MOE_KERNELS[self.name]}-{DECODE_FORM}.pte"
             if not path.is_file():  # written whole or not at all: a file here is complete
-                length = deploy.context_len if phase == "decode" else deploy.prompt_len
+                decode = phase == "decode"
+                length = deploy.context_len if decode else deploy.prompt_len
                 export_pte(
                     candidate.arch,
                     path,
@@ -119,6 +121,8 @@ class ExecuTorch(CalibrationRuntime):
                     group_size=group,
                     context_len=length,
                     phase=phase,  # type: ignore[arg-type]
+                    # the C++ runner on a phone feeds ones: the step's position is fixed here
+                    position=timing_position(length) if decode else None,
                 )
             out[phase] = path
         return out

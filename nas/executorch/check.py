@@ -26,7 +26,6 @@ from nas.executorch.export import as_model, example_inputs, export_pte, step
 from nas.executorch.quantize import format_name, quantized
 from nas.executorch.runtime import load_method, version
 from nas.onnx.check import quiet_export
-from nas.onnx.export import cache_names
 from nas.onnx.moe import Phase
 from nas.quality.models import arch_from_config
 
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 # max |Δlogit| allowed, as a share of max(1, max |logit|): float rounding for fp32 (seen 2e-6);
 # for int8/int4, activations rounded to the neighbouring int8 value (seen up to 2.8e-2).
 TOLERANCE = {16: 1e-4, 8: 5e-2, 4: 5e-2}
-SEEDS = (0, 1, 2, 3)  # inputs compared: random tokens, position after the cache, random cache
+SEEDS = (0, 1, 2, 3)  # random token sequences (prefill: prompts) compared
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,7 @@ class Agreement:
     worst: float  # max |Δlogit| over all inputs
     best: float  # the smallest per-input max |Δlogit|: the agreement without a rounding step
     scale: float  # max |logit|
+    inputs: int  # inputs compared: prompts, or (sequence, position) decode steps
 
 
 def tolerance(weight_bits: int, scale: float) -> float:
@@ -60,25 +60,59 @@ def compare(
     context_len: int,
     seeds: tuple[int, ...] = SEEDS,
 ) -> Agreement:
-    """The program at `path` against `step(reference, phase)` on the inputs of `seeds`; every
-    output is checked for its shape, the logits for their values."""
+    """The program at `path` against torch running `reference`, on the inputs of `seeds`.
+
+    Decode steps the program through random sequences that fill its whole cache, one token and
+    position at a time, and compares every step's logits with `reference`'s forward over the
+    sequence (its own attention, no cache): the program's cache, written and read in place, must
+    give what attention over the whole prefix gives. Prefill runs `step(reference, "prefill")`
+    on random prompts; every output is checked for its shape, the logits for their values.
+    """
     program = load_method(path)
-    wrapper = step(reference, phase)
     per_input, scale = [], 0.0
     for seed in seeds:
-        args = example_inputs(reference, phase, length=context_len, seed=seed)
-        with torch.no_grad(), quiet_export():
-            expected = wrapper(*args)
-        got = program.run(args)
-        if len(got) != len(expected):
-            raise RuntimeError(f"{path} returned {len(got)} outputs, torch {len(expected)}")
-        for mine, theirs in zip(got, expected, strict=True):
-            if tuple(mine.shape) != tuple(theirs.shape):
-                shapes = f"{tuple(mine.shape)}, torch {tuple(theirs.shape)}"
-                raise RuntimeError(f"{path} returned shape {shapes}")
-        per_input.append(float((got[0] - expected[0]).abs().max()))
-        scale = max(scale, float(expected[0].abs().max()))
-    return Agreement(worst=max(per_input), best=min(per_input), scale=scale)
+        if phase == "decode":
+            diffs, top = _decode_steps(program, reference, context_len, seed, path)
+        else:
+            diffs, top = _prefill(program, reference, context_len, seed, path)
+        per_input.extend(diffs)
+        scale = max(scale, top)
+    return Agreement(worst=max(per_input), best=min(per_input), scale=scale, inputs=len(per_input))
+
+
+def _decode_steps(
+    program: Any, reference: torch.nn.Module, context_len: int, seed: int, path: str | Path
+) -> tuple[list[float], float]:
+    vocab = arch_from_config(reference.config).vocab_size
+    ids = torch.randint(0, vocab, (1, context_len), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = reference(input_ids=ids, use_cache=False).logits[0]
+    diffs = []
+    for position in range(context_len):
+        got = program.run([ids[:, position : position + 1], torch.tensor([[position]])])
+        if len(got) != 1 or tuple(got[0].shape) != (1, 1, vocab):
+            shapes = [tuple(t.shape) for t in got]
+            raise RuntimeError(f"{path} returned {shapes}, not one [1, 1, {vocab}] logits")
+        diffs.append(float((got[0][0, 0] - expected[position]).abs().max()))
+    return diffs, float(expected.abs().max())
+
+
+def _prefill(
+    program: Any, reference: torch.nn.Module, prompt_len: int, seed: int, path: str | Path
+) -> tuple[list[float], float]:
+    wrapper = step(reference, "prefill", context_len=prompt_len)
+    args = example_inputs(reference, "prefill", length=prompt_len, seed=seed)
+    with torch.no_grad(), quiet_export():  # the model's own attention
+        expected = wrapper(*args)
+    got = program.run(args)
+    if len(got) != len(expected):
+        raise RuntimeError(f"{path} returned {len(got)} outputs, torch {len(expected)}")
+    for mine, theirs in zip(got, expected, strict=True):
+        if tuple(mine.shape) != tuple(theirs.shape):
+            raise RuntimeError(
+                f"{path} returned shape {tuple(mine.shape)}, torch {tuple(theirs.shape)}"
+            )
+    return [float((got[0] - expected[0]).abs().max())], float(expected[0].abs().max())
 
 
 def check_pte(
@@ -118,20 +152,28 @@ def write_pte(
     quant = quantized(model, weight_bits=weight_bits, group_size=group)
     path = out_dir / "model.pte"
     export_pte(model, path, weight_bits=weight_bits, group_size=group, context_len=context_len)
-    agreement = compare(path, quant.model, phase="decode", context_len=context_len)
+    # one sequence, every position of the cache: a step per position, so more would be slow
+    agreement = compare(path, quant.model, phase="decode", context_len=context_len, seeds=(0,))
     allowed = tolerance(weight_bits, agreement.scale)
     if agreement.worst > allowed:
         raise RuntimeError(f"model.pte disagrees with torch by {agreement.worst:.2g} in the logits")
     log.info("model.pte runs in ExecuTorch %s (max |Δlogit| %.1e)", version(), agreement.worst)
-    n_layers = arch_from_config(model.config).n_layers
+    arch = arch_from_config(model.config)
     return {
         "executorch": version(),
         "delegate": "xnnpack",
         "format": format_name(weight_bits, group),
         "graph": "decode",
         "context_len": context_len,
-        "inputs": ["input_ids", "position_ids", *cache_names(n_layers, "past")],
-        "outputs": ["logits", *cache_names(n_layers, "present")],
+        "inputs": ["input_ids", "position_ids"],
+        "outputs": ["logits"],
+        # ExecuTorch's Llama form: the cache is program state, written in place at position_ids
+        "kv_cache": {
+            "held_in": "program (mutable buffers)",
+            "shape_per_layer": [1, context_len, arch.n_kv_heads, arch.head_dim],
+            "ops": ["llama::update_cache", "llama::custom_sdpa"],
+        },
+        "positions_checked": agreement.inputs,
         "float_layers": quant.float_layers,
         "max_abs_logit_diff": agreement.worst,
         "best_input_max_abs_logit_diff": agreement.best,

@@ -63,18 +63,18 @@ class Measurement:
         return (self.p90_ms - self.p10_ms) / self.median_ms
 
 
-def feeds(specs: list[tuple[tuple[int, ...], Any]], seed: int = 0) -> list[Any]:
-    """Inputs for every program input: token ids 0, the position after the cache (a decode
-    program's second integer input; its third input is the first cache tensor), random floats."""
+def feeds(specs: list[tuple[tuple[int, ...], Any]], seed: int = 0, position: int = 0) -> list[Any]:
+    """Inputs for every program input: token ids 0, random floats, and for a decode program
+    (`input_ids` [1,1], `position_ids` [1,1]) the cache position `position`. A timing program
+    fixes its position when exported (`nas.executorch.export.timing_position`) and ignores it."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    decode = len(specs) > 2 and specs[1][1] == torch.long and len(specs[2][0]) == 4
-    past_len = specs[2][0][2] if decode else 0
+    decode = [shape for shape, _ in specs] == [(1, 1), (1, 1)]
     out = []
     for i, (shape, dtype) in enumerate(specs):
         if dtype == torch.long:
-            out.append(torch.full(shape, past_len if decode and i == 1 else 0, dtype=dtype))
+            out.append(torch.full(shape, position if decode and i == 1 else 0, dtype=dtype))
         else:
             out.append(torch.randn(shape, generator=gen).to(dtype))
     return out
@@ -87,21 +87,24 @@ def measure_program(
     warmup: int = 5,
     runs: int = 50,
     max_seconds: float = 30.0,
+    position: int = 0,
 ) -> Measurement:
     """Time `runs` runs of the program at `path` after `warmup` untimed ones, in this process.
 
     Stops early (keeping at least 5 timed runs) once `max_seconds` of timed runs have passed.
+    A deployable decode program (`model.pte`) steps at `position` of its cache.
     """
     import numpy as np
 
-    from nas.executorch.runtime import load_method, thread_count, version
+    from nas.executorch.runtime import load_custom_ops, load_method, thread_count, version
 
     executorch_version = version()  # imports ExecuTorch before the baseline is read
+    load_custom_ops()  # and the LLM ops library a decode program needs
     baseline = _rss_mb()
     started = time.perf_counter()
     program = load_method(path, threads=threads)
     load_s = time.perf_counter() - started
-    inputs = feeds(program.input_specs())
+    inputs = feeds(program.input_specs(), position=position)
     times = timed_runs(lambda: program.run(inputs), warmup, runs, max_seconds)
     steady = _rss_mb()
     p10, p50, p90 = np.percentile(times, [10, 50, 90])
@@ -151,7 +154,8 @@ def measure_isolated(
 
 def main(argv: list[str]) -> int:
     """`python -m nas.executorch.measure MODEL.pte [threads=N] [warmup=N] [runs=N]
-    [max_seconds=S] [cpus=0,1]`: one JSON line."""
+    [max_seconds=S] [cpus=0,1] [position=N]`: one JSON line (`position`: where a deployable
+    decode program steps in its cache; a timing program fixed its own when exported)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(main.__doc__)
         return 0 if argv else 2
@@ -170,6 +174,7 @@ def main(argv: list[str]) -> int:
             warmup=int(options.get("warmup", 5)),
             runs=int(options.get("runs", 50)),
             max_seconds=float(options.get("max_seconds", 30.0)),
+            position=int(options.get("position", 0)),
         )
     except NasError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -51,6 +51,18 @@ def require() -> None:
         logging.disable(previous)
 
 
+def load_custom_ops() -> None:
+    """Register ExecuTorch's LLM ops (`llama::update_cache`, `llama::custom_sdpa`, which decode
+    programs use: `nas.executorch.static_cache`) with torch and with ExecuTorch's runtime."""
+    require()
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)  # it logs where it found its library: not news for the user
+    try:
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers)
+    finally:
+        logging.disable(previous)
+
+
 def version() -> str:
     """The installed ExecuTorch version (e.g. `1.5.1+cpu`)."""
     require()
@@ -104,7 +116,7 @@ SCALAR_TYPES = {4: torch.long, 5: torch.float16, 6: torch.float32, 15: torch.bfl
 def load_method(path: str | Path, *, threads: int | None = None) -> Loaded:
     """The program at `path` and its `forward` method, with XNNPACK's thread pool at `threads`
     (None: as the runtime sizes it, one thread per core)."""
-    require()
+    load_custom_ops()
     from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
 

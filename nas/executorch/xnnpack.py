@@ -1,16 +1,12 @@
-"""Equivalent forms of a model's attention and KV cache that XNNPACK runs without copies.
+"""Attention in a form XNNPACK runs whole: the prefill program's.
 
-Traced as `transformers` writes them, two steps leave XNNPACK and run in ExecuTorch's portable
-kernels, copying the whole KV cache on every decode step (a 10M-parameter fp32 decode at 1024
-positions, 2 threads on the 2-core CPU: 8.4 ms, against 3-4 ms in these forms and ONNX Runtime's
-2.1-2.3 ms):
-- grouped-query attention repeats each kv head for its query heads (`repeat_kv`) and multiplies
-  4-D tensors, which `torch.export` lowers to `expand_copy` + `bmm`; `gqa_attention` instead
-  folds a kv head's query heads into the rows of one batched matrix product (the same function:
-  head `h` reads kv head `h // group`, as `repeat_kv` has it);
-- `DynamicCache(ddp_cache_data=...)` copies each past tensor once before appending to it;
-  `CacheDecodeStep` hands the past tensors to the cache as they are.
-Both compute what torch computes with the model as it is (`nas.executorch.check` compares them).
+Traced as `transformers` writes it, grouped-query attention repeats each kv head for its query
+heads (`repeat_kv`) and multiplies 4-D tensors, which `torch.export` lowers to `expand_copy` (a
+portable kernel, outside XNNPACK) + `bmm`. `gqa_attention` instead folds a kv head's query heads
+into the rows of one batched matrix product: the same function (head `h` reads kv head
+`h // group`, as `repeat_kv` has it), which `nas.executorch.check` compares with torch.
+
+Decode does not use it: there the cache lives in the program (`nas.executorch.static_cache`).
 """
 
 from __future__ import annotations
@@ -19,10 +15,8 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from transformers import AttentionInterface, DynamicCache
+from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-from nas.onnx.export import DecodeStep
 
 ATTENTION = "nas_xnnpack_gqa"
 
@@ -68,19 +62,3 @@ def xnnpack_attention(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
     finally:
         config._attn_implementation = previous
-
-
-class CacheDecodeStep(DecodeStep):
-    """`nas.onnx.export.DecodeStep` (same inputs and outputs) with the past tensors given to the
-    cache as they are, so each is copied once: into the grown cache."""
-
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor):
-        cache = DynamicCache(config=self.model.config)
-        for i, layer in enumerate(cache.layers):
-            layer.lazy_initialization(past[2 * i], past[2 * i + 1])
-            layer.keys, layer.values = past[2 * i], past[2 * i + 1]
-        out = self.model(
-            input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True
-        )
-        grown = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
-        return (out.logits, *grown)

@@ -10,7 +10,7 @@ import torch
 from nas.arch import ArchConfig
 from nas.errors import NasError
 from nas.executorch.check import TOLERANCE, check_pte, compare, tolerance
-from nas.executorch.export import example_inputs, export_pte
+from nas.executorch.export import export_pte
 from nas.executorch.quantize import quantized
 from tests.executorch.helpers import CONTEXT, EXACT, FORMATS, SEED, TINY, needs_executorch
 
@@ -56,16 +56,40 @@ def test_quantized_programs_are_smaller_and_keep_what_stays_float(programs, tiny
     assert type(tiny_model.model.layers[0].self_attn.q_proj.weight) is torch.nn.Parameter
 
 
-def test_the_cache_outputs_grow_by_one_position(programs) -> None:
+def test_the_decode_program_holds_its_cache_and_writes_it_in_place(programs) -> None:
     from nas.executorch.runtime import load_method
 
     program = load_method(programs["fp32"], threads=1)
-    specs = program.input_specs()
-    assert len(specs) == 2 + 2 * TINY.n_layers
-    assert specs[2] == ((1, TINY.n_kv_heads, CONTEXT - 1, TINY.head_dim), torch.float32)
-    outputs = program.run(example_inputs(_model(), "decode", length=CONTEXT))
-    assert outputs[0].shape == (1, 1, TINY.vocab_size)
-    assert all(o.shape == (1, TINY.n_kv_heads, CONTEXT, TINY.head_dim) for o in outputs[1:])
+    assert program.input_specs() == [((1, 1), torch.long), ((1, 1), torch.long)]
+    step = [torch.tensor([[7]]), torch.tensor([[1]])]  # token 7 at position 1
+    after = {}
+    for first in (3, 4):  # what position 0 held changes what position 1 attends to
+        program.run([torch.tensor([[first]]), torch.tensor([[0]])])
+        (after[first],) = program.run(step)
+        assert after[first].shape == (1, 1, TINY.vocab_size)
+    assert (after[3] - after[4]).abs().max() > 10 * EXACT
+
+
+def test_a_timing_program_steps_at_the_end_of_its_cache_whatever_position_it_is_fed(
+    programs, tmp_path: Path
+) -> None:
+    from nas.executorch.export import timing_position
+    from nas.executorch.runtime import load_method
+
+    path = export_pte(
+        TINY, tmp_path / "timing.pte", context_len=CONTEXT, seed=SEED,
+        position=timing_position(CONTEXT),
+    )  # fmt: skip
+    token = torch.tensor([[5]])
+    fed = [load_method(path).run([token, torch.tensor([[p]])])[0] for p in (0, 3)]
+    # a fresh deployable program fed the last position computes the same step
+    at_end = load_method(programs["fp32"]).run([token, torch.tensor([[CONTEXT - 1]])])[0]
+    at_start = load_method(programs["fp32"]).run([token, torch.tensor([[0]])])[0]
+    assert torch.equal(fed[0], fed[1]) and (fed[0] - at_end).abs().max() <= EXACT
+    assert (fed[0] - at_start).abs().max() > 10 * EXACT  # not vacuous: positions differ
+    with pytest.raises(NasError, match="cannot run at"):
+        export_pte(TINY, tmp_path / "x.pte", context_len=CONTEXT, position=CONTEXT)
+    assert not (tmp_path / "x.pte").exists()
 
 
 def _model(seed: int = SEED) -> torch.nn.Module:
