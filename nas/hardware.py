@@ -84,6 +84,11 @@ def int8_activations_on(processor: str) -> bool:
 # MoE / QMoE nodes (nas.onnx.moe_op, nas.onnx.qmoe); ExecuTorch's float experts gathered per
 # token into batched matrix products (nas.onnx.moe).
 MOE_KERNELS = {"onnxruntime": "ort-moe", "executorch": "gathered-bmm"}
+# How each runtime's decode step holds the KV cache, recorded the same way: ONNX Runtime's graph
+# takes the past and returns the grown cache (nas.onnx.export); ExecuTorch's program holds it and
+# writes it in place (nas.executorch.static_cache). Older ExecuTorch rows had the ONNX form.
+DECODE_FORMS = {"onnxruntime": "cache-io", "executorch": "static-cache"}
+DECODE_FORM_BEFORE = "cache-io"  # what a row or bundle that does not say was timed in
 QMOE_MIN_BLOCK = 16  # QMoE's smallest block
 
 

@@ -49,7 +49,14 @@ import numpy as np
 
 from nas.arch import ArchConfig, Candidate
 from nas.errors import NasError
-from nas.hardware import MOE_KERNELS, HardwareProfile, qmoe_block, runtime_suffix
+from nas.hardware import (
+    DECODE_FORM_BEFORE,
+    DECODE_FORMS,
+    MOE_KERNELS,
+    HardwareProfile,
+    qmoe_block,
+    runtime_suffix,
+)
 from predictors.base import Estimate, Predictor
 from predictors.footprint import active_matmul_params
 from predictors.machine import calibrated_elsewhere
@@ -103,6 +110,12 @@ def moe_kernel_of(runtime: str) -> str:
     """The expert kernel a runtime's graphs hold, recorded with every measurement so that rows
     timed on another kernel are never fitted together with these."""
     return MOE_KERNELS[runtime]
+
+
+def decode_form_of(runtime: str) -> str:
+    """How a runtime's decode step holds its KV cache (`nas.hardware.DECODE_FORMS`), recorded
+    with every measurement so that rows of another form are never fitted together with these."""
+    return DECODE_FORMS[runtime]
 
 
 def experts_quantized(candidate: Candidate, runtime: str) -> bool:
@@ -307,6 +320,14 @@ class CalibratedPredictor(Predictor):
             raise NasError(
                 f"the calibration of {hardware.name} was measured in {runtime_of(calibration)}, "
                 f"not {hardware.runtime}; re-run python -m nas.calibrate "
+                f"hardware={hardware.name} runtime={hardware.runtime}"
+            )
+        form = calibration.get("conditions", {}).get("decode_form", DECODE_FORM_BEFORE)
+        if form != decode_form_of(hardware.runtime):
+            raise NasError(
+                f"the calibration of {hardware.name} timed decode with the KV cache as "
+                f"{form}, but this version's {hardware.runtime} programs hold it as "
+                f"{decode_form_of(hardware.runtime)}; re-run python -m nas.calibrate "
                 f"hardware={hardware.name} runtime={hardware.runtime}"
             )
         measured = calibration.get("conditions", {}).get("activations", "float")

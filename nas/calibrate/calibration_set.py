@@ -27,7 +27,7 @@ from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.calibrate.runtimes import Timing, calibration_runtime
 from nas.hardware import HardwareProfile
 from nas.onnx.quiet import Quiet
-from predictors.calibrated import activations_of, moe_kernel_of
+from predictors.calibrated import activations_of, decode_form_of, moe_kernel_of
 
 # Choices spanning the search space at sizes this kind of device runs (1M-60M parameters).
 LAYERS = (2, 3, 4, 6, 8, 12)
@@ -199,6 +199,7 @@ def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, A
     row["peak_memory_mb"] = round(statistics.median(m.peak_mb for m in decode), 2)
     row["runtime"] = hardware.runtime
     row["moe_kernel"] = moe_kernel_of(hardware.runtime)
+    row["decode_form"] = decode_form_of(hardware.runtime)
     row["runtime_version"] = decode[0].version
     if hardware.runtime == "onnxruntime":
         row["ort_version"] = decode[0].version  # the key rows had before runtimes were chosen

@@ -17,6 +17,7 @@ from predictors.calibrated import (
     QUANTITIES,
     CalibratedPredictor,
     activations_of,
+    decode_form_of,
     fit_rows,
     moe_kernel_of,
     row_candidate,
@@ -49,6 +50,7 @@ def fit_and_score(
             "activations": activations_of(hardware),
             "runtime": hardware.runtime,
             "moe_kernel": moe_kernel_of(hardware.runtime),
+            "decode_form": decode_form_of(hardware.runtime),
         },
         "provenance": {
             **source,

@@ -30,11 +30,12 @@ from nas.calibrate.fit import fit_and_score
 from nas.calibrate.runtimes import calibration_runtime
 from nas.errors import NasError
 from nas.files import check_writable
-from nas.hardware import HardwareProfile, runtime_suffix
+from nas.hardware import DECODE_FORM_BEFORE, HardwareProfile, runtime_suffix
 from nas.onnx.quiet import Quiet
 from predictors.calibrated import (
     QUANTITIES,
     activations_of,
+    decode_form_of,
     moe_kernel_of,
 )
 from predictors.machine import cpu_model, this_machine
@@ -53,14 +54,16 @@ def measured_rows(
     store = measurements_path(runs_dir, hardware)
     wanted = {p.id for p in points}
     rows = _stored_rows(store) if args.reuse and store.exists() else []
-    # Rows timed in another int8/int4 format, runtime, expert kernel or thread count, or without
-    # decode at this long context (older versions), are not what this calibration needs.
+    # Rows timed in another int8/int4 format, runtime, expert kernel, cache form or thread count,
+    # or without decode at this long context (older versions), are not what this calibration
+    # needs.
     same_format = all(
         r.get("threads") == args.threads_for(hardware)
         and r.get("activations", "float") == activations_of(hardware)
         and r.get("long_context_len") == hardware.deploy.long_context
         and r.get("runtime", "onnxruntime") == hardware.runtime
         and r.get("moe_kernel", "gathered") == moe_kernel_of(hardware.runtime)
+        and r.get("decode_form", DECODE_FORM_BEFORE) == decode_form_of(hardware.runtime)
         for r in rows
     )
     if {r["id"] for r in rows} != wanted or not same_format:
@@ -176,6 +179,7 @@ def run_bundle(
         "threads": args.threads_for(hardware),
         "rounds": args.rounds,
         "activations": activations_of(hardware),
+        "decode_form": decode_form_of(hardware.runtime),
         "points": entries,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -353,6 +357,13 @@ def run_ingest(args: CalibrateArgs, hardware: HardwareProfile) -> dict[str, Any]
             f"the bundle in {manifest_path} holds int8/int4 graphs with {bundled} activations, "
             f"but {hardware.name}'s runtime runs them with {activations_of(hardware)} ones; "
             "write a new bundle with mode=bundle"
+        )
+    form = manifest.get("decode_form", DECODE_FORM_BEFORE)
+    if form != decode_form_of(hardware.runtime):
+        raise NasError(
+            f"the bundle in {manifest_path} holds decode programs with the KV cache as {form}, "
+            f"but this version's hold it as {decode_form_of(hardware.runtime)}; write a new "
+            "bundle with mode=bundle"
         )
     try:
         raw = read_rows(results)

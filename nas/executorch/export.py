@@ -30,6 +30,7 @@ from nas.executorch.runtime import require
 from nas.executorch.static_cache import StaticCacheDecodeStep, load_custom_ops, static_cache
 from nas.executorch.xnnpack import xnnpack_attention
 from nas.files import atomic_write
+from nas.hardware import DECODE_FORMS
 from nas.onnx.check import quiet_export
 from nas.onnx.export import PrefillStep
 from nas.onnx.moe import Phase, exportable_moe
@@ -38,7 +39,7 @@ from nas.quality.models import arch_from_config, build_model
 PHASES = ("decode", "prefill")
 # How the decode program holds its cache: part of a cached program's file name, so a program
 # exported in an earlier form is never timed as this one.
-DECODE_FORM = "static-cache"
+DECODE_FORM = DECODE_FORMS["executorch"]
 
 
 def as_model(model_or_arch: torch.nn.Module | ArchConfig, seed: int = 0) -> torch.nn.Module:

@@ -16,6 +16,7 @@ from nas.calibrate.__main__ import main
 from nas.calibrate.calibration_set import CalibrationPoint, calibration_set
 from nas.calibrate.run import CalibrateArgs, run_bundle, validate_results
 from nas.errors import NasError
+from nas.hardware import DECODE_FORMS
 from tests.predictors.helpers import TRUE_COEF, profile, rows_from, varied_candidates
 
 
@@ -31,6 +32,7 @@ def _bundle_files(
         "threads": 2,
         "rounds": 1,
         "activations": "int8",
+        "decode_form": DECODE_FORMS[runtime],
         "points": [
             {k: r[k] for k in ("id", "split", "arch", "compression")} | {"files": {}} for r in rows
         ],
@@ -158,6 +160,21 @@ def test_ingest_in_each_runtime_records_it(tmp_path: Path, runtime: str) -> None
     calibration = json.loads(out.read_text())
     assert calibration["conditions"]["runtime"] == runtime
     assert calibration["heldout"]["decode_ms"]["within_10pct"] == 1.0
+
+
+def test_ingest_refuses_an_executorch_bundle_whose_decode_passes_the_cache_in_and_out(
+    tmp_path: Path,
+) -> None:
+    """Bundles from before ExecuTorch's decode held its cache timed another program."""
+    manifest_path, results = _bundle_files(tmp_path, runtime="executorch")
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["decode_form"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(NasError, match="KV cache as cache-io, but this version's hold it as st"):
+        main(["hardware=local_cpu", "runtime=executorch", "mode=ingest",
+              f"results={_write(tmp_path / 'r.jsonl', results)}",
+              f"calibration={tmp_path / 'out.json'}"])  # fmt: skip
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_ingest_refuses_a_bundle_of_another_runtime(tmp_path: Path) -> None:

@@ -72,6 +72,10 @@ def test_calibrations_are_kept_per_runtime(tmp_path: Path) -> None:
     calibration_path("local_cpu", tmp_path, "executorch").write_text(json.dumps(et_cal))
     predictor = latency_predictor(et, tmp_path)
     assert predictor.calibrated and "ExecuTorch measurements" in predictor.provenance
+    assert et_cal["conditions"]["decode_form"] == "static-cache"
+    et_cal["conditions"]["decode_form"] = "cache-io"  # timed before decode held its cache
+    with pytest.raises(NasError, match="KV cache as cache-io, but this version's executorch"):
+        CalibratedPredictor(et, et_cal)
 
 
 def test_executorch_int4_prices_the_layers_its_groups_do_not_fit_as_float() -> None:
