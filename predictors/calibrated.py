@@ -14,8 +14,8 @@ compute-bound, so one side of the roofline's max dominates each):
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
 Weight formats are the exported graph's (nas.onnx.export): `float` (fp32 on CPUs: the embedding
-table, the LM head, and 16-bit candidates' blocks), `int8` and `int4`
-(both MatMulNBits, with int8 compute on CPUs: `activations_of`). Mixture of experts, in ONNX
+table, the LM head, and 16-bit candidates' blocks), `int8` and `int4` (both MatMulNBits, with
+int8 compute on CPUs: `predictors.conditions.activations_of`). Mixture of experts, in ONNX
 Runtime: one fused `MoE` node per block, `QMoE` with the blocks' int8/int4 format when the expert
 widths hold whole groups (`nas.hardware.qmoe_block`); quantized routed experts count in their
 format's term, float ones (fp32 candidates, ragged widths) in the expert term, and both read and
@@ -49,15 +49,9 @@ import numpy as np
 
 from nas.arch import ArchConfig, Candidate
 from nas.errors import NasError
-from nas.hardware import (
-    DECODE_FORM_BEFORE,
-    DECODE_FORMS,
-    MOE_KERNELS,
-    HardwareProfile,
-    qmoe_block,
-    runtime_suffix,
-)
+from nas.hardware import HardwareProfile, qmoe_block, runtime_suffix
 from predictors.base import Estimate, Predictor
+from predictors.conditions import check_conditions, runtime_of
 from predictors.footprint import active_matmul_params
 from predictors.machine import calibrated_elsewhere
 
@@ -95,27 +89,9 @@ FORMATS = ("float", "int8", "int4")
 CACHE_GRID_MB = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, math.inf)
 
 
-def activations_of(hardware: HardwareProfile) -> str:
-    """How the device's runtime computes int8/int4 layers: "int8" (activations quantized on the
-    fly, ONNX Runtime's fast CPU kernels) or "float" (weights dequantized)."""
-    return "int8" if hardware.int8_activations else "float"
-
-
 def _expert_params(arch: ArchConfig, experts: int) -> int:
     """Weights of `experts` experts in every MoE layer."""
     return arch.n_moe_layers * experts * arch.mlp_params
-
-
-def moe_kernel_of(runtime: str) -> str:
-    """The expert kernel a runtime's graphs hold, recorded with every measurement so that rows
-    timed on another kernel are never fitted together with these."""
-    return MOE_KERNELS[runtime]
-
-
-def decode_form_of(runtime: str) -> str:
-    """How a runtime's decode step holds its KV cache (`nas.hardware.DECODE_FORMS`), recorded
-    with every measurement so that rows of another form are never fitted together with these."""
-    return DECODE_FORMS[runtime]
 
 
 def experts_quantized(candidate: Candidate, runtime: str) -> bool:
@@ -298,11 +274,6 @@ def calibration_path(
     return directory / f"{hardware_name}{runtime_suffix(runtime)}.json"
 
 
-def runtime_of(calibration: dict[str, Any]) -> str:
-    """The runtime a calibration was measured in (files from before runtimes: ONNX Runtime)."""
-    return str(calibration.get("conditions", {}).get("runtime", "onnxruntime"))
-
-
 class CalibratedPredictor(Predictor):
     """Decode, prefill and memory from coefficients fitted on the device (see module doc)."""
 
@@ -316,28 +287,7 @@ class CalibratedPredictor(Predictor):
                     f"the calibration of {hardware.name} was fitted with other {q} features than "
                     f"this version uses; re-run python -m nas.calibrate hardware={hardware.name}"
                 )
-        if runtime_of(calibration) != hardware.runtime:
-            raise NasError(
-                f"the calibration of {hardware.name} was measured in {runtime_of(calibration)}, "
-                f"not {hardware.runtime}; re-run python -m nas.calibrate "
-                f"hardware={hardware.name} runtime={hardware.runtime}"
-            )
-        form = calibration.get("conditions", {}).get("decode_form", DECODE_FORM_BEFORE)
-        if form != decode_form_of(hardware.runtime):
-            raise NasError(
-                f"the calibration of {hardware.name} timed decode with the KV cache as "
-                f"{form}, but this version's {hardware.runtime} programs hold it as "
-                f"{decode_form_of(hardware.runtime)}; re-run python -m nas.calibrate "
-                f"hardware={hardware.name} runtime={hardware.runtime}"
-            )
-        measured = calibration.get("conditions", {}).get("activations", "float")
-        if measured != activations_of(hardware):
-            raise NasError(
-                f"the calibration of {hardware.name} timed int8/int4 graphs with {measured} "
-                f"activations, but this device's runtime runs them with "
-                f"{activations_of(hardware)} ones; re-run python -m nas.calibrate "
-                f"hardware={hardware.name}"
-            )
+        check_conditions(calibration, hardware)
         self.calibration = calibration
         self.fits = {
             q: Fit(

@@ -27,7 +27,7 @@ from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.calibrate.runtimes import Timing, calibration_runtime
 from nas.hardware import HardwareProfile
 from nas.onnx.quiet import Quiet
-from predictors.calibrated import activations_of, decode_form_of, moe_kernel_of
+from predictors.conditions import activations_of, decode_form_of, moe_kernel_of
 
 # Choices spanning the search space at sizes this kind of device runs (1M-60M parameters).
 LAYERS = (2, 3, 4, 6, 8, 12)

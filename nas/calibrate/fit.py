@@ -13,16 +13,8 @@ from nas.errors import NasError
 from nas.files import atomic_write
 from nas.hardware import HardwareProfile
 from predictors.accuracy import accuracy
-from predictors.calibrated import (
-    QUANTITIES,
-    CalibratedPredictor,
-    activations_of,
-    decode_form_of,
-    fit_rows,
-    moe_kernel_of,
-    row_candidate,
-    to_json,
-)
+from predictors.calibrated import QUANTITIES, CalibratedPredictor, fit_rows, row_candidate, to_json
+from predictors.conditions import activations_of, decode_form_of, moe_kernel_of
 
 
 def _has_long(rows: list[dict[str, Any]]) -> bool:

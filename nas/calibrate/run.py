@@ -32,12 +32,8 @@ from nas.errors import NasError
 from nas.files import check_writable
 from nas.hardware import DECODE_FORM_BEFORE, HardwareProfile, runtime_suffix
 from nas.onnx.quiet import Quiet
-from predictors.calibrated import (
-    QUANTITIES,
-    activations_of,
-    decode_form_of,
-    moe_kernel_of,
-)
+from predictors.calibrated import QUANTITIES
+from predictors.conditions import activations_of, decode_form_of, moe_kernel_of
 from predictors.machine import cpu_model, this_machine
 
 log = logging.getLogger("nas.calibrate")

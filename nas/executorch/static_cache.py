@@ -9,12 +9,12 @@ position (`llama::update_cache`, in place) and attends over positions 0..positio
 the custom ops of ExecuTorch's LLM extension, which its Llama export (`--use_kv_cache
 --use_sdpa_with_kv_cache`) and runner use; the `executorch` wheel ships them.
 
-Why: traced with the cache as program inputs and outputs (as the ONNX graph has it), XNNPACK's
-batched products copy the cache on every step: the grown cache is concatenated, keys are
-transposed, and both operands are packed for the product, some five passes over the cache where
-ONNX Runtime makes one or two. A 21M-parameter 4-layer multi-head model at 512 positions decoded
-in 9.6-10.4 ms that way against ONNX Runtime's 6.7-6.9 ms; in this form, 4.1-4.4 ms (one thread,
-AMD EPYC, 2026-12-06).
+Why: traced with the cache as program inputs and outputs (as the ONNX graph has it), a cached
+position cost 3.6x what it costs in ONNX Runtime: every step, the grown cache is concatenated,
+the keys transposed, and both operands of XNNPACK's batched products packed, several passes over
+the cache. A 21M-parameter 4-layer multi-head model at 512 positions decoded in 9.6-10.4 ms that
+way against ONNX Runtime's 6.7-6.9 ms; in this form, 4.1-4.4 ms (one thread, AMD EPYC,
+2026-12-06; BENCHMARKS.md).
 """
 
 from __future__ import annotations
