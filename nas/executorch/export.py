@@ -27,7 +27,7 @@ from nas.arch import ArchConfig
 from nas.errors import NasError
 from nas.executorch.quantize import quantized
 from nas.executorch.runtime import require
-from nas.executorch.static_cache import StaticCacheDecodeStep, load_custom_ops, static_cache
+from nas.executorch.static_cache import StaticCacheDecodeStep, static_cache
 from nas.executorch.xnnpack import xnnpack_attention
 from nas.files import atomic_write
 from nas.hardware import DECODE_FORMS
@@ -63,7 +63,7 @@ def step(
 
 
 def traced_as_run(wrapper: torch.nn.Module, phase: Phase) -> contextlib.AbstractContextManager:
-    """The attention form a program of `phase` is traced (and checked) in."""
+    """The attention form a program of `phase` is traced in."""
     if phase == "decode":
         assert isinstance(wrapper, StaticCacheDecodeStep)
         return static_cache(wrapper)
@@ -80,8 +80,7 @@ def lower(
 ) -> bytes:
     """The `.pte` bytes of `step(model, phase, ...)` for inputs like `args`, lowered to
     XNNPACK."""
-    require()
-    load_custom_ops()
+    require()  # (a decode step's custom ops are loaded by `static_cache`)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 

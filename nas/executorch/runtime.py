@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from nas.cli import quiet_logs
 from nas.errors import NasError
 
 INSTALL = "runtime=executorch needs ExecuTorch: pip install -e '.[executorch]'"
@@ -55,12 +56,8 @@ def load_custom_ops() -> None:
     """Register ExecuTorch's LLM ops (`llama::update_cache`, `llama::custom_sdpa`, which decode
     programs use: `nas.executorch.static_cache`) with torch and with ExecuTorch's runtime."""
     require()
-    previous = logging.root.manager.disable
-    logging.disable(logging.INFO)  # it logs where it found its library: not news for the user
-    try:
+    with quiet_logs():  # it logs where it found its library: not news for the user
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (registers)
-    finally:
-        logging.disable(previous)
 
 
 def version() -> str:

@@ -27,6 +27,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
 from nas.executorch.runtime import load_custom_ops
+from nas.quality.models import arch_from_config
 
 ATTENTION = "nas_static_cache_sdpa"
 
@@ -42,8 +43,7 @@ def static_cache_attention(
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
     """Write this step's keys and values into the layer's cache, then attend over it."""
-    keys, values, step = module._nas_static_cache  # type: ignore[attr-defined]
-    start = step.start_pos
+    keys, values, start = module._nas_static_cache  # type: ignore[attr-defined]
     torch.ops.llama.update_cache(key.transpose(1, 2), keys, start)
     torch.ops.llama.update_cache(value.transpose(1, 2), values, start)
     out = torch.ops.llama.custom_sdpa(
@@ -72,13 +72,9 @@ class StaticCacheDecodeStep(torch.nn.Module):
         self.model = model
         self.context_len = context_len
         self.position = position
-        self.start_pos: int | torch.SymInt = 0
-        config = model.config
-        head_dim = getattr(config, "head_dim", None) or (
-            config.hidden_size // config.num_attention_heads
-        )
-        shape = (1, context_len, config.num_key_value_heads, head_dim)
-        for i in range(config.num_hidden_layers):
+        arch = arch_from_config(model.config)
+        shape = (1, context_len, arch.n_kv_heads, arch.head_dim)
+        for i in range(arch.n_layers):
             self.register_buffer(f"keys_{i}", torch.zeros(shape))
             self.register_buffer(f"values_{i}", torch.zeros(shape))
 
@@ -90,11 +86,10 @@ class StaticCacheDecodeStep(torch.nn.Module):
         else:
             start = self.position
             position_ids = torch.full_like(position_ids, start)
-        self.start_pos = start
         # handed over here, not before: while torch.export traces, these attributes are the
         # traced buffers, so the in-place writes become the program's buffer mutations
         for i, layer in enumerate(self.model.model.layers):
-            cache = (getattr(self, f"keys_{i}"), getattr(self, f"values_{i}"), self)
+            cache = (getattr(self, f"keys_{i}"), getattr(self, f"values_{i}"), start)
             layer.self_attn._nas_static_cache = cache
         out = self.model(input_ids=input_ids, position_ids=position_ids, use_cache=False)
         return out.logits
