@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
 from nas.arch import Candidate
 from nas.bench._grading import grade
-from nas.bench.fidelity import Bench, _complete, fidelity_part, target_subset
+from nas.bench._runs import describe
+from nas.bench.fidelity import (
+    Bench,
+    _complete,
+    fidelity_part,
+    late_slope_scores,
+    target_subset,
+)
 from nas.fidelity.target import extrapolate
 from nas.objectives.cheap import CheapObjectives
 from nas.objectives.pareto import IncrementalFront
@@ -18,7 +26,7 @@ from predictors.factory import latency_predictor, memory_predictor
 def target_part(bench: Bench) -> dict[str, Any] | None:
     """The long target (see the module doc of nas.bench.fidelity); None while runs are missing."""
     opts = bench.opts
-    index = target_subset(bench.archs, opts["target_archs"])
+    index = target_subset(bench.archs, opts["target_archs"], opts["target_from"])
     archs = [bench.archs[i] for i in index]
     truth_seeds = bench.truth(archs, opts["target_factor"], opts["target_seeds"])
     ladders = bench.ladders("standard", opts["ladder_seeds"], bench.rungs.count)
@@ -36,6 +44,7 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
     offset = (lad[:, :, -1].mean(axis=0) - lad[0, :, -1])[index]
     extrapolated = list(np.array(values) + offset)
     top = list(lad[:, index, -1].mean(axis=0))
+    prior = late_slope_scores(bench, archs, top, at / tokens)
     errors = np.array(extrapolated) - np.array(truth)
     return {
         "architectures": len(archs),
@@ -43,15 +52,43 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
         "truth_seeds": opts["target_seeds"],
         "extrapolated": grade(extrapolated, truth),
         "top_rung_measured": grade(top, truth),
+        "late-slope prior": grade(prior["values"], truth),
         "params proxy": grade([-float(np.log10(a.non_embedding_params)) for a in archs], truth),
+        "late_slope": {
+            **prior,
+            **_errors(prior["values"], truth),
+            "rows": [
+                {
+                    "arch": describe(a),
+                    "n": a.non_embedding_params,
+                    "top_steps": bench.rungs.total(bench.rungs.top),
+                    "top_bpb": [round(float(b), 4) for b in lad[:, i, -1]],
+                    "long_steps": bench.short.steps * opts["target_factor"],
+                    "long_bpb": [round(float(s[k]), 4) for s in truth_seeds],
+                }
+                for k, (i, a) in enumerate(zip(index, archs, strict=True))
+            ],
+        },
         "extrapolation_rms_error_bpb": float(np.sqrt(np.mean(errors**2))),
         "extrapolation_bias_bpb": float(errors.mean()),
         "claimed_sd_bpb": claimed_sd,
         "beta": family.beta,
         "front_depths": _depth_mix(
-            bench, archs, {"truth": truth, "extrapolated": extrapolated, "top rung": top}
+            bench,
+            archs,
+            {
+                "truth": truth,
+                "late-slope prior": prior["values"],
+                "extrapolated": extrapolated,
+                "top rung": top,
+            },
         ),
     }
+
+
+def _errors(values: list[float], truth: list[float]) -> dict[str, float]:
+    errors = np.array(values) - np.array(truth)
+    return {"rms_error_bpb": float(np.sqrt(np.mean(errors**2))), "bias_bpb": float(errors.mean())}
 
 
 def _depth_mix(bench: Bench, archs: list, qualities: dict[str, list[float]]) -> dict[str, Any]:
@@ -117,7 +154,7 @@ def print_target(table: dict[str, Any]) -> None:
         f"\ntarget check: {table['architectures']} architectures, truth "
         f"{table['truth_steps']} steps x {table['truth_seeds']} seeds"
     )
-    for name in ("extrapolated", "top_rung_measured", "params proxy"):
+    for name in ("late-slope prior", "extrapolated", "top_rung_measured", "params proxy"):
         g = table[name]
         print(f"  {name:<20} tau {g['kendall_tau']:.3f}, top-5 {g['top5']}, regret "
               f"{g['regret_bpb']:.4f}")  # fmt: skip
@@ -126,4 +163,14 @@ def print_target(table: dict[str, Any]) -> None:
         f"{table['extrapolation_bias_bpb']:+.4f}; claimed sd {table['claimed_sd_bpb']:.4f}; "
         f"beta {table['beta']:.2f}"
     )
+    prior = table["late_slope"]
+    print(
+        f"  late-slope prior: rms {prior['rms_error_bpb']:.4f} bpb, bias {prior['bias_bpb']:+.4f}; "
+        f"claimed sd {prior['claimed_sd_bpb']:.4f}; {prior['held_out']} of "
+        f"{table['architectures']} not among its {prior['fitted_rows']} rows (the others graded "
+        "leave-one-out)"
+    )
     print(f"  front depths: {table['front_depths']}")
+    print("  rows for nas/fidelity/late_slope.yaml:")
+    for row in prior["rows"]:
+        print(f"  - {json.dumps(row)}")

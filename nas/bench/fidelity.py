@@ -14,9 +14,11 @@ graded too, and what carrying on through the rungs saves against retraining.
 
 `part=target`: `target_archs` (12) of them trained `target_factor` (64) x rung 0 with
 `target_seeds` (2) seeds, against the extrapolation from the rungs up to the top one; and whether
-the front's depth mix is the truth's. `part=e2e`: the front a whole search returns, re-scored by
-longer training (`nas/bench/_e2e.py`); `e2e_seed=N` repeats its searches with other seeds, for
-the spread between searches, and `e2e_kinds=` picks which of them run (multi-fidelity always).
+the front's depth mix is the truth's; `target_from=12` takes the other twelve, which the
+late-slope prior (`nas/fidelity/late_slope.yaml`) was first fitted without. `part=e2e`: the
+front a whole search returns, re-scored by longer training (`nas/bench/_e2e.py`);
+`e2e_seed=N` repeats its searches with other seeds, for the spread between searches, and
+`e2e_kinds=` picks which of them run (multi-fidelity always).
 Writes `<runs_dir>/bench/fidelity.json`.
 """
 
@@ -37,6 +39,8 @@ from nas.bench._grading import grade, noise_ceiling
 from nas.bench._runs import RunSpec, describe, run_all
 from nas.config.compose import load_settings
 from nas.config.schema import Settings
+from nas.errors import NasError
+from nas.fidelity import late_slope
 from nas.fidelity.noise import interaction_sd
 from nas.fidelity.rungs import Rungs
 from nas.fidelity.target import extrapolate
@@ -53,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "ladder_seeds": 2,
     "target_factor": 64,
     "target_archs": 12,
+    "target_from": 0,  # 12: the other twelve, architectures the late-slope prior was not fitted on
     "target_seeds": 2,
     "variants": "depth,width_lr",
     "workers": 2,
@@ -108,13 +113,14 @@ def architectures(vocab: int) -> list[ArchConfig]:
     return archs
 
 
-def target_subset(archs: list[ArchConfig], count: int) -> list[int]:
-    """Indices of the target check's architectures: the first of each depth's six, round robin."""
+def target_subset(archs: list[ArchConfig], count: int, start: int = 0) -> list[int]:
+    """Indices of the target check's architectures: each depth's six taken round robin, `count`
+    of them from the `start`-th (0: the first three of each depth, 12: the other three)."""
     per_depth = [
         list(range(start, min(start + 6, len(archs)))) for start in range(0, len(archs), 6)
     ]
     order = [i for slot in range(6) for group in per_depth for i in group[slot : slot + 1]]
-    return sorted(order[:count])
+    return sorted(order[start : start + count])
 
 
 class Bench:
@@ -229,6 +235,9 @@ def _scores(
     extrapolated, _, _ = extrapolate(curves, at)
     offset = lad[:, :, -1].mean(axis=0) - lad[0, :, -1]  # the paired seeds' mean, carried over
     scores["extrapolated to the truth's length"] = list(np.array(extrapolated) + offset)
+    top = list(lad[:, :, -1].mean(axis=0))
+    prior = late_slope_scores(bench, bench.archs, top, at / tokens)
+    scores["late-slope prior to the truth's length"] = prior["values"]
     scores["params proxy (-log non-embedding)"] = [
         -float(np.log10(a.non_embedding_params)) for a in bench.archs
     ]
@@ -241,6 +250,28 @@ def _scores(
             )
     scores["truth seed 0 (a single long run)"] = list(truth_seeds[0])
     return scores
+
+
+def late_slope_scores(bench: Bench, archs: list, top: list[float], steps: float) -> dict[str, Any]:
+    """Each architecture's top rung (seed mean) read on to `steps` by the late-slope prior; an
+    architecture among the prior's own rows is read by the prior refitted without it."""
+    fitted = {r.arch for r in late_slope.read_rows()}
+    top_steps = bench.rungs.total(bench.rungs.top)
+    values, held_out = [], 0
+    for arch, bpb in zip(archs, top, strict=True):
+        name = describe(arch)
+        held_out += name not in fitted
+        prior = late_slope.prior(leave_out=(name,))
+        values.append(prior.at(bpb, arch.non_embedding_params, top_steps, steps))
+    shipped = late_slope.prior()
+    return {
+        "values": values,
+        "held_out": held_out,  # graded architectures the shipped prior was not fitted on
+        "claimed_sd_bpb": shipped.sd(top_steps, steps),
+        "s0": shipped.s0,
+        "s1": shipped.s1,
+        "fitted_rows": shipped.rows,
+    }
 
 
 def _binding_pick(
@@ -279,6 +310,12 @@ def main(argv: list[str]) -> int:
 
     opts, overrides = split_options(argv, DEFAULTS, budget="cpu")
     e2e_kinds(opts)  # a misspelt search refuses before any data is prepared
+    if not 0 <= opts["target_from"] <= opts["archs"] - opts["target_archs"]:
+        most = opts["archs"] - opts["target_archs"]
+        raise NasError(
+            f"target_from={opts['target_from']} with target_archs={opts['target_archs']} "
+            f"needs 0 <= target_from <= archs - target_archs = {most}"
+        )
     cfg = load_settings(overrides)
     bench = Bench(cfg, opts)
     report = run_parts(bench, opts, overrides)

@@ -51,6 +51,10 @@ class TargetConfig:
     """The training length the exported model will get: the front is judged there."""
 
     tokens: int | None = field(default=None, metadata=at_least(1))  # None: the top rung's
+    # Beyond the top rung (nas.fidelity.judge): `late_slope` reads each candidate's top rung on
+    # with a prior fitted on longer runs (nas.fidelity.late_slope); `curve` fits the study's own
+    # rung curves (nas.fidelity.target).
+    extrapolation: str = field(default="late_slope", metadata=one_of("late_slope", "curve"))
 
 
 @dataclass

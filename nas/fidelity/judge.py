@@ -4,8 +4,10 @@ the study's target training length, with the uncertainty of either.
 Only candidates measured at the study's top rung are judged (`nas.records.counts`): values of
 different rungs are never compared as if they were equal. Measured quality is the mean over the
 paired seeds; its spread is the seeds' standard deviation. When the study's target lies beyond
-the top rung, every judged candidate is read off one learning-curve family fitted to all their
-rung curves at once (`nas.fidelity.target`), so their values stay comparable.
+the top rung, every judged candidate's top rung is read on to the target by the late-slope prior,
+fitted on longer runs (`nas.fidelity.late_slope`, the default), or read off one learning-curve
+family fitted to all their rung curves at once (`nas.fidelity.target`, `target.extrapolation=
+curve`); either way every candidate is read the same way, so their values stay comparable.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import optuna
 
 from nas import records
+from nas.arch import ArchConfig
+from nas.fidelity import late_slope
 from nas.fidelity.noise import interaction_sd
 from nas.fidelity.target import extrapolate
 
@@ -62,9 +66,14 @@ def judge(
     `nas.records.target`; none, or one within the top rung, means measured quality)."""
     judged = [_measured(t, records.read(t)) for t in trials if records.counts(t)]
     tokens = float((target or {}).get("tokens") or 0)
-    if not judged or not all(len(j.record.rungs) >= 2 for j in judged):
+    if not judged or not all(j.record.rungs for j in judged):
         return judged
     if tokens <= max(float(j.record.rungs[-1]["tokens"]) for j in judged):
+        return judged
+    # Studies from before the prior were judged on their own curves.
+    if (target or {}).get("extrapolation", "curve") == "late_slope":
+        return [_late_slope(j, tokens) for j in judged]
+    if not all(len(j.record.rungs) >= 2 for j in judged):
         return judged
     values, spread, _ = extrapolate([_curve(j.record) for j in judged], tokens)
     out = []
@@ -76,6 +85,19 @@ def judge(
         basis = f"extrapolated to {tokens:,.0f} tokens"
         out.append(Judged(j.trial, j.record, value + offset, sd, basis, j.seeds))
     return out
+
+
+def _late_slope(j: Judged, tokens: float) -> Judged:
+    """`j`'s top-rung quality read on to `tokens` by the late-slope prior."""
+    slope = late_slope.prior()
+    top = float(j.record.rungs[-1]["tokens"])
+    n = j.record.metrics.get("non_embedding_params")
+    if n is None:  # records from before it was stored
+        n = ArchConfig.from_dict(j.record.arch).non_embedding_params
+    value = slope.at(j.quality, float(n), top, tokens)
+    sd = math.hypot(slope.sd(top, tokens), j.sd)
+    basis = f"extrapolated to {tokens:,.0f} tokens (late-slope prior)"
+    return Judged(j.trial, j.record, value, sd, basis, j.seeds)
 
 
 def noise_sd(judged: Iterable[Judged]) -> float:

@@ -89,7 +89,12 @@ def target_of(settings: Settings, rungs: Rungs) -> dict[str, Any]:
     """The training length the front is judged at (study attribute `target`)."""
     top = rungs.total(rungs.top) * settings.proxy.batch_size * settings.proxy.seq_len
     tokens = settings.target.tokens or top
-    return {"tokens": tokens, "top_rung_tokens": top, "given": settings.target.tokens is not None}
+    return {
+        "tokens": tokens,
+        "top_rung_tokens": top,
+        "given": settings.target.tokens is not None,
+        "extrapolation": settings.target.extrapolation,
+    }
 
 
 @dataclass(frozen=True)
