@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,6 +69,32 @@ def test_the_front_never_mixes_rungs(study_dir: Path) -> None:
     finals = {t.number for t in _trials(study_dir) if records.counts(t)}
     assert {e["trial"] for e in front["pareto"]} <= finals
     assert front["fidelity"]["rung_steps"] == [6, 12]
+
+
+def test_a_target_beyond_the_top_rung_rejudges_the_front_on_resume(
+    study_dir: Path, tmp_path: Path, shared_cache: Path
+) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(study_dir / "L", runs / "L")
+    top = {e["trial"]: e["quality"]["bpb"] for e in _front(study_dir)}
+    tokens = 64 * 6 * 4 * 32  # 64 x rung 0 (6 steps of 4 x 32 tokens)
+    for how, basis in [("late_slope", "(late-slope prior)"), ("curve", "tokens")]:
+        settings = load_settings(
+            ["budget=smoke", f"runs_dir={runs}", f"cache_dir={shared_cache}", "quiet=true",
+             *TINY_VARIED, "study.name=L", "study.n_trials=0", f"target.tokens={tokens}",
+             f"target.extrapolation={how}"]
+        )  # fmt: skip
+        run_search(settings)
+        front = _front(runs)
+        assert front and all(e["quality"]["basis"].endswith(basis) for e in front), how
+        if how == "late_slope":  # the prior's own error (the curve's needs 3 rungs; smoke has 2)
+            assert all(e["quality"]["sd"] > 0 for e in front)
+            read_on = {e["trial"]: e["quality"]["bpb"] for e in front}
+            assert all(read_on[t] < top[t] for t in top if t in read_on)  # still falling
+
+
+def _front(runs: Path) -> list[dict]:
+    return json.loads((runs / "L" / "pareto.json").read_text())["pareto"]
 
 
 def test_promotions_were_in_the_top_share_of_their_rung(study_dir: Path) -> None:
