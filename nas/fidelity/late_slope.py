@@ -11,9 +11,11 @@ keeps falling faster (0.38 bpb from 540 to 3,840 steps at 66k non-embedding para
 Form: bpb(t) = bpb(t_top) - (s0 + s1 ln N) ln(t / t_top), with N the non-embedding parameters
 (every expert counted, as the `params` proxy counts them) and t the training tokens. The rate is
 measured at one ratio (the rows' t / t_top, 7.1x); that the fall stays log-linear further out
-is assumed. The one-sigma spread is the rate's leave-one-out error over the rows, times the log
-ratio. It holds for the recipe the rows were trained on (the engine's proxy corpus and learning
-rate); a row from another recipe or corpus would be mixed in, so rows say where they came from.
+is assumed, and a search warns when its target lies further: a log-linear fall never flattens,
+so far out its ranking (which tends to the order of N) means more than its bits per byte. The
+one-sigma spread is the rate's leave-one-out error over the rows, times the log ratio. It holds
+for the recipe the rows were trained on (the engine's proxy corpus and learning rate); a row
+from another recipe or corpus would be mixed in, so rows say where they came from.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ class LateSlope:
     rate_sd: float  # leave-one-out rms error of the rate over the rows (nan below 3 rows)
     rows: int
     n_range: tuple[int, int]
+    measured_ratio: float  # the furthest long run / top rung among the rows
+
+    def beyond(self, top_tokens: float, tokens: float) -> str | None:
+        """A warning when `tokens` lies further beyond the top rung than the rows measured."""
+        ratio = tokens / top_tokens
+        if ratio <= self.measured_ratio * 1.01:
+            return None
+        return (
+            f"target.tokens is {ratio:,.0f}x the top rung; the late-slope prior is measured to "
+            f"{self.measured_ratio:.1f}x (nas/fidelity/late_slope.yaml): further out its "
+            "log-linear fall is assumed, so trust its ranking more than its bits per byte "
+            "(target.extrapolation=curve flattens instead)"
+        )
 
     def rate(self, n: float) -> float:
         return self.s0 + self.s1 * math.log(n)
@@ -89,7 +104,8 @@ def fit(rows: Sequence[Row]) -> LateSlope:
             errors.append(t0 + t1 * math.log(row.n) - row.rate)
     sd = float(np.sqrt(np.mean(np.square(errors)))) if len(rows) >= 3 else float("nan")
     sizes = [r.n for r in rows]
-    return LateSlope(s0, s1, sd, len(rows), (min(sizes), max(sizes)))
+    ratio = max(r.long_steps / r.top_steps for r in rows)
+    return LateSlope(s0, s1, sd, len(rows), (min(sizes), max(sizes)), ratio)
 
 
 def read_rows(path: Path = ROWS) -> list[Row]:

@@ -21,6 +21,7 @@ from nas import __version__, records
 from nas.config.compose import build
 from nas.config.schema import ProxySettings, Settings
 from nas.errors import NasError
+from nas.fidelity import late_slope
 from nas.fidelity.judge import judge, noise_sd
 from nas.fidelity.rungs import Rungs
 from nas.files import atomic_write, check_writable
@@ -286,6 +287,11 @@ def _log_start(study: optuna.Study, settings: Settings, ready: Prepared, stored:
     training, rungs = settings.proxy.training, ready.rungs
     if warning := ready.cheap.latency.elsewhere:
         log.warning(warning)
+    target = target_of(settings, rungs)
+    if target["extrapolation"] == "late_slope":
+        far = late_slope.prior().beyond(target["top_rung_tokens"], target["tokens"])
+        if far:
+            log.warning(far)
     steps = "/".join(str(rungs.total(k)) for k in range(rungs.count))
     log.info(
         "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "

@@ -28,6 +28,7 @@ def test_the_rate_line_is_recovered_and_read_on_in_log_tokens() -> None:
     assert (prior.s0, prior.s1) == pytest.approx((-0.25, 0.04), abs=1e-9)
     assert prior.rate_sd == pytest.approx(0.0, abs=1e-9)  # a noise-free line predicts each row
     assert prior.n_range == (60000, 2000000)
+    assert prior.beyond(1e3, 7e3) is None and "measured to 7.1x" in prior.beyond(1e3, 1e6)
     rate = -0.25 + 0.04 * math.log(1e6)
     assert prior.at(2.0, 1e6, 1e3, 1e3 * math.e) == pytest.approx(2.0 - rate)
     assert prior.at(2.0, 1e6, 1e3, 1e3) == 2.0  # at the top rung, the top rung
