@@ -17,6 +17,7 @@ from nas.bench.fidelity import (
     late_slope_scores,
     target_subset,
 )
+from nas.fidelity import late_slope
 from nas.fidelity.target import extrapolate
 from nas.objectives.cheap import CheapObjectives
 from nas.objectives.pareto import IncrementalFront
@@ -53,6 +54,7 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
         "extrapolated": grade(extrapolated, truth),
         "top_rung_measured": grade(top, truth),
         "late-slope prior": grade(prior["values"], truth),
+        "late-slope rows, leave-one-out": _rows_loo(),
         "params proxy": grade([-float(np.log10(a.non_embedding_params)) for a in archs], truth),
         "late_slope": {
             **prior,
@@ -84,6 +86,14 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
             },
         ),
     }
+
+
+def _rows_loo() -> dict[str, Any]:
+    """The prior's own rows, each predicted by the prior fitted without it (shipped data only)."""
+    rows = late_slope.read_rows()
+    predicted = late_slope.leave_one_out(rows)
+    truth = [r.long_bpb for r in rows]
+    return {"rows": len(rows), **grade(predicted, truth), **_errors(predicted, truth)}
 
 
 def _errors(values: list[float], truth: list[float]) -> dict[str, float]:
@@ -169,6 +179,11 @@ def print_target(table: dict[str, Any]) -> None:
         f"claimed sd {prior['claimed_sd_bpb']:.4f}; {prior['held_out']} of "
         f"{table['architectures']} not among its {prior['fitted_rows']} rows (the others graded "
         "leave-one-out)"
+    )
+    rows = table["late-slope rows, leave-one-out"]
+    print(
+        f"  the prior's own {rows['rows']} rows, each left out of its fit: tau "
+        f"{rows['kendall_tau']:.3f}, rms {rows['rms_error_bpb']:.4f} bpb, top-5 {rows['top5']}"
     )
     print(f"  front depths: {table['front_depths']}")
     print("  rows for nas/fidelity/late_slope.yaml:")

@@ -108,6 +108,15 @@ def fit(rows: Sequence[Row]) -> LateSlope:
     return LateSlope(s0, s1, sd, len(rows), (min(sizes), max(sizes)), ratio)
 
 
+def leave_one_out(rows: Sequence[Row]) -> list[float]:
+    """Each row's long-run bits per byte as the prior fitted without that row predicts it."""
+    out = []
+    for i, row in enumerate(rows):
+        rest = fit([r for j, r in enumerate(rows) if j != i])
+        out.append(rest.at(row.top_bpb, row.n, row.top_steps, row.long_steps))
+    return out
+
+
 def read_rows(path: Path = ROWS) -> list[Row]:
     data: dict[str, Any] = yaml.safe_load(path.read_text())
     return [

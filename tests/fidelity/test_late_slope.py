@@ -33,6 +33,8 @@ def test_the_rate_line_is_recovered_and_read_on_in_log_tokens() -> None:
     assert prior.at(2.0, 1e6, 1e3, 1e3 * math.e) == pytest.approx(2.0 - rate)
     assert prior.at(2.0, 1e6, 1e3, 1e3) == 2.0  # at the top rung, the top rung
     assert fit(_rows(-0.25, 0.04, noise=0.01)).rate_sd > 0.01  # leave-one-out, not in-sample
+    rows = _rows(-0.25, 0.04)
+    assert late_slope.leave_one_out(rows) == pytest.approx([r.long_bpb for r in rows])
     with pytest.raises(ValueError, match="two sizes"):
         fit(_rows(-0.25, 0.04)[:1])
 
