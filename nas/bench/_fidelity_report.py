@@ -30,7 +30,7 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
     index = target_subset(bench.archs, opts["target_archs"], opts["target_from"])
     archs = [bench.archs[i] for i in index]
     truth_seeds = bench.truth(archs, opts["target_factor"], opts["target_seeds"])
-    ladders = bench.ladders("standard", opts["ladder_seeds"], bench.rungs.count)
+    ladders = bench.ladders("standard", opts["ladder_seeds"], bench.rungs.count, archs)
     if not _complete(truth_seeds, ladders):
         return None
     truth = list(np.mean(truth_seeds, axis=0))
@@ -38,13 +38,13 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
     tokens = bench.short.batch_size * bench.short.seq_len
     curves = [
         [(bench.rungs.total(k) * tokens, float(lad[0, i, k])) for k in range(lad.shape[2])]
-        for i in index
+        for i in range(len(archs))
     ]
     at = bench.short.steps * opts["target_factor"] * tokens
     values, claimed_sd, family = extrapolate(curves, at)
-    offset = (lad[:, :, -1].mean(axis=0) - lad[0, :, -1])[index]
+    offset = lad[:, :, -1].mean(axis=0) - lad[0, :, -1]
     extrapolated = list(np.array(values) + offset)
-    top = list(lad[:, index, -1].mean(axis=0))
+    top = list(lad[:, :, -1].mean(axis=0))
     prior = late_slope_scores(bench, archs, top, at / tokens)
     errors = np.array(extrapolated) - np.array(truth)
     return {
@@ -66,9 +66,9 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
                     "top_steps": bench.rungs.total(bench.rungs.top),
                     "top_bpb": [round(float(b), 4) for b in lad[:, i, -1]],
                     "long_steps": bench.short.steps * opts["target_factor"],
-                    "long_bpb": [round(float(s[k]), 4) for s in truth_seeds],
+                    "long_bpb": [round(float(s[i]), 4) for s in truth_seeds],
                 }
-                for k, (i, a) in enumerate(zip(index, archs, strict=True))
+                for i, a in enumerate(archs)
             ],
         },
         "extrapolation_rms_error_bpb": float(np.sqrt(np.mean(errors**2))),

@@ -160,17 +160,18 @@ class Bench:
         done = self.run(specs)
         return _table(specs, done, seeds, len(archs), lambda r: r["bpb"])
 
-    def ladders(self, parameterisation: str, seeds: int, rungs: int) -> list[list[list[float]]]:
-        """ladders[s][i][k]: rung k of architecture i with seed s."""
+    def ladders(
+        self, parameterisation: str, seeds: int, rungs: int, archs: list[ArchConfig] | None = None
+    ) -> list[list[list[float]]]:
+        """ladders[s][i][k]: rung k of architecture i (of `archs`, default all) with seed s."""
+        archs = self.archs if archs is None else archs
         settings = dataclasses.replace(self.short, parameterisation=parameterisation)
         totals = tuple(self.rungs.total(k) for k in range(rungs))
         specs = [
-            RunSpec(a, settings, (), s, self.tag, rungs=totals)
-            for s in range(seeds)
-            for a in self.archs
+            RunSpec(a, settings, (), s, self.tag, rungs=totals) for s in range(seeds) for a in archs
         ]
         done = self.run(specs)
-        return _table(specs, done, seeds, len(self.archs), lambda r: [b for _, b, _ in r["rungs"]])
+        return _table(specs, done, seeds, len(archs), lambda r: [b for _, b, _ in r["rungs"]])
 
 
 def _table(specs: list[RunSpec], done: dict[str, Any], rows: int, cols: int, value: Any) -> Any:
