@@ -62,6 +62,8 @@ def target_part(bench: Bench) -> dict[str, Any] | None:
             "rows": [
                 {
                     "arch": describe(a),
+                    "layers": a.n_layers,
+                    "d_model": a.d_model,
                     "n": a.non_embedding_params,
                     "top_steps": bench.rungs.total(bench.rungs.top),
                     "top_bpb": [round(float(b), 4) for b in lad[:, i, -1]],

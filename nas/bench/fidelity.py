@@ -263,14 +263,13 @@ def late_slope_scores(bench: Bench, archs: list, top: list[float], steps: float)
         name = describe(arch)
         held_out += name not in fitted
         prior = late_slope.prior(leave_out=(name,))
-        values.append(prior.at(bpb, arch.non_embedding_params, top_steps, steps))
+        values.append(prior.at(bpb, arch.n_layers, arch.d_model, top_steps, steps))
     shipped = late_slope.prior()
     return {
         "values": values,
         "held_out": held_out,  # graded architectures the shipped prior was not fitted on
         "claimed_sd_bpb": shipped.sd(top_steps, steps),
-        "s0": shipped.s0,
-        "s1": shipped.s1,
+        "coef": shipped.coef,
         "fitted_rows": shipped.rows,
     }
 

@@ -91,10 +91,8 @@ def _late_slope(j: Judged, tokens: float) -> Judged:
     """`j`'s top-rung quality read on to `tokens` by the late-slope prior."""
     slope = late_slope.prior()
     top = float(j.record.rungs[-1]["tokens"])
-    n = j.record.metrics.get("non_embedding_params")
-    if n is None:  # records from before it was stored
-        n = ArchConfig.from_dict(j.record.arch).non_embedding_params
-    value = slope.at(j.quality, float(n), top, tokens)
+    arch = ArchConfig.from_dict(j.record.arch)  # as trained and scored (a pruned shape's own)
+    value = slope.at(j.quality, arch.n_layers, arch.d_model, top, tokens)
     sd = math.hypot(slope.sd(top, tokens), j.sd)
     basis = f"extrapolated to {tokens:,.0f} tokens (late-slope prior)"
     return Judged(j.trial, j.record, value, sd, basis, j.seeds)

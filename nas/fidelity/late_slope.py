@@ -3,19 +3,22 @@ on longer runs than one study trains (`late_slope.yaml`).
 
 Why: a study's rung curves (60 to 540 steps on the cpu budget) fall at nearly the same rate for
 every shape, so a curve fitted to them and read off 7x beyond its last point ranks the long runs
-little better than the top rung does (Kendall tau 0.64 on 12 architectures, BENCHMARKS.md
-"Target length"). The long runs say what the rungs cannot: beyond the top rung a larger model
-keeps falling faster (0.38 bpb from 540 to 3,840 steps at 66k non-embedding parameters, 0.56 at
-545k).
+little better than the top rung does (Kendall tau 0.64 and 0.33 on two sets of 12 architectures,
+BENCHMARKS.md "Target length"). The long runs say what the rungs cannot: beyond the top rung
+deeper and wider models keep falling faster (from 540 to 3,840 steps, 0.38 bpb for 1 layer of
+width 64, 0.58 for 4 layers of 128, 0.65 for 4 of 256).
 
-Form: bpb(t) = bpb(t_top) - (s0 + s1 ln N) ln(t / t_top), with N the non-embedding parameters
-(every expert counted, as the `params` proxy counts them) and t the training tokens. The rate is
-measured at one ratio (the rows' t / t_top, 7.1x); that the fall stays log-linear further out
-is assumed, and a search warns when its target lies further: a log-linear fall never flattens,
-so far out its ranking (which tends to the order of N) means more than its bits per byte. The
-one-sigma spread is the rate's leave-one-out error over the rows, times the log ratio. It holds
-for the recipe the rows were trained on (the engine's proxy corpus and learning rate); a row
-from another recipe or corpus would be mixed in, so rows say where they came from.
+Form: bpb(t) = bpb(t_top) - (s0 + s_L ln layers + s_d ln d_model) ln(t / t_top), with t the
+training tokens. Depth and width enter apart, not as the parameter count: a fit on the count
+ranked 12 architectures it had not seen at tau 0.64 against 0.76 for this one, and experts do
+not enter at all (a mixture-of-experts model falls at its dense twin's rate: 0.20 against 0.19
+at 1 layer of 64, 0.25 against 0.26 at 4). The rate is measured at one ratio (the rows' t /
+t_top, 7.1x); that the fall stays log-linear further out is assumed, and a search warns when its
+target lies further: a log-linear fall never flattens, so far out its ranking means more than
+its bits per byte. The one-sigma spread is the rate's leave-one-out error over the rows, times
+the log ratio. It holds for the recipe the rows were trained on (the engine's proxy corpus and
+learning rate); a row from another recipe or corpus would be mixed in, so rows say where they
+came from.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ class Row:
     """One architecture trained to its top rung and much longer."""
 
     arch: str  # nas.bench._runs.describe
-    n: int  # non-embedding parameters
+    layers: int
+    d_model: int
     top_steps: int
     top_bpb: float  # mean over the top rung's seeds
     long_steps: int
@@ -50,16 +54,30 @@ class Row:
         return (self.top_bpb - self.long_bpb) / math.log(self.long_steps / self.top_steps)
 
 
+def _x(layers: float, d_model: float) -> np.ndarray:
+    return np.array([1.0, math.log(layers), math.log(d_model)])
+
+
 @dataclass(frozen=True)
 class LateSlope:
-    """rate(N) = s0 + s1 ln N, fitted to `rows` (see the module doc)."""
+    """rate = s0 + s_L ln layers + s_d ln d_model, fitted to `rows` (see the module doc)."""
 
-    s0: float
-    s1: float
-    rate_sd: float  # leave-one-out rms error of the rate over the rows (nan below 3 rows)
+    coef: tuple[float, float, float]  # s0, s_L, s_d
+    rate_sd: float  # leave-one-out rms error of the rate over the rows (nan below 4 rows)
     rows: int
-    n_range: tuple[int, int]
     measured_ratio: float  # the furthest long run / top rung among the rows
+
+    def rate(self, layers: float, d_model: float) -> float:
+        return float(_x(layers, d_model) @ np.array(self.coef))
+
+    def at(
+        self, top_bpb: float, layers: float, d_model: float, top_tokens: float, tokens: float
+    ) -> float:
+        """Bits per byte at `tokens`, from the top rung's at `top_tokens`."""
+        return top_bpb - self.rate(layers, d_model) * math.log(tokens / top_tokens)
+
+    def sd(self, top_tokens: float, tokens: float) -> float:
+        return self.rate_sd * math.log(tokens / top_tokens)
 
     def beyond(self, top_tokens: float, tokens: float) -> str | None:
         """A warning when `tokens` lies further beyond the top rung than the rows measured."""
@@ -73,39 +91,27 @@ class LateSlope:
             "(target.extrapolation=curve flattens instead)"
         )
 
-    def rate(self, n: float) -> float:
-        return self.s0 + self.s1 * math.log(n)
 
-    def at(self, top_bpb: float, n: float, top_tokens: float, tokens: float) -> float:
-        """Bits per byte at `tokens`, from the top rung's at `top_tokens`."""
-        return top_bpb - self.rate(n) * math.log(tokens / top_tokens)
-
-    def sd(self, top_tokens: float, tokens: float) -> float:
-        return self.rate_sd * math.log(tokens / top_tokens)
-
-
-def _line(rows: Sequence[Row]) -> tuple[float, float]:
-    x = np.log([r.n for r in rows])
-    y = np.array([r.rate for r in rows])
-    s1, s0 = np.polyfit(x, y, 1)
-    return float(s0), float(s1)
+def _coef(rows: Sequence[Row]) -> np.ndarray:
+    x = np.array([_x(r.layers, r.d_model) for r in rows])
+    if len(rows) < 3 or np.linalg.matrix_rank(x) < 3:
+        raise ValueError("the late-slope prior needs rows of at least two depths and two widths")
+    return np.linalg.lstsq(x, np.array([r.rate for r in rows]), rcond=None)[0]
 
 
 def fit(rows: Sequence[Row]) -> LateSlope:
-    """The prior fitted to `rows` (at least two, of different sizes)."""
-    if len(rows) < 2 or len({r.n for r in rows}) < 2:
-        raise ValueError("the late-slope prior needs rows of at least two sizes")
-    s0, s1 = _line(rows)
+    """The prior fitted to `rows`."""
+    coef = _coef(rows)
     errors = []
     for i, row in enumerate(rows):
-        rest = [r for j, r in enumerate(rows) if j != i]
-        if len({r.n for r in rest}) >= 2:
-            t0, t1 = _line(rest)
-            errors.append(t0 + t1 * math.log(row.n) - row.rate)
-    sd = float(np.sqrt(np.mean(np.square(errors)))) if len(rows) >= 3 else float("nan")
-    sizes = [r.n for r in rows]
+        try:
+            rest = _coef([r for j, r in enumerate(rows) if j != i])
+        except ValueError:
+            continue  # this row alone holds a depth or width apart
+        errors.append(float(_x(row.layers, row.d_model) @ rest) - row.rate)
+    sd = float(np.sqrt(np.mean(np.square(errors)))) if errors else float("nan")
     ratio = max(r.long_steps / r.top_steps for r in rows)
-    return LateSlope(s0, s1, sd, len(rows), (min(sizes), max(sizes)), ratio)
+    return LateSlope((float(coef[0]), float(coef[1]), float(coef[2])), sd, len(rows), ratio)
 
 
 def leave_one_out(rows: Sequence[Row]) -> list[float]:
@@ -113,7 +119,7 @@ def leave_one_out(rows: Sequence[Row]) -> list[float]:
     out = []
     for i, row in enumerate(rows):
         rest = fit([r for j, r in enumerate(rows) if j != i])
-        out.append(rest.at(row.top_bpb, row.n, row.top_steps, row.long_steps))
+        out.append(rest.at(row.top_bpb, row.layers, row.d_model, row.top_steps, row.long_steps))
     return out
 
 
@@ -122,7 +128,8 @@ def read_rows(path: Path = ROWS) -> list[Row]:
     return [
         Row(
             str(r["arch"]),
-            int(r["n"]),
+            int(r["layers"]),
+            int(r["d_model"]),
             int(r["top_steps"]),
             float(np.mean(r["top_bpb"])),
             int(r["long_steps"]),
