@@ -117,7 +117,7 @@ def target_subset(archs: list[ArchConfig], count: int, start: int = 0) -> list[i
     """Indices of the target check's architectures: each depth's six taken round robin, `count`
     of them from the `start`-th (0: the first three of each depth, 12: the other three)."""
     per_depth = [
-        list(range(start, min(start + 6, len(archs)))) for start in range(0, len(archs), 6)
+        list(range(first, min(first + 6, len(archs)))) for first in range(0, len(archs), 6)
     ]
     order = [i for slot in range(6) for group in per_depth for i in group[slot : slot + 1]]
     return sorted(order[start : start + count])
@@ -253,7 +253,9 @@ def _scores(
     return scores
 
 
-def late_slope_scores(bench: Bench, archs: list, top: list[float], steps: float) -> dict[str, Any]:
+def late_slope_scores(
+    bench: Bench, archs: list[ArchConfig], top: list[float], steps: float
+) -> dict[str, Any]:
     """Each architecture's top rung (seed mean) read on to `steps` by the late-slope prior; an
     architecture among the prior's own rows is read by the prior refitted without it."""
     fitted = {r.arch for r in late_slope.read_rows()}
