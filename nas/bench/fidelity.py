@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "ladder_seeds": 2,
     "target_factor": 64,
     "target_archs": 12,
-    "target_from": 0,  # 12: the other twelve, architectures the late-slope prior was not fitted on
+    "target_from": 0,  # 12: the other twelve; 24 (with archs=36): the third set
     "target_seeds": 2,
     "variants": "depth,width_lr",
     "workers": 2,
@@ -110,16 +110,31 @@ def architectures(vocab: int) -> list[ArchConfig]:
                 moe_every=every,
             ),
         ]
-    return archs
+    return archs + third_set(vocab)
+
+
+def third_set(vocab: int) -> list[ArchConfig]:
+    """12 more shapes (`archs=36`), three per depth, at widths and mixes the first 24 do not
+    have: a third set for the late-slope prior, whose form was chosen on the first 24."""
+    return [
+        arch
+        for make in (
+            lambda n: _arch(n, 6, 16, 3.0, vocab, n_kv_heads=3),
+            lambda n: _arch(n, 6, 32, 2.0, vocab, n_kv_heads=2, tie_embeddings=False),
+            lambda n: _arch(n, 4, 32, 2.0, vocab, n_experts=4, experts_per_token=1),
+        )
+        for arch in (make(n) for n in (1, 2, 3, 4))
+    ]
 
 
 def target_subset(archs: list[ArchConfig], count: int, start: int = 0) -> list[int]:
-    """Indices of the target check's architectures: each depth's six taken round robin, `count`
-    of them from the `start`-th (0: the first three of each depth, 12: the other three)."""
-    per_depth = [
-        list(range(first, min(first + 6, len(archs)))) for first in range(0, len(archs), 6)
-    ]
+    """Indices of the target check's architectures, `count` of them from the `start`-th: the
+    first 24's six per depth taken round robin (0: the first three of each depth, 12: the other
+    three), then the third set (24)."""
+    first_24 = min(24, len(archs))
+    per_depth = [list(range(first, min(first + 6, first_24))) for first in range(0, first_24, 6)]
     order = [i for slot in range(6) for group in per_depth for i in group[slot : slot + 1]]
+    order += list(range(first_24, len(archs)))
     return sorted(order[start : start + count])
 
 
