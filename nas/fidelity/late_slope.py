@@ -101,16 +101,25 @@ def _coef(rows: Sequence[Row]) -> np.ndarray:
     return np.linalg.lstsq(x, np.array([r.rate for r in rows]), rcond=None)[0]
 
 
-def fit(rows: Sequence[Row]) -> LateSlope:
-    """The prior fitted to `rows`."""
-    coef = _coef(rows)
-    errors = []
+def _left_out_rates(rows: Sequence[Row]) -> list[float | None]:
+    """Each row's rate as the line fitted without that row predicts it (None where the row alone
+    holds a depth or width apart)."""
+    out: list[float | None] = []
     for i, row in enumerate(rows):
         try:
             rest = _coef([r for j, r in enumerate(rows) if j != i])
         except ValueError:
-            continue  # this row alone holds a depth or width apart
-        errors.append(float(_x(row.layers, row.d_model) @ rest) - row.rate)
+            out.append(None)
+            continue
+        out.append(float(_x(row.layers, row.d_model) @ rest))
+    return out
+
+
+def fit(rows: Sequence[Row]) -> LateSlope:
+    """The prior fitted to `rows`."""
+    coef = _coef(rows)
+    left_out = _left_out_rates(rows)
+    errors = [rate - row.rate for rate, row in zip(left_out, rows, strict=True) if rate is not None]
     sd = float(np.sqrt(np.mean(np.square(errors)))) if errors else float("nan")
     ratio = max(r.long_steps / r.top_steps for r in rows)
     return LateSlope((float(coef[0]), float(coef[1]), float(coef[2])), sd, len(rows), ratio)
@@ -119,9 +128,10 @@ def fit(rows: Sequence[Row]) -> LateSlope:
 def leave_one_out(rows: Sequence[Row]) -> list[float]:
     """Each row's long-run bits per byte as the prior fitted without that row predicts it."""
     out = []
-    for i, row in enumerate(rows):
-        rest = fit([r for j, r in enumerate(rows) if j != i])
-        out.append(rest.at(row.top_bpb, row.layers, row.d_model, row.top_steps, row.long_steps))
+    for rate, row in zip(_left_out_rates(rows), rows, strict=True):
+        if rate is None:
+            raise ValueError(f"without {row.arch} the rows hold one depth or one width")
+        out.append(row.top_bpb - rate * math.log(row.long_steps / row.top_steps))
     return out
 
 

@@ -218,7 +218,7 @@ def run_search(settings: Settings) -> SearchResult:
     records.store_target(study, target)
     objective = _objective(settings, ready)
     objective.deadline = time.time() + settings.study.timeout_s
-    _log_start(study, settings, ready, stored)
+    _log_start(study, settings, ready, stored, target)
     progress = SearchProgress(
         settings.study.n_trials,
         quiet=settings.quiet,
@@ -283,14 +283,15 @@ def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
     )
 
 
-def _log_start(study: optuna.Study, settings: Settings, ready: Prepared, stored: int) -> None:
+def _log_start(
+    study: optuna.Study, settings: Settings, ready: Prepared, stored: int, target: dict[str, Any]
+) -> None:
     training, rungs = settings.proxy.training, ready.rungs
     if warning := ready.cheap.latency.elsewhere:
         log.warning(warning)
-    target = target_of(settings, rungs)
-    if target["extrapolation"] == "late_slope":
-        far = late_slope.prior().beyond(target["top_rung_tokens"], target["tokens"])
-        if far:
+    beyond_top = target["tokens"] > target["top_rung_tokens"]
+    if beyond_top and target["extrapolation"] == "late_slope":  # the default reads no prior
+        if far := late_slope.prior().beyond(target["top_rung_tokens"], target["tokens"]):
             log.warning(far)
     steps = "/".join(str(rungs.total(k)) for k in range(rungs.count))
     log.info(
