@@ -59,6 +59,9 @@ QUANT_BACKENDS = {
     "gptq": "nas.compression.gptq on onnxruntime's MatMulNBits grid",
     "awq": "nas.compression.awq scales, then onnxruntime MatMulNBits block quantizer",
 }
+# ExecuTorch's XNNPACK formats, as torchao makes them (nas.executorch.quantize): rtn only.
+XNNPACK_BACKEND = "torchao Int8DynamicActivationIntxWeightConfig (ExecuTorch XNNPACK)"
+XNNPACK_ACTIVATIONS = "int8 per token (asymmetric)"
 
 
 def shrink_settings(
@@ -113,6 +116,8 @@ def plan(
     )
     if settings is None:
         return recipe
+    if recipe.quantization is not None and settings.quant_format == "xnnpack":
+        recipe = _with(recipe, quantization=_xnnpack_step(recipe.quantization))
     settings = shrink_settings(candidate, settings, proxy)
     if settings.recovery_steps == 0 or recipe.is_identity:  # nothing to recover from
         return recipe
@@ -120,6 +125,19 @@ def plan(
         settings.recovery_steps, settings.recovery_lr, settings.distill, settings.temperature
     )
     return _with(recipe, recovery=step)
+
+
+def _xnnpack_step(step: QuantStep) -> QuantStep:
+    """The quantization step in ExecuTorch's XNNPACK numerics (`nas.executorch.quantize`)."""
+    if step.method != "rtn":
+        raise ValueError(f"{step.method} chooses weights on ONNX Runtime's grid, not XNNPACK's")
+    return _with(
+        step,
+        format="xnnpack",
+        group_size=step.group_size if step.bits == 4 else 0,  # int8: one scale per channel
+        backend=XNNPACK_BACKEND,
+        activations=XNNPACK_ACTIVATIONS,
+    )
 
 
 def _matrix_names(arch: ArchConfig) -> list[str]:
@@ -229,7 +247,9 @@ def compress(
             seed=seed,
         )
     hooks: list = []
-    if recipe.quantization is not None:
+    if recipe.quantization is not None and recipe.quantization.format == "xnnpack":
+        hooks, recipe = _quantize_xnnpack(model, recipe)
+    elif recipe.quantization is not None:
         recipe = _quantize(model, matrices, masks, recipe, calib, settings)
         if settings.int8_activations:
             hooks = int8_activation_hooks(model, block=recipe.quantization.group_size)
@@ -282,6 +302,16 @@ def _quantize(model, matrices, masks, recipe: Recipe, calib: _Calibration, setti
     else:
         changes["alpha"] = found["alpha"]
     return _with(recipe, quantization=_with(step, **changes))
+
+
+def _quantize_xnnpack(model: torch.nn.Module, recipe: Recipe) -> tuple[list, Recipe]:
+    """Give the model the numerics ExecuTorch's XNNPACK runs (torchao's weights as floats, input
+    hooks); (the hooks, the recipe with the layers left float)."""
+    from nas.executorch.quantize import scored_in_place  # deferred: torchao is an extra
+
+    step = recipe.quantization
+    done = scored_in_place(model, weight_bits=step.bits, group_size=step.group_size or None)
+    return done.hooks, _with(recipe, quantization=_with(step, float_layers=done.float_layers))
 
 
 def _prune_structured(

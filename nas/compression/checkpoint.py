@@ -99,12 +99,15 @@ def _settings(steps: dict[str, Any]) -> Any:
         calibration_windows=int((calibrated or {}).get("windows", 32)),
         act_order=quant.get("act_order") is not False,  # absent (rtn, older recipes): on
         damp=float(quant.get("damp") or 0.01),
+        quant_format=quant.get("format", "matmulnbits"),  # absent (older recipes): ONNX Runtime's
     )
 
 
 def _describe(step: str, spec: dict[str, Any]) -> str:
     if step == "quantization":
-        return f"int{spec['bits']} g{spec['group_size']} {spec['method']}"
+        group = f"g{spec['group_size']}" if spec["group_size"] else "per channel"
+        xnnpack = " (XNNPACK)" if spec.get("format") == "xnnpack" else ""
+        return f"int{spec['bits']} {group} {spec['method']}{xnnpack}"
     if step == "sparsity":
         method = spec.get("method", "magnitude")
         return f"{spec['pattern']} {method} sparsity (measured {spec.get('measured') or 0:.0%})"

@@ -22,7 +22,8 @@ class QuantStep:
     group_size: int
     # rtn: round-to-nearest, one scale per group; gptq: columns rounded in turn with
     # inverse-Hessian error feedback; awq: activation-aware input-channel scales folded into the
-    # preceding RMSNorm / v_proj / up_proj, then round-to-nearest. All on ONNX Runtime's grid.
+    # preceding RMSNorm / v_proj / up_proj, then round-to-nearest. gptq and awq: on ONNX
+    # Runtime's grid only.
     method: str = "rtn"
     symmetric: bool = True
     group_axis: str = "input"  # groups run along each output row's input weights
@@ -31,6 +32,12 @@ class QuantStep:
     # (ONNX Runtime MatMulNBits accuracy_level=4)
     activations: str = "float"
     calibration: dict[str, Any] | None = None  # the windows gptq / awq measured inputs on
+    # Whose numerics: "matmulnbits" (ONNX Runtime) or "xnnpack" (ExecuTorch through torchao:
+    # int8 with one scale per output channel, group_size 0; int4 per group with bf16 scales;
+    # activations int8 per token, asymmetric; mixture-of-experts experts and the router float).
+    format: str = "matmulnbits"
+    # xnnpack: linear layers left float because their input width holds no whole group
+    float_layers: list[str] | None = None
     act_order: bool | None = None  # gptq: columns in order of decreasing Hessian diagonal
     damp: float | None = None  # gptq: share of the mean Hessian diagonal added to it
     rtn_rows: str | None = None  # gptq: "k of n" rows kept round-to-nearest (it fitted better)

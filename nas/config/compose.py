@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from nas.config.rules import check, explain
-from nas.config.schema import Settings, check_settings, register
+from nas.config.schema import QUANT_FORMATS, Settings, check_settings, register
 from nas.errors import NasError
 
 CONFIG_MODULE = "hydra_configs"
@@ -172,6 +172,8 @@ def to_settings(cfg: DictConfig) -> Settings:
     settings.hardware = settings.hardware.for_runtime(settings.runtime.name)
     if settings.compression.int8_activations is None:  # the runtime's own fast format
         settings.compression.int8_activations = settings.hardware.int8_activations
+    if settings.compression.quant_format is None:  # the runtime's own numerics
+        settings.compression.quant_format = QUANT_FORMATS[settings.runtime.name]
     check_settings(settings)
     check_device(settings.device)
     check_search_space(settings)

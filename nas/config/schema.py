@@ -127,6 +127,10 @@ class ProxyConfig(ProxySettings):
         return ProxySettings(**{f.name: getattr(self, f.name) for f in fields(ProxySettings)})
 
 
+# The int8/int4 numerics each runtime runs, which compressed candidates are scored in.
+QUANT_FORMATS = {"onnxruntime": "matmulnbits", "executorch": "xnnpack"}
+
+
 @dataclass
 class CompressionSettings:
     """The `compression` group: how compressed models are scored (defaults: no recovery
@@ -141,6 +145,11 @@ class CompressionSettings:
     # None: the hardware's runtime decides (`HardwareProfile.int8_activations`: on for CPUs),
     # resolved when the settings load; false is the explicit weight-only, fp32-compute format.
     int8_activations: bool | None = None
+    # Whose int8/int4 numerics quality is scored in: `matmulnbits` (ONNX Runtime's MatMulNBits
+    # grid, the methods rtn/gptq/awq) or `xnnpack` (ExecuTorch's XNNPACK through torchao: int8
+    # per channel or int4 per group, int8 activations per token, experts float; rtn only).
+    # None: the runtime group's, resolved when the settings load (`QUANT_FORMATS`).
+    quant_format: str | None = field(default=None, metadata=one_of(*QUANT_FORMATS.values()))
     # Calibration-based methods (gptq, awq, wanda, sparsegpt): windows of the proxy's seq_len
     # drawn from the training split; GPTQ's column order and Hessian damping (also SparseGPT's).
     calibration_windows: int = field(default=32, metadata=at_least(1))
@@ -224,11 +233,41 @@ def check_settings(settings: Settings) -> None:
             f"runtime={runtime.name}; "
             + (f"use runtime.delegate={wanted}" if wanted else "leave runtime.delegate unset")
         )
+    _check_quant_format(settings)
     if settings.proxy.schedule == "cosine" and settings.budget.rungs > 1:
         raise NasError(
             f"proxy.schedule=cosine decays over one run and cannot carry on to "
             f"budget.rungs={settings.budget.rungs}: use proxy.schedule=wsd, or budget.rungs=1 "
             "for a single-fidelity search"
+        )
+
+
+def _check_quant_format(settings: Settings) -> None:
+    """Compressed candidates are scored in the numerics of the runtime they are priced and
+    exported for, and XNNPACK's have neither a weight-only form nor the ONNX Runtime grid that
+    GPTQ and AWQ choose weights on."""
+    comp, runtime = settings.compression, settings.runtime.name
+    if comp.quant_format != QUANT_FORMATS[runtime]:
+        raise NasError(
+            f"compression.quant_format={comp.quant_format} is not what runtime={runtime} runs "
+            f"({QUANT_FORMATS[runtime]}): leave compression.quant_format unset"
+        )
+    if comp.quant_format != "xnnpack":
+        return
+    if comp.int8_activations is False:
+        raise NasError(
+            "compression.int8_activations=false is ONNX Runtime's weight-only format; ExecuTorch's "
+            "XNNPACK runs int8/int4 weights with int8 activations: leave it unset"
+        )
+    space = settings.search_space
+    methods = space.get("quant_method", ()) if isinstance(space, dict) else ()
+    methods = [methods] if isinstance(methods, str) else list(methods or ())
+    others = [m for m in methods if m != "rtn"]
+    if others:
+        raise NasError(
+            f"search_space.quant_method={others[0]} chooses weights on ONNX Runtime's grid, "
+            "not XNNPACK's: runtime=executorch scores round-to-nearest only "
+            "(search_space.quant_method=[rtn])"
         )
 
 

@@ -14,6 +14,9 @@ quantized; the embedding and the LM head stay float, and so do mixture-of-expert
 (3-D tensors, not linear layers). A layer whose input width is no multiple of the group stays
 float too (ExecuTorch's LLM export skips them the same way); `QuantizedModel.float_layers` names
 them.
+
+`scored_in_place` gives a model those same numerics as plain float weights and input hooks, the
+form the search scores quality in (`compression.quant_format=xnnpack`, `nas.compression`).
 """
 
 from __future__ import annotations
@@ -99,3 +102,59 @@ def quantized(
     with torch.no_grad():
         quantize_(copied, config, filter_fn=chosen)
     return QuantizedModel(copied.eval(), weight_bits, group, sorted(skipped))
+
+
+def per_token_int8(x: torch.Tensor) -> torch.Tensor:
+    """`x` as a linear layer of the format sees it: int8 with one scale and zero point per token
+    (asymmetric), dequantized. Torchao's quantized linear layers do this to their input, and
+    XNNPACK's dynamically quantized kernels do it at run time; torchao keeps the step private, so
+    it is written here from torchao's public primitives (equal to it: tests/executorch)."""
+    from torchao.quantization.quant_primitives import (
+        MappingType,
+        choose_qparams_affine,
+        dequantize_affine,
+        quantize_affine,
+    )
+
+    block = (1,) * (x.dim() - 1) + (x.shape[-1],)
+    low, high = -128, 127
+    scale, zero = choose_qparams_affine(
+        x, MappingType.ASYMMETRIC, block, torch.int8, low, high, zero_point_dtype=torch.int8
+    )
+    codes = quantize_affine(x, block, scale, zero, torch.int8, low, high)
+    return dequantize_affine(codes, block, scale, zero, torch.int8, low, high, output_dtype=x.dtype)
+
+
+@dataclass
+class Scored:
+    """What `scored_in_place` did: the input hooks (remove them before export) and the linear
+    layers left in float."""
+
+    hooks: list = field(default_factory=list)
+    float_layers: list[str] = field(default_factory=list)
+
+
+def scored_in_place(model: torch.nn.Module, *, weight_bits: int, group_size: int | None) -> Scored:
+    """Give `model` the format's numerics in place: every layer `quantized` would quantize gets
+    torchao's dequantized weights, and a forward pre-hook quantizes its input per token.
+
+    The result computes what `quantized(model, ...)` computes (the same weights and the same
+    activation rounding before the same float product), but it stays a float model: recovery and
+    export handle it like any other, and it saves as the float32 weights the program holds."""
+    quant = quantized(model, weight_bits=weight_bits, group_size=group_size)
+    if quant.model is model:  # fp32: nothing to do
+        return Scored()
+
+    def pre_hook(_module: torch.nn.Module, args: tuple) -> tuple:
+        return (per_token_int8(args[0]), *args[1:])
+
+    hooks = []
+    with torch.no_grad():
+        for name, module in quant.model.named_modules():
+            weight = getattr(module, "weight", None)
+            if not isinstance(module, torch.nn.Linear) or not hasattr(weight, "qdata"):
+                continue  # float: the LM head, and layers whose width holds no whole group
+            target = model.get_submodule(name)
+            target.weight.copy_(weight.dequantize().to(target.weight.dtype))
+            hooks.append(target.register_forward_pre_hook(pre_hook))
+    return Scored(hooks, quant.float_layers)

@@ -31,6 +31,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 from nas import records
 from nas.arch import ArchConfig, CompressionConfig
 from nas.errors import NasError, redact
+from nas.executorch.quantize import format_name
 from nas.executorch.runtime import require as require_executorch
 from nas.export.card import CardFacts, render
 from nas.export.weights import (
@@ -93,6 +94,8 @@ def runtime_format(recipe: dict[str, Any] | None) -> str | None:
     if not quant:
         return None
     bits, group = quant["bits"], quant["group_size"]
+    if quant.get("format") == "xnnpack":
+        return format_name(bits, group or None)
     if quant.get("activations") == "int8":
         return (
             f"ONNX Runtime MatMulNBits int{bits} g{group}, accuracy_level=4 (activations "

@@ -21,6 +21,7 @@ from nas import __version__, records
 from nas.config.compose import build
 from nas.config.schema import ProxySettings, Settings
 from nas.errors import NasError
+from nas.executorch.runtime import require as require_executorch
 from nas.fidelity import late_slope
 from nas.fidelity.judge import judge, noise_sd
 from nas.fidelity.rungs import Rungs
@@ -143,6 +144,8 @@ def _read_data(
 def prepare(settings: Settings) -> Prepared:
     """Data, tokenizer, space, predictors and the study's identity; writes nothing outside the
     shared cache, so a refused resume leaves the study's folder as it was."""
+    if settings.compression.quant_format == "xnnpack":
+        require_executorch()  # torchao scores int8/int4 in XNNPACK's numerics; one line if absent
     parent, data, tokenizer, info, training = _read_data(settings)
     space = build_space(settings, info["vocab_size"])
     hardware = settings.hardware
@@ -295,11 +298,13 @@ def _log_start(
             log.warning(far)
     steps = "/".join(str(rungs.total(k)) for k in range(rungs.count))
     log.info(
-        "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "
-        "proxy: %s steps x %d x %d tokens on %s (rungs; top 1/%g promoted; %d seed(s) at the "
-        "top)",
+        "study %s: %s; runtime %s (int8/int4 scored in %s numerics); %d trials stored, adding "
+        "up to %d (timeout %.0f s); latency: %s; proxy: %s steps x %d x %d tokens on %s (rungs; "
+        "top 1/%g promoted; %d seed(s) at the top)",
         study.study_name,
         settings.hardware.description,
+        settings.runtime.name,
+        settings.compression.quant_format,
         stored,
         settings.study.n_trials,
         settings.study.timeout_s,

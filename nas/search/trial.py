@@ -21,7 +21,7 @@ import torch
 from nas import records
 from nas.arch import Candidate
 from nas.compression import plan
-from nas.config.schema import CompressionSettings, ProxySettings
+from nas.config.schema import QUANT_FORMATS, CompressionSettings, ProxySettings
 from nas.fidelity.rungs import Rungs
 from nas.objectives.cheap import CheapMetrics, CheapObjectives
 from nas.objectives.hypervolume import Reference
@@ -89,7 +89,10 @@ class TrialObjective:
     def cache_key(self, candidate: Candidate) -> str:
         """What decides a candidate's result: the candidate, the proxy run, and any setting
         that scores differently from the defaults (which keep the keys of older studies)."""
-        recovery = () if self.compression == CompressionSettings() else (asdict(self.compression),)
+        scoring = asdict(self.compression)
+        if scoring["quant_format"] in (None, QUANT_FORMATS["onnxruntime"]):
+            del scoring["quant_format"]  # the numerics every older key was scored in
+        recovery = () if self.compression == CompressionSettings() else (scoring,)
         scorer = () if self.proxy.name == "train" else (self.proxy.identity(),)
         return candidate.key(self.proxy_identity, *recovery, *scorer)
 

@@ -85,6 +85,7 @@ IMPLIED = {
     "proxy.distill_temperature": 2.0,
     "proxy.distill_weight": 1.0,
     "proxy.distill_lr": 3e-4,
+    "compression.quant_format": "matmulnbits",  # ExecuTorch studies before it: ONNX Runtime's grid
 }
 
 

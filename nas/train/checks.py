@@ -68,6 +68,11 @@ def _check_qat(directory: Path, recipe: dict[str, Any] | None, settings: TrainSe
         )
     if not settings.compress:
         raise NasError("qat=true ships the recipe's quantized weights; drop compress=false")
+    if ((recipe.get("recipe") or {}).get("quantization") or {}).get("format") == "xnnpack":
+        raise NasError(
+            "qat=true trains on ONNX Runtime's MatMulNBits grid, and this recipe is scored in "
+            "ExecuTorch's XNNPACK format; drop qat=true (the recipe is applied round-to-nearest)"
+        )
 
 
 def check_teacher(teacher: Path, student: dict[str, Any], tokenizer_file: Path) -> None:
