@@ -211,6 +211,9 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
     previous = sigterm_as_interrupt()
     try:
         code = _run(main, args)
+    except KeyboardInterrupt:  # a SIGTERM or Ctrl-C just after `main` returned: no traceback
+        print("interrupted", file=sys.stderr)
+        code = 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
