@@ -1,6 +1,7 @@
 """Compression methods on models trained long enough to matter: bpb, ONNX size, decode latency.
 
     python -m nas.bench compression [steps=2000] [seeds=2] [models=dense,moe] [parts=all]
+                                    [pte_windows=32]
                                     [tune_steps=100] [eval_windows=512] [rounds=3] [runs=60]
                                     [seed=N] [budget=cpu] [hardware=local_cpu] [runs_dir=runs]
 
@@ -15,7 +16,10 @@ trained `steps` steps on the proxy corpus per training seed (cached under
   `tune_steps` fine-tune, and with a distillation fine-tune from the unpruned model;
 - qat: PTQ (rtn, gptq) vs QAT (a fake-quantized fine-tune) at int4 g32, and the same fine-tune in
   float then PTQ (what the extra steps alone do);
-- combined: prune (SparseGPT 50%), quantize (GPTQ int4 g32), distil, in all 8 combinations.
+- combined: prune (SparseGPT 50%), quantize (GPTQ int4 g32), distil, in all 8 combinations;
+- formats (only when named; needs the executorch extra): rtn int8/int4 scored in ONNX Runtime's
+  numerics and in ExecuTorch's XNNPACK numerics, and the `.pte` of each run through the first
+  `pte_windows` held-out windows against the XNNPACK-scored model (`_compression_formats`).
 Held-out bits per byte on `eval_windows` windows; each Δ against the model's own uncompressed
 bpb with a paired standard error over windows, per training seed. `parts=` picks tables
 (quantization,sparsity,structured,qat,combined,latency); rows already measured (same model, seed
@@ -50,10 +54,12 @@ from nas.bench._compression_eval import (
     window_bits,
     window_bytes,
 )
+from nas.bench._compression_formats import format_rows, formats_table
 from nas.bench._compression_variants import Variant, apply_variant, variants
 from nas.compression.calibration import calibration_windows
 from nas.config.compose import load_settings
 from nas.errors import NasError
+from nas.executorch.runtime import require as require_executorch
 from nas.files import atomic_write
 from nas.quality.data import prepare_data
 from nas.quality.models import build_model
@@ -63,8 +69,11 @@ from nas.shrink import pruned_arch
 BENCH_KEYS = {
     "steps": 2000, "seeds": 2, "models": "dense,moe", "parts": "all", "tune_steps": 100,
     "eval_windows": 512, "rounds": 3, "runs": 60, "calibration_windows": 32, "seed": -1,
+    "pte_windows": 32,
 }  # fmt: skip
 TABLES = ("quantization", "sparsity", "structured", "qat", "combined")
+# Not in parts=all: formats needs the executorch extra (nas.bench._compression_formats).
+PARTS = (*TABLES, "latency", "formats")
 
 
 def bench_arches(vocab_size: int) -> dict[str, ArchConfig]:
@@ -149,6 +158,16 @@ def run_model(name, arch, own, cfg, data, info, store, out_dir) -> list[dict[str
         base_bits = window_bits(trained, data, eval_settings)
         total = window_bytes(data, eval_settings)
         print(f"{name} seed {seed}: bpb {base_bits.sum() / total:.4f}", flush=True)
+        if "formats" in parts:
+            key = json.dumps([name, seed, "formats", own["steps"], own["eval_windows"],
+                              own["pte_windows"]])  # fmt: skip
+            if key not in store:
+                store[key] = format_rows(
+                    name, trained, arch, data, eval_settings, base_bits, total, seed=seed,
+                    pte_windows=own["pte_windows"],
+                )  # fmt: skip
+                atomic_write(out_dir / "compression-rows.json", json.dumps(store, indent=1))
+            rows += store[key]
         for variant in variants(arch, tune_steps=own["tune_steps"]):
             if variant.table not in parts:
                 continue
@@ -240,6 +259,11 @@ def main(argv: list[str]) -> int:
     own, overrides = split_options(argv, BENCH_KEYS)
     if min(own["steps"], own["seeds"], own["rounds"], own["runs"], own["eval_windows"]) < 1:
         raise NasError("steps, seeds, rounds, runs and eval_windows must be >= 1")
+    parts = set(own["parts"].split(",")) - {"all"}
+    if parts - set(PARTS):
+        raise NasError(f"parts= takes all or any of {', '.join(PARTS)}, got {own['parts']}")
+    if "formats" in parts:
+        require_executorch()  # one line saying how to install it, before any training
     cfg = load_settings(["budget=cpu", "hardware=local_cpu", *overrides])
     data, _, info = prepare_data(cfg.proxy, Path(cfg.cache_dir))
     arches = bench_arches(info["vocab_size"])
@@ -258,7 +282,8 @@ def main(argv: list[str]) -> int:
             rows += run_model(name, arches[name], own, cfg, data, info, store, out_dir)
     graphs: dict[str, dict[str, Any]] = {}
     if own["parts"] == "all" or "latency" in own["parts"].split(","):
-        graphs = latency_graphs(rows, out_dir / "compression", cfg.hardware.deploy.context_len)
+        timed = [r for r in rows if r["table"] in TABLES]
+        graphs = latency_graphs(timed, out_dir / "compression", cfg.hardware.deploy.context_len)
         measure_graphs(graphs, rounds=own["rounds"], runs=own["runs"], threads=cfg.hardware.threads)
     report = {
         "arches": {k: v.to_dict() for k, v in arches.items()},
@@ -277,6 +302,9 @@ def main(argv: list[str]) -> int:
     for name in TABLES:
         if any(r["table"] == name for r in rows):
             print(f"\n### {name}\n\n{table(rows, graphs, name)}")
+    if any(r["table"] == "formats" for r in rows):
+        formats = [r for r in rows if r["table"] == "formats"]
+        print(f"\n### formats: ONNX Runtime's numerics and XNNPACK's\n\n{formats_table(formats)}")
     if any(r["table"] == "combined" for r in rows):
         print(f"\n### combined: measured vs sum of parts\n\n{interactions(rows)}")
     print(f"\nwrote {out_dir / 'compression.json'}")
