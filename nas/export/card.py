@@ -102,7 +102,8 @@ def render(facts: CardFacts) -> str:
         *_architecture(facts),
         "## Compression recipe (`compression.json`)",
         "",
-        f"Weights: {_weights(facts.compression)}; sparsity: {_sparsity(facts.compression)}.",
+        f"Weights: {_weights(facts.compression, facts.recipe)}; "
+        f"sparsity: {_sparsity(facts.compression)}.",
         _steps(facts.recipe),
         facts.compression_note,
         "",
@@ -268,9 +269,16 @@ def _provenance(facts: CardFacts) -> list[str]:
     ]
 
 
-def _weights(c: dict[str, Any]) -> str:
+def _weights(c: dict[str, Any], recipe: dict[str, Any] | None = None) -> str:
     if c.get("weight_bits", 16) == 16:
         return "fp16"
+    if ((recipe or {}).get("quantization") or {}).get("format") == "xnnpack":  # ExecuTorch's
+        scales = (
+            "one scale per output channel"
+            if c["weight_bits"] == 8
+            else (f"one bf16 scale per {c['group_size']} weights")
+        )
+        return f"int{c['weight_bits']}, {scales}, int8 activations per token (XNNPACK)"
     return f"int{c['weight_bits']}, one fp16 scale per {c['group_size']} weights"
 
 

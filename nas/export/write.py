@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ from nas.onnx.check import write_onnx
 from nas.quality.corpus import SPECIAL_TOKENS
 from nas.quality.models import build_model, count_params, hf_config
 from nas.study.lookup import StudyRef
+
+log = logging.getLogger("nas.export")
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,18 @@ def _write_files(
             group_size=comp["group_size"] or None,
             context_len=this.context,
         )
+        quant = (this.record.recipe or {}).get("quantization")
+        scored_in = quant.get("format", "matmulnbits") if quant else None  # older: ORT's
+        if scored_in not in (None, "xnnpack"):  # int8/int4 scored by an ONNX Runtime study
+            trial_file["pte_check"]["quality_scored_in"] = scored_in
+            log.warning(
+                "trial %d's bpb was scored in ONNX Runtime's int%d numerics (%s); model.pte runs "
+                "XNNPACK's, so its quality may differ slightly: search with runtime=executorch "
+                "to score in them",
+                this.record.number,
+                comp["weight_bits"],
+                scored_in,
+            )
     (tmp / "nas_trial.json").write_text(json.dumps(trial_file, indent=2, default=str) + "\n")
     files = [*sorted(p.name for p in tmp.iterdir()), "README.md"]
     facts = CardFacts(

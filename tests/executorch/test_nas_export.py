@@ -51,6 +51,8 @@ def test_model_pte_loads_and_matches_the_exported_config(runs: Path, tmp_path: P
     assert check["format"].endswith("int4 per group of 32 weights")
     assert check["delegate"] == "xnnpack" and check["context_len"] == 1024
     assert check["max_abs_logit_diff"] <= check["tolerance"]
+    # this study ran with the default runtime: its bpb is ONNX Runtime's int4, and it says so
+    assert check["quality_scored_in"] == "matmulnbits"
     # Again, independently: the model the directory describes, built as transformers builds it
     # (the study's seed), in the recipe's format, against the program the directory holds.
     torch.manual_seed(int(trial["identity"]["proxy"]["seed"]))
@@ -83,3 +85,30 @@ def test_without_executorch_the_export_is_one_line_and_writes_nothing(
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"error: {INSTALL}\n"
     assert not out.exists()
+
+
+@needs_executorch
+def test_an_executorch_studys_export_was_scored_in_the_programs_numerics(
+    tmp_path: Path, shared_cache: Path
+) -> None:
+    runs_dir = tmp_path / "runs"
+    settings = load_settings(
+        ["hardware=pixel8", "budget=smoke", f"runs_dir={runs_dir}", f"cache_dir={shared_cache}",
+         "quiet=true", "runtime=executorch", "search_space.n_layers=[1]",
+         "search_space.n_heads=[2]", "search_space.head_dim=[16]", "search_space.n_kv_heads=[1]",
+         "search_space.n_experts=[1]", "search_space.weight_bits=[8]",
+         "search_space.sparsity=[none]", "search_space.structured=[false]", "study.name=X",
+         "study.n_trials=1"]
+    )  # fmt: skip
+    run_search(settings)
+    out = tmp_path / "x"
+    (done,) = run_export([f"runs_dir={runs_dir}", "study.name=X", "trial=0", f"out={out}",
+                          "onnx=false", "runtime=executorch"])  # fmt: skip
+    trial = json.loads((done.path / "nas_trial.json").read_text())
+    assert "quality_scored_in" not in trial["pte_check"]
+    assert trial["pte_check"]["format"].endswith("int8 per channel weights")
+    compression = json.loads((done.path / "compression.json").read_text())
+    assert compression["recipe"]["quantization"]["format"] == "xnnpack"
+    assert compression["runtime_format"] == trial["pte_check"]["format"]
+    card = (done.path / "README.md").read_text()
+    assert "int8, one scale per output channel, int8 activations per token (XNNPACK)" in card
