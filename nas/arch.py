@@ -155,12 +155,17 @@ class ArchConfig:
 METHOD_DEFAULTS = {"quant_method": "rtn", "prune_method": "magnitude"}
 
 
+PER_CHANNEL = 0  # an 8-bit group_size: one scale per output channel (ExecuTorch's int8)
+
+
 @dataclass(frozen=True)
 class CompressionConfig:
     """How the trained weights are stored on the device."""
 
     weight_bits: int = 16  # 16 = fp16; 8 and 4 = integer weights with one fp16 scale per group
-    group_size: int = 0  # weights per quantization scale; 0 when weight_bits == 16
+    # weights per quantization scale; 0 when weight_bits == 16, and for 8-bit weights with one
+    # scale per output channel (ExecuTorch's XNNPACK int8, `PER_CHANNEL`)
+    group_size: int = 0
     sparsity: float = 0.0  # share of linear-layer weights set to zero
     sparsity_pattern: str = "none"  # none | unstructured | 2:4
     # rtn | gptq | awq: how 8/4-bit weights are chosen; magnitude | wanda | sparsegpt: which
@@ -171,8 +176,10 @@ class CompressionConfig:
     def __post_init__(self) -> None:
         if self.weight_bits not in (16, 8, 4):
             raise ValueError(f"weight_bits must be 16, 8 or 4, got {self.weight_bits}")
-        if self.weight_bits < 16 and self.group_size < 1:
-            raise ValueError(f"{self.weight_bits}-bit weights need a group_size >= 1")
+        if self.weight_bits == 4 and self.group_size < 1:
+            raise ValueError("4-bit weights need a group_size >= 1")
+        if self.weight_bits == 8 and self.group_size < 0:
+            raise ValueError("8-bit weights need a group_size >= 1, or 0 for one per channel")
         if self.sparsity_pattern not in SPARSITY_PATTERNS:
             raise ValueError(f"sparsity_pattern must be one of {SPARSITY_PATTERNS}")
         if (self.sparsity_pattern == "none") != (self.sparsity == 0.0):
@@ -190,9 +197,12 @@ class CompressionConfig:
 
     @property
     def bits_per_weight(self) -> float:
-        """Stored bits per quantized weight, counting one fp16 scale per group."""
+        """Stored bits per quantized weight, counting one fp16 scale per group (a scale per
+        output channel is left out: one per row of at least 64 inputs, under 0.5 bit)."""
         if self.weight_bits == 16:
             return 16.0
+        if self.group_size == PER_CHANNEL:
+            return float(self.weight_bits)
         return self.weight_bits + 16.0 / self.group_size
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,10 +252,11 @@ def experts_label(arch: Mapping[str, Any]) -> str:
 
 
 def bits_label(compression: Mapping[str, Any]) -> str:
-    """`fp16`, or `int8g128`: weight bits and group size."""
+    """`fp16`, `int8g128` (weight bits and group size) or `int8ch` (one scale per channel)."""
     if compression.get("weight_bits", 16) == 16:
         return "fp16"
-    return f"int{compression['weight_bits']}g{compression['group_size']}"
+    group = compression["group_size"]
+    return f"int{compression['weight_bits']}" + (f"g{group}" if group else "ch")
 
 
 def method_label(label: str, compression: Mapping[str, Any], key: str) -> str:

@@ -26,9 +26,18 @@ class CompressionChoices:
         sparsity: Sequence[str],
         quant_method: Sequence[str],
         prune_method: Sequence[str],
+        per_channel_bits: Sequence[int] = (),
     ) -> None:
         self.weight_bits = sorted(set(checked("weight_bits", weight_bits, COMPRESSION_RULES)))
         self.group_size = sorted(set(checked("group_size", group_size, COMPRESSION_RULES)))
+        # Bits whose runtime format has one scale per output channel, so no group size is
+        # sampled for them (ExecuTorch's XNNPACK int8: the runtime group sets [8]).
+        self.per_channel_bits = sorted(set(per_channel_bits))
+        if set(self.per_channel_bits) - {8}:
+            raise NasError(
+                f"search_space.per_channel_bits takes 8 (XNNPACK's int8) or nothing, got "
+                f"{list(per_channel_bits)}"
+            )
         self.sparsity = self._ordered("sparsity", sparsity)
         self.quant_method = self._ordered("quant_method", quant_method)
         self.prune_method = self._ordered("prune_method", prune_method)
@@ -51,7 +60,8 @@ class CompressionChoices:
 
     def suggest(self, trial: optuna.Trial) -> CompressionConfig:
         bits = trial.suggest_categorical("weight_bits", self.weight_bits)
-        group = trial.suggest_categorical("group_size", self.group_size) if bits < 16 else 0
+        grouped = bits < 16 and bits not in self.per_channel_bits
+        group = trial.suggest_categorical("group_size", self.group_size) if grouped else 0
         sparsity, pattern = SPARSITY_CHOICES[trial.suggest_categorical("sparsity", self.sparsity)]
         quant = trial.suggest_categorical("quant_method", self.quant_method) if bits < 16 else "rtn"
         prune = (
@@ -69,4 +79,7 @@ class CompressionChoices:
         )
 
     def choices(self) -> dict[str, list[Any]]:
-        return {name: list(getattr(self, name)) for name in NAMES}
+        chosen = {name: list(getattr(self, name)) for name in NAMES}
+        if self.per_channel_bits:  # absent otherwise: the identity of every older study
+            chosen["per_channel_bits"] = list(self.per_channel_bits)
+        return chosen

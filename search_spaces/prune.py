@@ -72,6 +72,7 @@ class PruneSpace(SearchSpace):
         sparsity: Sequence[str],
         quant_method: Sequence[str] = ("rtn",),
         prune_method: Sequence[str] = ("magnitude",),
+        per_channel_bits: Sequence[int] = (),
         caps: Mapping[str, int] | None = None,
     ) -> None:
         # `caps` (the budget's max layers/heads/head_dim/experts) bound slm's from-scratch shapes;
@@ -113,6 +114,7 @@ class PruneSpace(SearchSpace):
             sparsity=sparsity,
             quant_method=quant_method,
             prune_method=prune_method,
+            per_channel_bits=per_channel_bits,
         )
         self._check_combinations()
 

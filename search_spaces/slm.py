@@ -67,6 +67,7 @@ class SLMSpace(SearchSpace):
         sparsity: Sequence[str],
         quant_method: Sequence[str] = ("rtn",),
         prune_method: Sequence[str] = ("magnitude",),
+        per_channel_bits: Sequence[int] = (),
         structured: Sequence[bool] = (False,),
         prune_heads: Sequence[float] = (0.0,),
         prune_ffn: Sequence[float] = (0.0,),
@@ -107,6 +108,7 @@ class SLMSpace(SearchSpace):
             sparsity=sparsity,
             quant_method=quant_method,
             prune_method=prune_method,
+            per_channel_bits=per_channel_bits,
         )
         self.shrink = ShrinkChoices(
             structured=structured,

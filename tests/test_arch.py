@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.arch import ArchConfig, CompressionConfig
+from nas.arch import ArchConfig, CompressionConfig, bits_label
 from nas.quality.models import build_model, count_params
 
 ARCHS = {
@@ -68,5 +68,9 @@ def test_compression_bits_per_weight_counts_group_scales() -> None:
     assert CompressionConfig(weight_bits=4, group_size=32).bits_per_weight == 4.5
     with pytest.raises(ValueError):
         CompressionConfig(weight_bits=4, group_size=0)
+    per_channel = CompressionConfig(weight_bits=8, group_size=0)  # ExecuTorch's int8
+    assert per_channel.bits_per_weight == 8
+    assert bits_label(per_channel.to_dict()) == "int8ch"
+    assert bits_label(CompressionConfig(weight_bits=8, group_size=32).to_dict()) == "int8g32"
     with pytest.raises(ValueError):
         CompressionConfig(sparsity=0.3, sparsity_pattern="2:4")

@@ -252,15 +252,20 @@ def _check_quant_format(settings: Settings) -> None:
             f"compression.quant_format={comp.quant_format} is not what runtime={runtime} runs "
             f"({QUANT_FORMATS[runtime]}): leave compression.quant_format unset"
         )
+    space = settings.search_space if isinstance(settings.search_space, dict) else {}
     if comp.quant_format != "xnnpack":
+        if space.get("per_channel_bits"):
+            raise NasError(
+                "search_space.per_channel_bits is for ExecuTorch's int8 (one scale per output "
+                f"channel); runtime={runtime} quantizes in groups: drop it"
+            )
         return
     if comp.int8_activations is False:
         raise NasError(
             "compression.int8_activations=false is ONNX Runtime's weight-only format; ExecuTorch's "
             "XNNPACK runs int8/int4 weights with int8 activations: leave it unset"
         )
-    space = settings.search_space
-    methods = space.get("quant_method", ()) if isinstance(space, dict) else ()
+    methods = space.get("quant_method", ())
     methods = [methods] if isinstance(methods, str) else list(methods or ())
     others = [m for m in methods if m != "rtn"]
     if others:

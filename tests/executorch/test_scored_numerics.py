@@ -131,6 +131,7 @@ def test_an_executorch_search_scores_and_records_xnnpack(smoke_overrides: list[s
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         step = trial.user_attrs["recipe"]["quantization"]
         assert (step["format"], step["group_size"]) == ("xnnpack", 0)
+        assert "group_size" not in trial.params  # int8 is per channel: no group sampled
 
 
 def test_nas_train_applies_an_xnnpack_recipe_in_its_numerics(tmp_path) -> None:

@@ -21,7 +21,7 @@ from nas.config.compose import load_settings
 from search_spaces import SearchSpace
 
 # (space, budget or parent): slm under each budget's caps; prune from a dense and an MoE parent
-SPACES = [("slm", budget) for budget in ("smoke", "cpu", "gpu")] + [
+SPACES = [("slm", budget) for budget in ("smoke", "cpu", "gpu", "executorch")] + [
     ("prune", "llama"),
     ("prune", "qwen3_moe"),
 ]
@@ -54,6 +54,8 @@ def make_space(name: str, variant: str, parents: Path | None = None) -> SearchSp
     if name == "prune":
         overrides = ["search_space=prune", f"search_space.parent={parents / variant}"]
         cfg = load_settings([*overrides, "budget=smoke"])
+    elif variant == "executorch":  # the cpu budget as the runtime group narrows it
+        cfg = load_settings([f"search_space={name}", "budget=cpu", "runtime=executorch"])
     else:
         cfg = load_settings([f"search_space={name}", f"budget={variant}"])
     return instantiate(cfg.search_space, vocab_size=512, caps=cfg.budget.caps)
@@ -81,7 +83,10 @@ def test_samples_are_valid_by_construction(space: SearchSpace) -> None:
         assert arch.n_heads % arch.n_kv_heads == 0
         assert 1 <= arch.experts_per_token <= arch.n_experts
         assert arch.vocab_size == 512 and arch.params > 0  # slm: the tokenizer's; prune: parent's
-        assert (candidate.compression.group_size > 0) == (candidate.compression.weight_bits < 16)
+        comp = candidate.compression  # grouped below 16 bits, but for per-channel int8
+        per_channel = space.compression.per_channel_bits
+        grouped = comp.weight_bits < 16 and comp.weight_bits not in per_channel
+        assert (comp.group_size > 0) == grouped
 
 
 def test_gqa_moe_and_compression_are_reachable(space: SearchSpace) -> None:
@@ -101,7 +106,9 @@ def test_gqa_moe_and_compression_are_reachable(space: SearchSpace) -> None:
     assert {c.compression.sparsity_pattern for c in candidates} == {"none", "unstructured", "2:4"}
     quantized = [c.compression for c in candidates if c.compression.weight_bits < 16]
     sparse = [c.compression for c in candidates if c.compression.sparsity_pattern != "none"]
-    assert {c.quant_method for c in quantized} == {"rtn", "gptq", "awq"}
+    # ExecuTorch's runtime group leaves round-to-nearest: the others use ONNX Runtime's grid
+    assert {c.quant_method for c in quantized} == set(space.compression.quant_method)
+    assert len(space.compression.quant_method) == 3 or space.compression.per_channel_bits
     assert {c.prune_method for c in sparse} == {"magnitude", "wanda", "sparsegpt"}
     dense_fp16 = [c.compression for c in candidates if c.compression.weight_bits == 16]
     assert all(c.quant_method == "rtn" for c in dense_fp16)  # a method only where it acts
@@ -140,3 +147,15 @@ def test_unknown_methods_are_refused_when_the_space_is_built(key: str, value: st
 
     with pytest.raises(NasError, match=f"search_space.{key}: '{value}' unsupported; .*{rule}"):
         checked(key, [value])
+
+
+def test_executorchs_int8_samples_no_group_size() -> None:
+    """XNNPACK's int8 has one scale per output channel: no group size is sampled for it (two
+    group sizes would be one model, trained twice); int4 keeps its groups."""
+    samples = sample(make_space("slm", "executorch"), 200, seed=5)
+    int8 = [(p, c) for p, c in samples if c.compression.weight_bits == 8]
+    int4 = [(p, c) for p, c in samples if c.compression.weight_bits == 4]
+    assert int8 and int4
+    assert all(c.compression.group_size == 0 and "group_size" not in p for p, c in int8)
+    assert all(c.compression.group_size >= 32 and "group_size" in p for p, c in int4)
+    assert {c.compression.quant_method for _, c in samples} == {"rtn"}
