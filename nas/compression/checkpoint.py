@@ -71,6 +71,9 @@ def apply_recipe(
         proxy=proxy,
         seed=seed,
     )
+    # The checkpoint holds weights; activations are rounded by the runtime. Without hooks the
+    # model trains on (LoRA) and is compressed again like any other, whatever its format.
+    done.remove_hooks()
     recipe = done.recipe.to_dict()
     summary = [name for name in recipe["order"] if recipe.get(name)]
     return done.model, {
