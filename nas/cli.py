@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nas.config.rules import field_type, typed
-from nas.errors import NasError, RedactingFilter
+from nas.errors import InterruptedCleanupFilter, NasError, RedactingFilter
 
 T = TypeVar("T")
 
@@ -42,9 +42,13 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 def redact_logs() -> None:
     """No database password in any log line: a `RedactingFilter` on every handler of the root
-    logger and of Optuna's (which does not pass its records up), installed once each."""
+    logger and of Optuna's (which does not pass its records up), installed once each; before
+    it, an `InterruptedCleanupFilter` (it reads the record's exception, which redaction folds
+    into the text)."""
     for logger in (logging.getLogger(), logging.getLogger("optuna")):
         for handler in logger.handlers:
+            if not any(isinstance(f, InterruptedCleanupFilter) for f in handler.filters):
+                handler.filters.insert(0, InterruptedCleanupFilter())
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(RedactingFilter())
 

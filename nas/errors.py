@@ -192,6 +192,20 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class InterruptedCleanupFilter(logging.Filter):
+    """Installed on log handlers: drops the errors libraries log while Ctrl-C or SIGTERM
+    unwinds them (SQLAlchemy's "Error closing cursor", with the interrupt as its context), so
+    an interrupted command prints "interrupted" and no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        while error is not None:
+            if isinstance(error, KeyboardInterrupt):
+                return False
+            error = error.__context__
+        return True
+
+
 def sigterm_as_interrupt() -> Any:
     """SIGTERM (`kill`, SLURM's time limit) stops a command as Ctrl-C does: cleanups run, so
     no temporary file or half-written folder is left behind. Returns the previous handler

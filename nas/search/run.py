@@ -298,13 +298,12 @@ def _log_start(
             log.warning(far)
     steps = "/".join(str(rungs.total(k)) for k in range(rungs.count))
     log.info(
-        "study %s: %s; runtime %s (int8/int4 scored in %s numerics); %d trials stored, adding "
-        "up to %d (timeout %.0f s); latency: %s; proxy: %s steps x %d x %d tokens on %s (rungs; "
-        "top 1/%g promoted; %d seed(s) at the top)",
+        "study %s: %s; %d trials stored, adding up to %d (timeout %.0f s); latency: %s; "
+        "proxy: %s steps x %d x %d tokens on %s (rungs; top 1/%g promoted; %d seed(s) at the "
+        "top)",
         study.study_name,
-        settings.hardware.description,
-        settings.runtime.name,
-        settings.compression.quant_format,
+        f"{settings.hardware.description}; runtime {settings.runtime.name} (int8/int4 scored in "
+        f"{settings.compression.quant_format} numerics)",
         stored,
         settings.study.n_trials,
         settings.study.timeout_s,

@@ -93,3 +93,33 @@ def test_a_signal_just_after_the_command_returned_is_an_interrupt_not_a_tracebac
         errors.run_cli(lambda argv: 0, [])
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_errors_logged_while_an_interrupt_unwinds_are_dropped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SQLAlchemy logs "Error closing cursor" with a traceback when the interrupt lands inside a
+    fetch; the command says "interrupted" once instead. Other errors are still logged."""
+    import logging
+
+    from nas.cli import redact_logs
+
+    handler = logging.StreamHandler(sys.stderr)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        redact_logs()
+        log = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
+        for cause in (KeyboardInterrupt(), ValueError("a real one")):
+            try:
+                try:
+                    raise cause
+                except BaseException:  # the cleanup fails while `cause` unwinds: its context
+                    raise RuntimeError("Cannot operate on a closed database.")  # noqa: B904
+            except RuntimeError:
+                log.error("Error closing cursor", exc_info=True)
+    finally:
+        root.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count("Error closing cursor") == 1 and "a real one" in err
+    assert "KeyboardInterrupt" not in err
