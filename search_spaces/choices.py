@@ -59,6 +59,8 @@ COMPRESSION_RULES = {
     "prune_method": Choices(
         str, lambda v: v in PRUNE_METHODS, "any of " + ", ".join(PRUNE_METHODS)
     ),
+    # Bits stored with one scale per output channel: only ExecuTorch's XNNPACK int8.
+    "per_channel_bits": Choices(int, lambda v: v == 8, "8 (XNNPACK's int8)"),
 }
 
 

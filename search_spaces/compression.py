@@ -32,12 +32,12 @@ class CompressionChoices:
         self.group_size = sorted(set(checked("group_size", group_size, COMPRESSION_RULES)))
         # Bits whose runtime format has one scale per output channel, so no group size is
         # sampled for them (ExecuTorch's XNNPACK int8: the runtime group sets [8]).
-        self.per_channel_bits = sorted(set(per_channel_bits))
-        if set(self.per_channel_bits) - {8}:
-            raise NasError(
-                f"search_space.per_channel_bits takes 8 (XNNPACK's int8) or nothing, got "
-                f"{list(per_channel_bits)}"
-            )
+        none = isinstance(per_channel_bits, Sequence) and not per_channel_bits  # may be empty
+        self.per_channel_bits = (
+            []
+            if none
+            else sorted(set(checked("per_channel_bits", per_channel_bits, COMPRESSION_RULES)))
+        )
         self.sparsity = self._ordered("sparsity", sparsity)
         self.quant_method = self._ordered("quant_method", quant_method)
         self.prune_method = self._ordered("prune_method", prune_method)
