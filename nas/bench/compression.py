@@ -302,8 +302,7 @@ def main(argv: list[str]) -> int:
     for name in TABLES:
         if any(r["table"] == name for r in rows):
             print(f"\n### {name}\n\n{table(rows, graphs, name)}")
-    if any(r["table"] == "formats" for r in rows):
-        formats = [r for r in rows if r["table"] == "formats"]
+    if formats := [r for r in rows if r["table"] == "formats"]:
         print(f"\n### formats: ONNX Runtime's numerics and XNNPACK's\n\n{formats_table(formats)}")
     if any(r["table"] == "combined" for r in rows):
         print(f"\n### combined: measured vs sum of parts\n\n{interactions(rows)}")
