@@ -247,16 +247,31 @@ def compress(
             seed=seed,
         )
     hooks: list = []
-    if recipe.quantization is not None and recipe.quantization.format == "xnnpack":
-        hooks, recipe = _quantize_xnnpack(model, recipe)
-    elif recipe.quantization is not None:
-        recipe = _quantize(model, matrices, masks, recipe, calib, settings)
-        if settings.int8_activations:
-            hooks = int8_activation_hooks(model, block=recipe.quantization.group_size)
-            recipe = _with(recipe, quantization=_with(recipe.quantization, activations="int8"))
+    if recipe.quantization is not None:
+        if recipe.quantization.format == "xnnpack":
+            recipe = _quantize_xnnpack(model, recipe)
+        else:
+            recipe = _quantize(model, matrices, masks, recipe, calib, settings)
+            if settings.int8_activations:
+                recipe = _with(recipe, quantization=_with(recipe.quantization, activations="int8"))
+        hooks = activation_hooks(model, recipe.quantization)
     return Compressed(
         model=model.eval(), arch=arch, recipe=recipe, recovery_losses=losses, hooks=hooks
     )
+
+
+def activation_hooks(model: torch.nn.Module, step: QuantStep) -> list:
+    """Forward pre-hooks rounding the inputs of the layers `step` quantized as its runtime does
+    at run time (ONNX Runtime: int8 per block of the group; XNNPACK: int8 per token); none for
+    weight-only float compute. A checkpoint holds weights only, so whoever scores a compressed
+    model puts these back; returns the hook handles."""
+    if step.format == "xnnpack":
+        from nas.executorch.quantize import per_token_hooks  # deferred: torchao is an extra
+
+        return per_token_hooks(model, weight_bits=step.bits, group_size=step.group_size or None)
+    if step.activations == "int8":
+        return int8_activation_hooks(model, block=step.group_size)
+    return []
 
 
 def _sparsify(model, matrices, recipe: Recipe, calib: _Calibration, settings):
@@ -304,14 +319,16 @@ def _quantize(model, matrices, masks, recipe: Recipe, calib: _Calibration, setti
     return _with(recipe, quantization=_with(step, **changes))
 
 
-def _quantize_xnnpack(model: torch.nn.Module, recipe: Recipe) -> tuple[list, Recipe]:
-    """Give the model the numerics ExecuTorch's XNNPACK runs (torchao's weights as floats, input
-    hooks); (the hooks, the recipe with the layers left float)."""
-    from nas.executorch.quantize import scored_in_place  # deferred: torchao is an extra
+def _quantize_xnnpack(model: torch.nn.Module, recipe: Recipe) -> Recipe:
+    """Give the model the weights ExecuTorch's XNNPACK runs (torchao's, as floats); the recipe
+    with the layers left float."""
+    from nas.executorch.quantize import quantized_weights  # deferred: torchao is an extra
 
     step = recipe.quantization
-    done = scored_in_place(model, weight_bits=step.bits, group_size=step.group_size or None)
-    return done.hooks, _with(recipe, quantization=_with(step, float_layers=done.float_layers))
+    float_layers = quantized_weights(
+        model, weight_bits=step.bits, group_size=step.group_size or None
+    )
+    return _with(recipe, quantization=_with(step, float_layers=float_layers))
 
 
 def _prune_structured(

@@ -2,14 +2,18 @@
 
 The compression is `nas.compression.compress`, the code that scored the trial in the search, so
 the saved weights are the ones the search measured: structured pruning (a smaller model), sparsity
-masks, the recovery fine-tune when the trial ran one, then weight-only quantization, written back
-as dequantized float weights (the checkpoint still loads with `from_pretrained` and computes what
-the device will). Where the recipe asks for something this install cannot do, nothing is applied
-and the result says why: a half-applied recipe would pass for the whole one.
+masks, the recovery fine-tune when the trial ran one, then quantization, written back as
+dequantized float weights (the checkpoint still loads with `from_pretrained`). The runtime also
+rounds activations (int8 per block in ONNX Runtime's fast format, per token in XNNPACK's); a
+checkpoint holds weights only, so `runtime_numerics` puts that rounding back wherever a compressed
+checkpoint is scored. Where the recipe asks for something this install cannot do, nothing is
+applied and the result says why: a half-applied recipe would pass for the whole one.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -103,7 +107,34 @@ def _settings(steps: dict[str, Any]) -> Any:
         act_order=quant.get("act_order") is not False,  # absent (rtn, older recipes): on
         damp=float(quant.get("damp") or 0.01),
         quant_format=quant.get("format", "matmulnbits"),  # absent (older recipes): ONNX Runtime's
+        # the format's activations, so the executed recipe records them as the trial's did
+        int8_activations=quant.get("activations") == "int8",
     )
+
+
+@contextlib.contextmanager
+def runtime_numerics(model: torch.nn.Module, applied: dict[str, Any]) -> Iterator[torch.nn.Module]:
+    """`model`, compressed as `applied` (`apply_recipe`'s report) says, computing while inside as
+    its runtime does: activations rounded as the executed quantization step says. What the
+    search scored the trial in, so a trained checkpoint's compressed bits per byte compare."""
+    from nas.compression.apply import activation_hooks
+    from nas.compression.recipe import QuantStep
+
+    quant = (applied.get("recipe") or {}).get("quantization") if applied.get("applied") else None
+    step = None
+    if quant:
+        step = QuantStep(
+            bits=quant["bits"],
+            group_size=quant["group_size"],
+            activations=quant.get("activations", "float"),
+            format=quant.get("format", "matmulnbits"),
+        )
+    hooks = activation_hooks(model, step) if step else []
+    try:
+        yield model
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def _describe(step: str, spec: dict[str, Any]) -> str:

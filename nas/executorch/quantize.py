@@ -85,12 +85,11 @@ def quantized(
     skipped: list[str] = []
 
     def chosen(module: torch.nn.Module, name: str) -> bool:
-        if not isinstance(module, torch.nn.Linear) or name.split(".")[-1] in KEEP_FLOAT:
-            return False
-        if group is not None and module.in_features % group:
+        if _whole_groups(module, name, group):
+            return True
+        if _whole_groups(module, name, None):  # a linear layer its groups do not fit
             skipped.append(name)
-            return False
-        return True
+        return False
 
     config = Int8DynamicActivationIntxWeightConfig(
         weight_dtype=torch.int8 if weight_bits == 8 else torch.int4,
@@ -102,6 +101,31 @@ def quantized(
     with torch.no_grad():
         quantize_(copied, config, filter_fn=chosen)
     return QuantizedModel(copied.eval(), weight_bits, group, sorted(skipped))
+
+
+def _whole_groups(module: torch.nn.Module, name: str, group: int | None) -> bool:
+    """Whether the format quantizes this layer: a linear layer other than the LM head whose
+    input width holds whole groups (any width, per channel)."""
+    if not isinstance(module, torch.nn.Linear) or name.split(".")[-1] in KEEP_FLOAT:
+        return False
+    return group is None or module.in_features % group == 0
+
+
+def per_token_hooks(model: torch.nn.Module, *, weight_bits: int, group_size: int | None) -> list:
+    """Forward pre-hooks quantizing the input of every layer the format quantizes per token, as
+    XNNPACK's dynamically quantized kernels do at run time; the hook handles (none for fp32)."""
+    group = check_format(weight_bits, group_size)
+    if weight_bits == 16:
+        return []
+
+    def pre_hook(_module: torch.nn.Module, args: tuple) -> tuple:
+        return (per_token_int8(args[0]), *args[1:])
+
+    return [
+        module.register_forward_pre_hook(pre_hook)
+        for name, module in model.named_modules()
+        if _whole_groups(module, name, group)
+    ]
 
 
 def per_token_int8(x: torch.Tensor) -> torch.Tensor:
@@ -134,27 +158,31 @@ class Scored:
     float_layers: list[str] = field(default_factory=list)
 
 
+def quantized_weights(
+    model: torch.nn.Module, *, weight_bits: int, group_size: int | None
+) -> list[str]:
+    """Write into `model` the weights the format holds: torchao's dequantized values, as floats,
+    in every layer `quantized` quantizes. Returns the linear layers left float."""
+    quant = quantized(model, weight_bits=weight_bits, group_size=group_size)
+    if quant.model is model:  # fp32: nothing to do
+        return []
+    with torch.no_grad():
+        for name, module in quant.model.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.Linear) and hasattr(weight, "qdata"):
+                target = model.get_submodule(name)
+                target.weight.copy_(weight.dequantize().to(target.weight.dtype))
+    return quant.float_layers
+
+
 def scored_in_place(model: torch.nn.Module, *, weight_bits: int, group_size: int | None) -> Scored:
-    """Give `model` the format's numerics in place: every layer `quantized` would quantize gets
-    torchao's dequantized weights, and a forward pre-hook quantizes its input per token.
+    """Give `model` the format's numerics in place: torchao's weights (`quantized_weights`), and
+    a forward pre-hook that quantizes each quantized layer's input per token (`per_token_hooks`).
 
     The result computes what `quantized(model, ...)` computes (the same weights and the same
     activation rounding before the same float product), but it stays a float model: recovery and
     export handle it like any other, and it saves as the float32 weights the program holds."""
-    quant = quantized(model, weight_bits=weight_bits, group_size=group_size)
-    if quant.model is model:  # fp32: nothing to do
-        return Scored()
-
-    def pre_hook(_module: torch.nn.Module, args: tuple) -> tuple:
-        return (per_token_int8(args[0]), *args[1:])
-
-    hooks = []
-    with torch.no_grad():
-        for name, module in quant.model.named_modules():
-            weight = getattr(module, "weight", None)
-            if not isinstance(module, torch.nn.Linear) or not hasattr(weight, "qdata"):
-                continue  # float: the LM head, and layers whose width holds no whole group
-            target = model.get_submodule(name)
-            target.weight.copy_(weight.dequantize().to(target.weight.dtype))
-            hooks.append(target.register_forward_pre_hook(pre_hook))
-    return Scored(hooks, quant.float_layers)
+    float_layers = quantized_weights(model, weight_bits=weight_bits, group_size=group_size)
+    return Scored(
+        per_token_hooks(model, weight_bits=weight_bits, group_size=group_size), float_layers
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nas.compression.checkpoint import apply_recipe
+from nas.compression.checkpoint import apply_recipe, runtime_numerics
 from nas.compression.matrices import block_matrices
 from nas.compression.qat import attach, convert
 from nas.config.schema import ProxySettings
@@ -49,6 +49,12 @@ class Run:
     def bpb(self, model: torch.nn.Module) -> float:
         return bits_per_byte(model, self.data, self.scoring)
 
+    def bpb_as_run(self, model: torch.nn.Module, applied: dict[str, Any] | None) -> float:
+        """`bpb` of a model compressed as `applied` says, with the activations rounded as its
+        runtime rounds them: the numerics the search scored the trial in."""
+        with runtime_numerics(model, applied or {}):
+            return self.bpb(model)
+
     def apply(self, model: torch.nn.Module, recipe_file: dict[str, Any] | None):
         return apply_recipe(
             model, recipe_file, data=self.data, proxy=self.scoring, seed=self.settings.seed
@@ -60,7 +66,8 @@ class Trained:
     model: torch.nn.Module
     losses: list[tuple[int, float]]
     bpb: float  # held-out bits per byte of the trained weights before the final compression
-    bpb_compressed: float | None  # ... and after it (None: nothing was compressed)
+    # ... and after it, with activations rounded as the runtime does (None: nothing compressed)
+    bpb_compressed: float | None
     compression: dict[str, Any]  # the applied report; its "training" says how QAT / LoRA ran
 
 
@@ -71,7 +78,7 @@ def plain(model: torch.nn.Module, run: Run) -> Trained:
         model, applied = run.apply(model, run.recipe_file)
     else:
         applied = {"applied": False, "reason": "compress=false"}
-    bpb_compressed = run.bpb(model) if applied["applied"] else None
+    bpb_compressed = run.bpb_as_run(model, applied) if applied["applied"] else None
     return Trained(model, losses, bpb, bpb_compressed, applied)
 
 
@@ -99,7 +106,7 @@ def qat(model: torch.nn.Module, run: Run) -> Trained:
     step.update(method="qat", backend=recipes.QAT_BACKEND, replaces=comp.get("quant_method"))
     after["summary"] = after["summary"].replace(" rtn", " qat")
     training = {"qat": {"bits": bits, "group_size": group_size, "keep_zeros": pruned}}
-    bpb = run.bpb(model)
+    bpb = run.bpb_as_run(model, after)
     return Trained(model, losses, bpb, bpb, recipes.combined(before, after, training))
 
 
@@ -110,7 +117,7 @@ def lora(model: torch.nn.Module, run: Run) -> Trained:
     settings = run.settings
     before, masks, quantize = _lora_base(model, run)
     model = before.pop("model")
-    start = run.bpb(model)  # the compressed model the adapters start from
+    start = run.bpb_as_run(model, before.pop("quantized"))  # the model the adapters start from
     adapted = with_lora(model, rank=settings.lora_rank, alpha=settings.lora_alpha)
     trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     losses = run.train(adapted)
@@ -133,18 +140,20 @@ def lora(model: torch.nn.Module, run: Run) -> Trained:
         applied = {**before, "training": training}
         return Trained(model, losses, bpb, bpb if before["applied"] else None, applied)
     model, after = run.apply(model, quantize)
-    return Trained(model, losses, bpb, run.bpb(model), recipes.combined(before, after, training))
+    compressed = run.bpb_as_run(model, after)
+    return Trained(model, losses, bpb, compressed, recipes.combined(before, after, training))
 
 
 def _lora_base(model: torch.nn.Module, run: Run):
-    """The compressed model LoRA trains on (returned in the report's "model"), the pruning masks
-    to keep, and the quantization-only recipe to apply again after merging (None: none)."""
+    """The compressed model LoRA trains on (returned in the report's "model", and how it was
+    quantized in "quantized"), the pruning masks to keep, and the quantization-only recipe to
+    apply again after merging (None: none)."""
     from nas.train.switches import block_masks
 
     recipe_file = run.recipe_file
     if not run.settings.compress or recipe_file is None:
         reason = "compress=false" if not run.settings.compress else "no compression.json"
-        return {"model": model, "applied": False, "reason": reason}, {}, None
+        return {"model": model, "quantized": None, "applied": False, "reason": reason}, {}, None
     compressed = bool(recipe_file.get("applied"))  # DIR holds compressed weights already
     original = {k: v for k, v in recipe_file.items() if k != "applied"}
     before: dict[str, Any] = {"applied": False, "reason": "the recipe does not prune"}
@@ -155,10 +164,11 @@ def _lora_base(model: torch.nn.Module, run: Run):
         # (on compressed weights these masks also hold weights quantization rounded to zero)
         masks = block_masks(model)
     quantize = None
+    quantized = recipe_file.get("applied") if compressed else None  # how it was quantized
     if recipes.quantizes(original):
         # Without the pruning masks GPTQ's error feedback would refill pruned weights.
         gptq = original["compression"].get("quant_method") == "gptq"
         quantize = recipes.quantization_only(original, method="rtn" if masks and gptq else None)
         if not compressed:
-            model, _ = run.apply(model, quantize)
-    return {**before, "model": model}, masks, quantize
+            model, quantized = run.apply(model, quantize)
+    return {**before, "model": model, "quantized": quantized}, masks, quantize

@@ -190,3 +190,29 @@ def test_int8_activations_are_scored_and_recorded() -> None:
         torch.testing.assert_close(
             a8.model(input_ids=x).logits, weight_only.model(input_ids=x).logits
         )
+
+
+def test_a_checkpoint_compressed_with_int8_activations_is_scored_with_them() -> None:
+    """nas.train applies the recipe (weights only on the checkpoint), records the activations,
+    and scores the result as the runtime computes it: what the trial was scored in."""
+    from nas.compression.checkpoint import apply_recipe, runtime_numerics
+
+    arch = ArchConfig(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, ffn_dim=64, vocab_size=64)
+    comp = CompressionConfig(weight_bits=8, group_size=32)
+    x = torch.randint(0, 64, (2, 12))
+    base = build_model(arch, max_positions=16).eval()
+    scored = compress(
+        copy.deepcopy(base),
+        Candidate(arch, comp),
+        settings=CompressionSettings(int8_activations=True),
+    )
+    recipe_file = {"compression": comp.to_dict(), "recipe": scored.recipe.to_dict()}
+    model, applied = apply_recipe(copy.deepcopy(base), recipe_file, data=None, proxy=None)
+    assert applied["recipe"]["quantization"]["activations"] == "int8"
+    assert not any(m._forward_pre_hooks for m in model.modules())
+    with torch.no_grad():
+        expected = scored.model(input_ids=x).logits
+        with runtime_numerics(model, applied):
+            assert torch.equal(model(input_ids=x).logits, expected)
+        assert not any(m._forward_pre_hooks for m in model.modules())
+        assert not torch.equal(model(input_ids=x).logits, expected)  # float activations differ

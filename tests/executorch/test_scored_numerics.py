@@ -135,7 +135,7 @@ def test_an_executorch_search_scores_and_records_xnnpack(smoke_overrides: list[s
 
 
 def test_nas_train_applies_an_xnnpack_recipe_in_its_numerics(tmp_path) -> None:
-    from nas.compression.checkpoint import apply_recipe
+    from nas.compression.checkpoint import apply_recipe, runtime_numerics
 
     base = build_model(TINY, seed=3).eval()
     comp = CompressionConfig(weight_bits=4, group_size=32)
@@ -151,6 +151,10 @@ def test_nas_train_applies_an_xnnpack_recipe_in_its_numerics(tmp_path) -> None:
     assert weights and all(
         torch.equal(model.get_submodule(name).weight, w) for name, w in weights.items()
     )
+    assert not any(m._forward_pre_hooks for m in model.modules())
+    # scored as the program runs it (what nas.train reports), then a plain checkpoint again
+    with runtime_numerics(model, applied):
+        assert torch.equal(_logits(model), _logits(reference.model))
     assert not any(m._forward_pre_hooks for m in model.modules())
 
 
