@@ -3,6 +3,7 @@ no half-written model directory and no temporary folder, and the study is as it 
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -123,3 +124,21 @@ def test_errors_logged_while_an_interrupt_unwinds_are_dropped(
     err = capsys.readouterr().err
     assert err.count("Error closing cursor") == 1 and "a real one" in err
     assert "KeyboardInterrupt" not in err
+
+
+def test_an_interrupt_caught_inside_exec_still_exits_130(tmp_path: Path) -> None:
+    """A SIGTERM whose handler runs inside `exec` of source text (dataclasses building a class
+    while transformers imports) used to leave CPython's 'unhandled interrupt' mark set: the
+    command printed "interrupted", then killed itself with SIGINT (-2)."""
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "from nas.errors import run_cli\n"
+        "def main(argv):\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "run_cli(main)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-m", "interrupted_in_exec"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (130, "interrupted\n")
