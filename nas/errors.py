@@ -14,6 +14,7 @@ seen in a storage URL this process opened (`remember_secrets`), wherever it show
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import re
@@ -21,7 +22,7 @@ import shutil
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -216,6 +217,30 @@ def sigterm_as_interrupt() -> Any:
     except ValueError:  # not the main thread
         pass
     return None
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during the block acts when it ends (a few renames that must all happen).
+    Blocking the signals with `pthread_sigmask` does not do this: the mask is the calling
+    thread's, the kernel hands the signal to another thread (torch's, ONNX Runtime's), and
+    Python still runs the handler in the main thread, inside the block."""
+    caught: list[int] = []
+    try:
+        previous = {
+            s: signal.signal(s, lambda signum, frame: caught.append(signum))
+            for s in (signal.SIGINT, signal.SIGTERM)
+        }
+    except ValueError:  # not the main thread, where no Python handler runs anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in caught[:1]:
+            signal.raise_signal(s)  # now handled as it would have been: KeyboardInterrupt, or exit
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 from nas import records
 from nas.arch import ArchConfig, CompressionConfig
-from nas.errors import NasError, redact
+from nas.errors import NasError, interrupts_deferred, redact
 from nas.executorch.quantize import format_name
 from nas.executorch.runtime import require as require_executorch
 from nas.export.card import CardFacts, render
@@ -200,12 +199,9 @@ def export_trial(
         tmp = Path(tmp_name)
         _write_files(this, tokenizer, tmp, onnx=onnx)
         # Ctrl-C or SIGTERM waits for the moves: a force=true export never mixes old and new.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
+        with interrupts_deferred():
             for path in tmp.iterdir():
                 path.replace(out / path.name)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     if this.child is None:
         return Exported(trial.number, out, this.arch.params)
     # The saved model's own count (Qwen3's dense q/k norms are not in ArchConfig.params).

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,3 +143,26 @@ def test_an_interrupt_caught_inside_exec_still_exits_130(tmp_path: Path) -> None
         capture_output=True, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert (done.returncode, done.stderr) == (130, "interrupted\n")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_during_the_moves_acts_after_them(signum: int) -> None:
+    """The export's moves run under `interrupts_deferred`: with another thread alive (torch's,
+    ONNX Runtime's), a signal sent mid-block still waits for the block's end."""
+    from nas import errors
+
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()  # a thread the kernel may pick
+    previous = signal.signal(signal.SIGTERM, errors._interrupt)  # as under run_cli
+    finished = []
+    try:
+        with pytest.raises(KeyboardInterrupt), errors.interrupts_deferred():
+            os.kill(os.getpid(), signum)
+            start = time.monotonic()  # 0.2 s of bytecode, where Python runs a pending handler
+            while time.monotonic() - start < 0.2:
+                pass
+            finished.append(True)
+        assert finished == [True]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop.set()
