@@ -153,7 +153,11 @@ def test_a_signal_during_the_moves_acts_after_them(signum: int) -> None:
 
     stop = threading.Event()
     threading.Thread(target=stop.wait, daemon=True).start()  # a thread the kernel may pick
-    previous = signal.signal(signal.SIGTERM, errors._interrupt)  # as under run_cli
+    # As under run_cli, in a terminal (a background job's shell starts Python with SIGINT ignored)
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, errors._interrupt),
+    }
     finished = []
     try:
         with pytest.raises(KeyboardInterrupt), errors.interrupts_deferred():
@@ -164,5 +168,6 @@ def test_a_signal_during_the_moves_acts_after_them(signum: int) -> None:
             finished.append(True)
         assert finished == [True]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         stop.set()
