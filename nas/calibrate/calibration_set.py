@@ -9,7 +9,10 @@ comes from an architecture the fit has seen.
 `measure_rows` exports each candidate (cached by architecture and conditions) and times decode (at
 the device's context and at its long one, `DeployBudget.long_context`) and prefill in separate
 fresh processes, `rounds` times with the candidates interleaved in a new order
-each round; a graph's figure is the median over rounds and its spread the range over rounds.
+each round; a graph's figure is the median over rounds and its spread the range over rounds. A
+round is flagged noisy (`round_noise`) when the load average or steal time says another process
+ran, or when a memory probe taken before each point ran slower than the run's quietest
+(`nas.onnx.quiet.MemoryProbe`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.calibrate.runtimes import Timing, calibration_runtime
 from nas.hardware import HardwareProfile
-from nas.onnx.quiet import Quiet
+from nas.onnx.quiet import MemoryProbe, Quiet, memory_noise
 from predictors.conditions import activations_of, decode_form_of, moe_kernel_of
 
 # Choices spanning the search space at sizes this kind of device runs (1M-60M parameters).
@@ -155,19 +158,29 @@ def measure_rows(
     samples: dict[tuple[str, str], list[Timing]] = {}
     rng = random.Random(seed)
     noise = []  # per round: why the machine was not quiet while it ran ("" when it was)
+    probe, probes = MemoryProbe(), []  # per round: a memory probe before each point, ms
     for r in range(rounds):
         order = list(points)
         rng.shuffle(order)
         before = Quiet.now()
+        probes.append([])
         for point in order:
+            probes[-1].append(probe())
             for phase in PHASES:
                 path = exported[point.id][phase]
                 m = runtime.time(path, threads=threads, warmup=5, runs=RUNS[phase], max_seconds=4.0)
                 samples.setdefault((point.id, phase), []).append(m)
         noise.append(Quiet.now().noise(threads, before, own_load=threads))
         log(f"round {r + 1}/{rounds} measured" + (f" (noisy: {noise[-1]})" if noise[-1] else ""))
+    fastest = min(min(p) for p in probes)
+    for r, round_probes in enumerate(probes):  # judged against the whole run's quietest probe
+        memory = memory_noise(round_probes, fastest)
+        if memory:
+            noise[r] = "; ".join(why for why in (noise[r], memory) if why)
+            log(f"round {r + 1}: {memory}")
+    probe_rounds = [round(statistics.median(p) / fastest, 3) for p in probes]
     rows = [_row(point, samples, hardware, threads) for point in points]
-    return [{**row, "round_noise": noise} for row in rows]
+    return [{**row, "round_noise": noise, "memory_probe_rounds": probe_rounds} for row in rows]
 
 
 def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Is the machine quiet enough to time on? Load and steal time, before and during a measurement.
+"""Is the machine quiet enough to time on? Load, steal time and memory bandwidth, before and
+during a measurement.
 
 On a shared VM another process (or the hypervisor, as steal time) takes cores from a timed run,
 and the run only ever gets slower: a calibration fitted to such runs learns the neighbours' load.
@@ -6,19 +7,31 @@ and the run only ever gets slower: a calibration fitted to such runs learns the 
 gives the steal share of the interval in between; `noise()` says in words what made a window
 noisy, or returns "" for a quiet one. Linux `/proc` only; elsewhere nothing is known and
 nothing is refused.
+
+Load and steal time do not show another guest streaming memory through the host's shared caches
+and memory bus, which slows a memory-bound decode step by 10-80% on the shared VMs (BENCHMARKS.md,
+issue 15). `MemoryProbe` times a fixed copy far larger than a last-level cache; `memory_noise`
+flags a round whose probes ran slower than the run's quietest.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import statistics
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 # A window is noisy when its load leaves fewer free cores than the measurement uses, or when the
 # hypervisor took more than this share of the CPU time (steal).
 MAX_STEAL_SHARE = 0.05
 LOAD_SLACK = 0.5  # load above (cores - threads) + this: someone else is running
 PROC = Path("/proc")  # where the kernel's counters are read (a test points it at a loaded copy)
+# A round is noisy when its memory probes' median is this much slower than the run's fastest probe.
+MAX_MEMORY_SLOWDOWN = 0.10
+PROBE_MB = 128  # 4x a server's last-level cache: the copy streams memory as a decode step does
 
 
 @dataclass(frozen=True)
@@ -66,3 +79,39 @@ class Quiet:
                 f"ran other guests; at most {MAX_STEAL_SHARE:.0%})"
             )
         return "; ".join(reasons)
+
+
+@dataclass
+class MemoryProbe:
+    """`probe()` gives the milliseconds one copy of `megabytes` takes now (the fastest of
+    `reps`): the memory bandwidth this process gets. The buffers are allocated once."""
+
+    megabytes: int = PROBE_MB
+    reps: int = 3
+    _buffers: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def __call__(self) -> float:
+        if self._buffers is None:
+            source = np.ones(self.megabytes * 2**20 // 4, np.float32)
+            self._buffers = (source, np.empty_like(source))
+        source, target = self._buffers
+        fastest = float("inf")
+        for _ in range(self.reps):
+            started = time.perf_counter()
+            np.copyto(target, source)
+            fastest = min(fastest, time.perf_counter() - started)
+        return fastest * 1000.0
+
+
+def memory_noise(probes: list[float], fastest: float) -> str:
+    """Why a round whose memory probes took `probes` ms was noisy, against the run's `fastest`
+    probe ("" when quiet)."""
+    if not probes or fastest <= 0:
+        return ""
+    slowdown = statistics.median(probes) / fastest - 1.0
+    if slowdown <= MAX_MEMORY_SLOWDOWN:
+        return ""
+    return (
+        f"memory bandwidth {slowdown:.0%} below the run's best (another guest streaming memory, "
+        f"which load and steal time do not show; at most {MAX_MEMORY_SLOWDOWN:.0%})"
+    )

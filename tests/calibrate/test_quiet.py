@@ -9,7 +9,7 @@ import pytest
 from nas.calibrate.__main__ import main
 from nas.calibrate.repeatability import repeatability, repeats
 from nas.errors import NasError
-from nas.onnx.quiet import Quiet
+from nas.onnx.quiet import MemoryProbe, Quiet, memory_noise
 
 # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice
 STAT = "cpu  {user} 0 100 {idle} 0 0 0 {steal} 0 0\ncpu0 1 2 3 4\n"
@@ -67,3 +67,15 @@ def test_repeatability_counts_graphs_whose_rounds_agree() -> None:
     assert rep["decode_ms"]["within_10pct"] == pytest.approx(2 / 3)
     assert rep["decode_ms"]["not_repeating"] == ["c"]
     assert rep["noisy_rounds"] == [2]
+
+
+def test_a_round_whose_memory_probes_ran_slow_is_noisy() -> None:
+    assert memory_noise([10.0, 10.5, 10.2], fastest=10.0) == ""
+    assert "memory bandwidth 25% below" in memory_noise([12.0, 12.5, 13.0], fastest=10.0)
+    assert memory_noise([], fastest=10.0) == ""
+
+
+def test_the_memory_probe_times_a_real_copy() -> None:
+    probe = MemoryProbe(megabytes=8, reps=2)
+    first, second = probe(), probe()
+    assert 0.0 < first < 1000.0 and 0.0 < second < 1000.0
