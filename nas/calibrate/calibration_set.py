@@ -172,13 +172,14 @@ def measure_rows(
                 samples.setdefault((point.id, phase), []).append(m)
         noise.append(Quiet.now().noise(threads, before, own_load=threads))
         log(f"round {r + 1}/{rounds} measured" + (f" (noisy: {noise[-1]})" if noise[-1] else ""))
+    # Each round's probes against the whole run's quietest probe (1.0: as quiet as it got)
     fastest = min(min(p) for p in probes)
-    for r, round_probes in enumerate(probes):  # judged against the whole run's quietest probe
-        memory = memory_noise(round_probes, fastest)
-        if memory:
+    slowdowns = [statistics.median(p) / fastest for p in probes]
+    for r, slowdown in enumerate(slowdowns):
+        if memory := memory_noise(slowdown):
             noise[r] = "; ".join(why for why in (noise[r], memory) if why)
             log(f"round {r + 1}: {memory}")
-    probe_rounds = [round(statistics.median(p) / fastest, 3) for p in probes]
+    probe_rounds = [round(x, 3) for x in slowdowns]
     rows = [_row(point, samples, hardware, threads) for point in points]
     return [{**row, "round_noise": noise, "memory_probe_rounds": probe_rounds} for row in rows]
 

@@ -17,7 +17,6 @@ flags a round whose probes ran slower than the run's quietest.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,15 +102,12 @@ class MemoryProbe:
         return fastest * 1000.0
 
 
-def memory_noise(probes: list[float], fastest: float) -> str:
-    """Why a round whose memory probes took `probes` ms was noisy, against the run's `fastest`
+def memory_noise(slowdown: float) -> str:
+    """Why a round was noisy whose memory probes' median took `slowdown` times the run's fastest
     probe ("" when quiet)."""
-    if not probes or fastest <= 0:
-        return ""
-    slowdown = statistics.median(probes) / fastest - 1.0
-    if slowdown <= MAX_MEMORY_SLOWDOWN:
+    if slowdown <= 1.0 + MAX_MEMORY_SLOWDOWN:
         return ""
     return (
-        f"memory bandwidth {slowdown:.0%} below the run's best (another guest streaming memory, "
-        f"which load and steal time do not show; at most {MAX_MEMORY_SLOWDOWN:.0%})"
+        f"memory bandwidth {slowdown - 1.0:.0%} below the run's best (another guest streaming "
+        f"memory, which load and steal time do not show; at most {MAX_MEMORY_SLOWDOWN:.0%})"
     )
