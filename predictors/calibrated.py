@@ -4,12 +4,13 @@ Runtime or ExecuTorch: `calibration_path`).
 The form is the roofline's, written as a sum of costs (batch-1 decode is memory-bound, prefill
 compute-bound, so one side of the roofline's max dominates each):
 
-    decode_ms  = c0 + c_layer * (layers + MoE layers)
+    decode_ms  = c0 + c_call * (matrix multiplications one token runs: `gemm_calls`)
                  + sum over weight formats f of c_f * (weights in format f that one token reads)
                  + c_expert * (float routed experts' weights one token reads) + c_kv * (KV elements)
                  + c_attn * (query heads x head width x context: the attention's own work)
                  + c_spill * (MiB one token reads beyond `cache_mb`, the cache it fits in)
-    prefill_ms = the same terms with multiply-adds over the prompt and the causal attention's,
+    prefill_ms = c0 + c_layer * (layers + MoE layers) + the same weight terms with multiply-adds
+                 over the prompt and the causal attention's
                  + c_act * (activation elements the blocks' norms, residuals and MLP gates touch)
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
@@ -34,6 +35,13 @@ attention saves reads, not work), and a model whose weights and cache fit in the
 decodes faster per weight than one streamed from DRAM. `cache_mb` is picked per device at
 calibration, from `CACHE_GRID_MB` by leave-one-out error (no spill term when none helps). Prefill's
 `activations` term is the element-wise work (norms, residual adds, gates) the multiply-adds miss.
+
+Decode's fixed cost per token is counted in matrix multiplications, not in layers: ONNX Runtime's
+profile of a decode step (BENCHMARKS.md, 2026-12-07) shows each small multiplication costing
+microseconds beyond its bytes, and a mixture-of-experts layer runs a router and three per chosen
+expert where a dense MLP runs three. The per-layer count priced deep, narrow and MoE models
+15-25% too fast; the count of multiplications won among four forms on random splits of the stored
+measurements and on a fresh draw of 50 graphs.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ QUANTITIES = ("decode_ms", "prefill_ms", "memory_mb")
 FEATURES = {
     "decode_ms": (
         "fixed",
-        "layers",
+        "calls",
         "float_w",
         "int8_w",
         "int4_w",
@@ -101,6 +109,15 @@ def experts_quantized(candidate: Candidate, runtime: str) -> bool:
     if not arch.is_moe or comp.weight_bits == 16 or runtime == "executorch":
         return False
     return qmoe_block(arch.d_model, arch.ffn_dim, comp.group_size) is not None
+
+
+def gemm_calls(arch: ArchConfig) -> int:
+    """Matrix multiplications one decoded token runs: per layer q, k, v, o and the attention's
+    two (scores, mix); a dense MLP's gate, up and down; in a mixture-of-experts layer the router
+    and gate, up and down of each chosen expert; then the LM head."""
+    n_dense = arch.n_layers - arch.n_moe_layers
+    moe = arch.n_moe_layers * (1 + 3 * arch.experts_per_token)
+    return 6 * arch.n_layers + 3 * n_dense + moe + 1
 
 
 def unfit_params(arch: ArchConfig, group: int) -> int:
@@ -171,7 +188,8 @@ def features(
     per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
     stored[fmt] += (arch.matmul_params - float_experts - unfit) * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
-    decode = [1.0, layers, *(decode_w[f] / 1e6 for f in FORMATS), float_expert_w / 1e6]
+    decode = [1.0, float(gemm_calls(arch)), *(decode_w[f] / 1e6 for f in FORMATS)]
+    decode.append(float_expert_w / 1e6)
     query_attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
     read_bytes = (
         (decode_w["float"] + float_expert_w + kv_elements) * float_bytes

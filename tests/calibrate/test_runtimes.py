@@ -86,7 +86,7 @@ def test_executorch_int4_prices_the_layers_its_groups_do_not_fit_as_float() -> N
     int4 = Candidate(arch, CompressionConfig(4, 128))
     assert unfit_params(arch, 128) > 0 and unfit_params(arch, 8) == 0
     ort, et = features(int4, profile()), features(int4, profile().for_runtime("executorch"))
-    float_w, int4_w = 2, 4  # FEATURES["decode_ms"]: fixed, layers, float_w, int8_w, int4_w, ...
+    float_w, int4_w = 2, 4  # FEATURES["decode_ms"]: fixed, calls, float_w, int8_w, int4_w, ...
     moved = unfit_params(arch, 128) / 1e6
     assert et["decode_ms"][float_w] == pytest.approx(ort["decode_ms"][float_w] + moved)
     assert et["decode_ms"][int4_w] == pytest.approx(ort["decode_ms"][int4_w] - moved)

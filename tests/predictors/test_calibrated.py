@@ -200,3 +200,23 @@ def test_a_calibration_measured_on_another_machine_says_so() -> None:
     calibration["provenance"]["device"] = "local_cpu (measured here)"
     unknown = CalibratedPredictor(hw, calibration).elsewhere
     assert unknown and "does not record which machine" in unknown and here in unknown
+
+
+def test_decode_pays_per_multiplication_a_token_runs() -> None:
+    """Decode's fixed cost is counted in matrix multiplications: 6 per layer for attention
+    (q, k, v, o, scores, mix), 3 per dense MLP, a router and 3 per chosen expert, and the LM
+    head. A mixture-of-experts model choosing 2 experts runs more of them than its dense twin;
+    its unchosen experts add none."""
+    from nas.arch import ArchConfig, Candidate, CompressionConfig
+    from predictors.calibrated import gemm_calls
+
+    dense = ArchConfig(2, 4, 2, 32, 256, 512)
+    top2 = ArchConfig(2, 4, 2, 32, 256, 512, n_experts=4, experts_per_token=2)
+    assert gemm_calls(dense) == 2 * (6 + 3) + 1
+    assert gemm_calls(top2) == 2 * (6 + 1 + 3 * 2) + 1
+    wider_pool = ArchConfig(2, 4, 2, 32, 256, 512, n_experts=8, experts_per_token=2)
+    assert gemm_calls(wider_pool) == gemm_calls(top2)
+    calls = FEATURES["decode_ms"].index("calls")
+    for arch in (dense, top2):
+        x = features(Candidate(arch, CompressionConfig()), profile())["decode_ms"]
+        assert x[calls] == gemm_calls(arch)
