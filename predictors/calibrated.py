@@ -12,6 +12,7 @@ compute-bound, so one side of the roofline's max dominates each):
     prefill_ms = c0 + c_layer * (layers + MoE layers) + the same weight terms with multiply-adds
                  over the prompt and the causal attention's
                  + c_act * (activation elements the blocks' norms, residuals and MLP gates touch)
+                 + c_block * (int8/int4 multiply-adds / group_size: `quant_blocks`)
     memory_mb  = m0 + sum over formats f of m_f * (MiB of weights stored in f) + m_kv * (KV MiB)
 
 Weight formats are the exported graph's (nas.onnx.export): `float` (fp32 on CPUs: the embedding
@@ -41,7 +42,10 @@ profile of a decode step (BENCHMARKS.md, 2026-12-07) shows each small multiplica
 microseconds beyond its bytes, and a mixture-of-experts layer runs a router and three per chosen
 expert where a dense MLP runs three. The per-layer count priced deep, narrow and MoE models
 15-25% too fast; the count of multiplications won among four forms on random splits of the stored
-measurements and on a fresh draw of 50 graphs.
+measurements and on two fresh draws of 50 graphs. Prefill's `quant_blocks` term prices the
+per-group work of int8-compute kernels: on one VM int4 with groups of 32 prefilled 10-24% slower
+than the form without it predicted, and groups of 128 faster; where a device shows no such cost the
+fit sets it to 0.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from nas.arch import ArchConfig, Candidate
+from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.errors import NasError
 from nas.hardware import HardwareProfile, qmoe_block, runtime_suffix
 from predictors.base import Estimate, Predictor
@@ -89,6 +93,7 @@ FEATURES = {
         "float_expert_mac",
         "attention",
         "activations",
+        "quant_blocks",
     ),
     "memory_mb": ("fixed", "float_mb", "int8_mb", "int4_mb", "kv_mb"),
 }
@@ -118,6 +123,15 @@ def gemm_calls(arch: ArchConfig) -> int:
     n_dense = arch.n_layers - arch.n_moe_layers
     moe = arch.n_moe_layers * (1 + 3 * arch.experts_per_token)
     return 6 * arch.n_layers + 3 * n_dense + moe + 1
+
+
+def quant_blocks(macs: dict[str, float], compression: CompressionConfig) -> float:
+    """Blocks of `group_size` multiply-adds the int8/int4 layers run: each block's activations
+    are quantized and its partial sum scaled apart, so the work beyond the multiply-adds grows as
+    the groups shrink (0 for float and per-channel weights)."""
+    if compression.weight_bits == 16 or compression.group_size <= 0:
+        return 0.0
+    return (macs["int8"] + macs["int4"]) / compression.group_size
 
 
 def unfit_params(arch: ArchConfig, group: int) -> int:
@@ -200,7 +214,9 @@ def features(
     prefill = [1.0, layers, *(prefill_mac[f] / 1e9 for f in FORMATS), float_expert_mac / 1e9]
     return {
         "decode_ms": np.array([*decode, kv_elements / 1e6, query_attention / 1e6, spill]),
-        "prefill_ms": np.array([*prefill, attention / 1e9, activations / 1e6]),
+        "prefill_ms": np.array(
+            [*prefill, attention / 1e9, activations / 1e6, quant_blocks(prefill_mac, comp) / 1e6]
+        ),
         "memory_mb": np.array(
             [1.0, *(stored[f] / MB for f in FORMATS), kv_elements * float_bytes / MB]
         ),
@@ -276,8 +292,6 @@ def _long_features(
 
 
 def row_candidate(row: dict[str, Any]) -> Candidate:
-    from nas.arch import CompressionConfig
-
     return Candidate(ArchConfig.from_dict(row["arch"]), CompressionConfig(**row["compression"]))
 
 

@@ -19,7 +19,7 @@ def profile(name: str = "local_cpu") -> HardwareProfile:
 
 
 def varied_candidates(n: int, seed: int = 0) -> list[Candidate]:
-    """Dense, grouped-query and MoE architectures at 16, 8 and 4 bits."""
+    """Dense, grouped-query and MoE architectures at 16, 8 and 4 bits (groups of 32 and 128)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -37,7 +37,8 @@ def varied_candidates(n: int, seed: int = 0) -> list[Candidate]:
             tie_embeddings=bool(i % 2),
         )
         bits = (16, 8, 4)[i % 3]
-        out.append(Candidate(arch, CompressionConfig(bits, 0 if bits == 16 else 32)))
+        group = (32, 128)[(i // 3) % 2]  # both group sizes: prefill's per-block term is fitted
+        out.append(Candidate(arch, CompressionConfig(bits, 0 if bits == 16 else group)))
     return out
 
 
@@ -68,6 +69,6 @@ def rows_from(
 
 TRUE_COEF = {
     "decode_ms": np.array([0.2, 0.05, 0.004, 0.002, 0.0015, 0.006, 0.001, 0.003, 0.0]),
-    "prefill_ms": np.array([0.5, 0.1, 0.03, 0.02, 0.025, 0.05, 0.01, 0.002]),
+    "prefill_ms": np.array([0.5, 0.1, 0.03, 0.02, 0.025, 0.05, 0.01, 0.002, 0.004]),
     "memory_mb": np.array([30.0, 1.1, 1.3, 1.6, 2.0]),
 }

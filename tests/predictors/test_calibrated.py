@@ -220,3 +220,22 @@ def test_decode_pays_per_multiplication_a_token_runs() -> None:
     for arch in (dense, top2):
         x = features(Candidate(arch, CompressionConfig()), profile())["decode_ms"]
         assert x[calls] == gemm_calls(arch)
+
+
+def test_prefill_pays_per_quantization_block() -> None:
+    """int8-compute kernels quantize activations and scale partial sums per group: int4 in
+    groups of 32 runs 4x the blocks of groups of 128 over the same multiply-adds; float and
+    per-channel weights run none."""
+    from nas.arch import ArchConfig, Candidate, CompressionConfig
+
+    arch = ArchConfig(2, 4, 2, 32, 256, 512)
+    blocks = FEATURES["prefill_ms"].index("quant_blocks")
+
+    def prefill_blocks(comp: CompressionConfig) -> float:
+        return float(features(Candidate(arch, comp), profile())["prefill_ms"][blocks])
+
+    g32, g128 = prefill_blocks(CompressionConfig(4, 32)), prefill_blocks(CompressionConfig(4, 128))
+    assert g32 > 0 and g32 == pytest.approx(4 * g128)
+    assert prefill_blocks(CompressionConfig(8, 32)) == pytest.approx(g32)  # the same block count
+    assert prefill_blocks(CompressionConfig()) == 0
+    assert prefill_blocks(CompressionConfig(8, 0)) == 0  # per-channel int8
