@@ -46,6 +46,9 @@ measurements and on two fresh draws of 50 graphs. Prefill's `quant_blocks` term 
 per-group work of int8-compute kernels: on one VM int4 with groups of 32 prefilled 10-24% slower
 than the form without it predicted, and groups of 128 faster; where a device shows no such cost the
 fit sets it to 0.
+ONNX Runtime's MatMulNBits pads each layer's input width up to whole groups (`padded_params`), so
+its int8/int4 terms count the padded weights and multiply-adds: in groups of 128 a model of width
+192 prefilled 40% slower per counted multiply-add than one of width 256 (ONNX Runtime's profile).
 """
 
 from __future__ import annotations
@@ -134,6 +137,25 @@ def quant_blocks(macs: dict[str, float], compression: CompressionConfig) -> floa
     return (macs["int8"] + macs["int4"]) / compression.group_size
 
 
+def padded_params(arch: ArchConfig, group: int) -> int:
+    """Weights ONNX Runtime's MatMulNBits adds to the blocks' layers (experts aside) by padding
+    each one's input width up to a multiple of `group`: it stores and multiplies whole groups, so
+    a width of 192 in groups of 128 costs as 256. QMoE's experts take a block that fits
+    (`nas.hardware.qmoe_block`)."""
+    if group <= 0:
+        return 0
+
+    def pad(width: int) -> int:
+        return -width % group
+
+    attn = arch.n_heads * arch.head_dim
+    kv = arch.n_kv_heads * arch.head_dim
+    n_dense = arch.n_layers - arch.n_moe_layers
+    padded = arch.n_layers * ((attn + 2 * kv) * pad(arch.d_model) + arch.d_model * pad(attn))
+    padded += n_dense * (2 * arch.ffn_dim * pad(arch.d_model) + arch.d_model * pad(arch.ffn_dim))
+    return padded + arch.n_moe_layers * arch.n_experts * pad(arch.d_model)  # the routers
+
+
 def unfit_params(arch: ArchConfig, group: int) -> int:
     """Block linear weights (experts aside) whose input width is no multiple of `group`: those
     ExecuTorch's int4 keeps float (the XNNPACK kernels take whole groups)."""
@@ -181,10 +203,14 @@ def features(
         block += experts_active
     # ExecuTorch's int4 leaves float the layers its groups do not fit (nas.executorch.quantize)
     unfit = unfit_params(arch, comp.group_size) if fmt == "int4" and runtime == "executorch" else 0
+    # ONNX Runtime's int8/int4 pad each layer's input width to whole groups
+    padded = (
+        padded_params(arch, comp.group_size) if fmt != "float" and runtime != "executorch" else 0
+    )
     decode_w = dict.fromkeys(FORMATS, 0.0) | {"float": float(head + unfit)}
-    decode_w[fmt] += block - unfit
+    decode_w[fmt] += block - unfit + padded
     prefill_mac = dict.fromkeys(FORMATS, 0.0) | {"float": float(prompt * unfit + head)}
-    prefill_mac[fmt] += prompt * (block - unfit)
+    prefill_mac[fmt] += prompt * (block - unfit + padded)
     float_experts = 0 if quantized else experts_all
     kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * context
     attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
@@ -200,7 +226,7 @@ def features(
     stored = dict.fromkeys(FORMATS, 0.0)
     stored["float"] = (float_experts + 2 * head + norms + unfit) * float_bytes
     per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
-    stored[fmt] += (arch.matmul_params - float_experts - unfit) * per_weight
+    stored[fmt] += (arch.matmul_params - float_experts - unfit + padded) * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
     decode = [1.0, float(gemm_calls(arch)), *(decode_w[f] / 1e6 for f in FORMATS)]
     decode.append(float_expert_w / 1e6)

@@ -239,3 +239,24 @@ def test_prefill_pays_per_quantization_block() -> None:
     assert prefill_blocks(CompressionConfig(8, 32)) == pytest.approx(g32)  # the same block count
     assert prefill_blocks(CompressionConfig()) == 0
     assert prefill_blocks(CompressionConfig(8, 0)) == 0  # per-channel int8
+
+
+def test_onnx_runtime_int8_int4_pay_for_whole_groups() -> None:
+    """MatMulNBits pads each layer's input width up to whole groups: at width 192 in groups of
+    128 every layer reading the residual stores and multiplies 256 columns. Widths that hold whole
+    groups add nothing, and ExecuTorch (which keeps such layers float) adds none."""
+    from nas.arch import ArchConfig, Candidate, CompressionConfig
+    from predictors.calibrated import padded_params, unfit_params
+
+    narrow = ArchConfig(2, 6, 2, 32, 512, 512)  # d_model 192, attention width 192
+    attn, kv = 6 * 32, 2 * 32
+    per_layer = (attn + 2 * kv) * 64 + 192 * 64 + 2 * 512 * 64  # q k v, o, gate up; down fits
+    assert padded_params(narrow, 128) == 2 * per_layer
+    assert padded_params(narrow, 64) == 0 and padded_params(narrow, 0) == 0
+    int4 = Candidate(narrow, CompressionConfig(4, 128))
+    column = FEATURES["decode_ms"].index("int4_w")
+    ort = features(int4, profile())["decode_ms"][column]
+    fits = features(Candidate(narrow, CompressionConfig(4, 64)), profile())["decode_ms"][column]
+    assert ort == pytest.approx(fits + padded_params(narrow, 128) / 1e6)
+    et = features(int4, profile().for_runtime("executorch"))["decode_ms"][column]
+    assert et == pytest.approx(fits - unfit_params(narrow, 128) / 1e6)
