@@ -10,7 +10,8 @@ import numpy as np
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.config.compose import load_settings
 from nas.hardware import HardwareProfile
-from predictors.calibrated import QUANTITIES, features
+from predictors.calibrated import QUANTITIES
+from predictors.features import features
 
 
 def profile(name: str = "local_cpu") -> HardwareProfile:

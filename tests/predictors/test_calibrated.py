@@ -12,15 +12,9 @@ from nas.calibrate.fit import fit_and_score, write_calibration
 from nas.errors import NasError
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
-from predictors.calibrated import (
-    FEATURES,
-    CalibratedPredictor,
-    features,
-    fit_rows,
-    nnls_relative,
-    row_candidate,
-)
+from predictors.calibrated import CalibratedPredictor, fit_rows, nnls_relative, row_candidate
 from predictors.factory import latency_predictor, memory_predictor
+from predictors.features import FEATURES, features
 from tests.predictors.helpers import TRUE_COEF, profile, rows_from, varied_candidates
 
 SOURCE = {"device": "local_cpu (test)", "cpu_model": "test cpu", "date": "2026-01-01"}
@@ -148,7 +142,7 @@ def test_quantized_experts_are_priced_in_their_format_where_qmoe_holds_them() ->
     groups: their weights move from the float expert term to int4's, and so does their memory;
     ExecuTorch keeps them float, and runs every expert at prefill."""
     from nas.arch import ArchConfig, Candidate, CompressionConfig
-    from predictors.calibrated import experts_quantized
+    from predictors.features import experts_quantized
 
     arch = ArchConfig(2, 4, 2, 32, 256, 512, n_experts=4, experts_per_token=2)
     int4, fp32 = CompressionConfig(weight_bits=4, group_size=32), CompressionConfig()
@@ -208,7 +202,7 @@ def test_decode_pays_per_multiplication_a_token_runs() -> None:
     head. A mixture-of-experts model choosing 2 experts runs more of them than its dense twin;
     its unchosen experts add none."""
     from nas.arch import ArchConfig, Candidate, CompressionConfig
-    from predictors.calibrated import gemm_calls
+    from predictors.features import gemm_calls
 
     dense = ArchConfig(2, 4, 2, 32, 256, 512)
     top2 = ArchConfig(2, 4, 2, 32, 256, 512, n_experts=4, experts_per_token=2)
@@ -246,7 +240,7 @@ def test_onnx_runtime_int8_int4_pay_for_whole_groups() -> None:
     128 every layer reading the residual stores and multiplies 256 columns. Widths that hold whole
     groups add nothing, and ExecuTorch (which keeps such layers float) adds none."""
     from nas.arch import ArchConfig, Candidate, CompressionConfig
-    from predictors.calibrated import padded_params, unfit_params
+    from predictors.features import padded_params, unfit_params
 
     narrow = ArchConfig(2, 6, 2, 32, 512, 512)  # d_model 192, attention width 192
     attn, kv = 6 * 32, 2 * 32
