@@ -193,18 +193,42 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def raised_by_interrupt(error: BaseException | None) -> bool:
+    """Whether `error` is Ctrl-C or SIGTERM, or was raised while one unwound: a library's
+    cleanup that fails on the way out (Optuna's trial bookkeeping interrupted mid-write raises
+    UnboundLocalError, with the interrupt as its context)."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__context__
+    return False
+
+
 class InterruptedCleanupFilter(logging.Filter):
     """Installed on log handlers: drops the errors libraries log while Ctrl-C or SIGTERM
     unwinds them (SQLAlchemy's "Error closing cursor", with the interrupt as its context), so
     an interrupted command prints "interrupted" and no traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        while error is not None:
-            if isinstance(error, KeyboardInterrupt):
-                return False
-            error = error.__context__
-        return True
+        return not raised_by_interrupt(record.exc_info[1] if record.exc_info else None)
+
+
+def _interrupt_again(unraisable: Any) -> None:
+    """`sys.unraisablehook`: Ctrl-C or SIGTERM that lands in a weak-reference callback or a
+    finalizer (SQLAlchemy's, during garbage collection) cannot propagate, so Python would print
+    "Exception ignored" and the command would run on. Deliver it again to the main thread,
+    where it stops the command as any interrupt does; other errors print as before."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+    import _thread
+    import threading
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # whichever Python handles
+        if callable(signal.getsignal(signum)):
+            # From another thread, a moment later: raised here, it would be ignored again.
+            threading.Timer(0.05, _thread.interrupt_main, (signum,)).start()
+            return
 
 
 def sigterm_as_interrupt() -> Any:
@@ -248,12 +272,14 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
     one line on stderr and exit code 2; print a bug's traceback redacted, exit code 1."""
     args = sys.argv[1:] if argv is None else argv
     previous = sigterm_as_interrupt()
+    sys.unraisablehook = _interrupt_again
     try:
         code = _run(main, args)
     except KeyboardInterrupt:  # a SIGTERM or Ctrl-C just after `main` returned: no traceback
         print("interrupted", file=sys.stderr)
         code = 130
     finally:
+        sys.unraisablehook = sys.__unraisablehook__
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     _forget_caught_interrupts()
@@ -279,6 +305,9 @@ def _run(main: Callable[[list[str]], int | None], args: list[str]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as err:
+        if raised_by_interrupt(err):  # a library's cleanup that failed while Ctrl-C unwound it
+            print("interrupted", file=sys.stderr)
+            return 130
         line = explain(err)
         if line is not None:
             print(f"error: {one_line(line)}", file=sys.stderr)

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from nas import __version__, records
 from nas.config.compose import build
 from nas.config.schema import ProxySettings, Settings
-from nas.errors import NasError
+from nas.errors import NasError, raised_by_interrupt
 from nas.executorch.runtime import require as require_executorch
 from nas.fidelity import late_slope
 from nas.fidelity.judge import judge, noise_sd
@@ -241,6 +241,10 @@ def run_search(settings: Settings) -> SearchResult:
             catch=(ProxyDiverged,),
         )
     except KeyboardInterrupt:
+        interrupted = True
+    except Exception as err:  # Optuna's bookkeeping, cut by the interrupt mid-write
+        if not raised_by_interrupt(err):
+            raise
         interrupted = True
     finally:
         progress.close()

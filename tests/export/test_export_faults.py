@@ -145,6 +145,48 @@ def test_an_interrupt_caught_inside_exec_still_exits_130(tmp_path: Path) -> None
     assert (done.returncode, done.stderr) == (130, "interrupted\n")
 
 
+def _run_module(tmp_path: Path, name: str, source: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / f"{name}.py").write_text(source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    return subprocess.run(
+        [sys.executable, "-m", name], capture_output=True, text=True, env=env, cwd=tmp_path,
+        timeout=60,
+    )  # fmt: skip
+
+
+def test_an_interrupt_in_a_weakref_callback_still_stops_the_command(tmp_path: Path) -> None:
+    """Ctrl-C that lands in a weak-reference callback (SQLAlchemy's, during garbage collection)
+    cannot propagate: Python printed "Exception ignored ... KeyboardInterrupt" and the search ran
+    on to exit 0. It is delivered again, and the command stops as interrupted."""
+    done = _run_module(tmp_path, "interrupted_in_callback", (
+        "import time, weakref\n"
+        "from nas.errors import run_cli\n"
+        "class Thing: pass\n"
+        "def interrupted(ref): raise KeyboardInterrupt\n"
+        "def main(argv):\n"
+        "    thing = Thing(); ref = weakref.ref(thing, interrupted); del thing\n"
+        "    time.sleep(20)\n"
+        "    print('ran on')\n"
+        "run_cli(main)\n"
+    ))  # fmt: skip
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
+
+
+def test_a_cleanup_that_fails_while_an_interrupt_unwinds_is_an_interrupt(tmp_path: Path) -> None:
+    """Optuna's trial bookkeeping, cut by Ctrl-C mid-write, raises UnboundLocalError with the
+    interrupt as its context: the command says "interrupted", not a bug's traceback."""
+    done = _run_module(tmp_path, "cleanup_fails", (
+        "from nas.errors import run_cli\n"
+        "def main(argv):\n"
+        "    try:\n"
+        "        raise KeyboardInterrupt\n"
+        "    finally:\n"
+        "        [].pop()\n"
+        "run_cli(main)\n"
+    ))  # fmt: skip
+    assert (done.returncode, done.stderr) == (130, "interrupted\n")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_during_the_moves_acts_after_them(signum: int) -> None:
     """The export's moves run under `interrupts_deferred`: with another thread alive (torch's,
