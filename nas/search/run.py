@@ -1,8 +1,7 @@
 """`run_search(settings)`: run (or resume) the study that typed settings describe.
 
-The plain function behind `python -m nas.search` (tests call it directly). Re-running the same
-command resumes the same study (its name derives from hardware, search space and budget); every
-finished trial is kept and none is repeated.
+The plain function behind `python -m nas.search` (tests call it directly). Re-running a command
+resumes its study (named after hardware, space and budget): finished trials are kept, none rerun.
 """
 
 from __future__ import annotations
@@ -209,8 +208,7 @@ def run_search(settings: Settings) -> SearchResult:
     stored = len(study.get_trials(deepcopy=False))  # `study.trials` deep-copies them all
     # A resumed study does not replay the first run's random start-up samples.
     study.sampler = sampler.build(settings.seed + stored, parallel=not is_sqlite(workers.storage))
-    # The study's own copy, written once the resume check passed: export ships exactly the
-    # tokenizer its trials were scored with.
+    # Written once the resume check passed: export ships the tokenizer the trials were scored with.
     atomic_write(out_dir / "tokenizer.json", ready.tokenizer.to_str())
     reference = _reference(study, settings, ready)
     if ready.pruning is not None:
@@ -240,9 +238,7 @@ def run_search(settings: Settings) -> SearchResult:
             callbacks=[progress],
             catch=(ProxyDiverged,),
         )
-    except KeyboardInterrupt:
-        interrupted = True
-    except Exception as err:  # Optuna's bookkeeping, cut by the interrupt mid-write
+    except BaseException as err:  # Ctrl-C, or Optuna's bookkeeping cut by it mid-write
         if not raised_by_interrupt(err):
             raise
         interrupted = True
