@@ -127,6 +127,22 @@ def quant_blocks(macs: dict[str, float], compression: CompressionConfig) -> floa
     return (macs["int8"] + macs["int4"]) / compression.group_size
 
 
+def _block_layers(arch: ArchConfig) -> list[tuple[int, int]]:
+    """The blocks' linear layers outside the experts as (input width, output columns summed over
+    layers): q, k, v, dense gate and up, and the routers read the residual; o reads the
+    attention's width; a dense layer's down projection reads the FFN's."""
+    attn = arch.n_heads * arch.head_dim
+    kv = arch.n_kv_heads * arch.head_dim
+    n_dense = arch.n_layers - arch.n_moe_layers
+    residual = arch.n_layers * (attn + 2 * kv) + n_dense * 2 * arch.ffn_dim
+    residual += arch.n_moe_layers * arch.n_experts
+    return [
+        (arch.d_model, residual),
+        (attn, arch.n_layers * arch.d_model),
+        (arch.ffn_dim, n_dense * arch.d_model),
+    ]
+
+
 def padded_params(arch: ArchConfig, group: int) -> int:
     """Weights ONNX Runtime's MatMulNBits adds to the blocks' layers (experts aside) by padding
     each one's input width up to a multiple of `group`: it stores and multiplies whole groups, so
@@ -134,16 +150,7 @@ def padded_params(arch: ArchConfig, group: int) -> int:
     (`nas.hardware.qmoe_block`)."""
     if group <= 0:
         return 0
-
-    def pad(width: int) -> int:
-        return -width % group
-
-    attn = arch.n_heads * arch.head_dim
-    kv = arch.n_kv_heads * arch.head_dim
-    n_dense = arch.n_layers - arch.n_moe_layers
-    padded = arch.n_layers * ((attn + 2 * kv) * pad(arch.d_model) + arch.d_model * pad(attn))
-    padded += n_dense * (2 * arch.ffn_dim * pad(arch.d_model) + arch.d_model * pad(arch.ffn_dim))
-    return padded + arch.n_moe_layers * arch.n_experts * pad(arch.d_model)  # the routers
+    return sum(columns * (-width % group) for width, columns in _block_layers(arch))
 
 
 def unfit_params(arch: ArchConfig, group: int) -> int:
@@ -151,18 +158,7 @@ def unfit_params(arch: ArchConfig, group: int) -> int:
     ExecuTorch's int4 keeps float (the XNNPACK kernels take whole groups)."""
     if group <= 0:
         return 0
-    attn = arch.n_heads * arch.head_dim
-    kv = arch.n_kv_heads * arch.head_dim
-    n_dense = arch.n_layers - arch.n_moe_layers
-    unfit = 0
-    if arch.d_model % group:  # q, k, v; dense gate and up; routers read the residual
-        unfit += arch.n_layers * arch.d_model * (attn + 2 * kv)
-        unfit += n_dense * 2 * arch.d_model * arch.ffn_dim + arch.n_moe_layers * arch.router_params
-    if attn % group:  # o reads the attention's width
-        unfit += arch.n_layers * attn * arch.d_model
-    if arch.ffn_dim % group:  # a dense layer's down projection reads the FFN's width
-        unfit += n_dense * arch.ffn_dim * arch.d_model
-    return unfit
+    return sum(columns * width for width, columns in _block_layers(arch) if width % group)
 
 
 def features(
@@ -218,8 +214,8 @@ def features(
     per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
     stored[fmt] += (arch.matmul_params - float_experts - unfit + padded) * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
-    decode = [1.0, float(gemm_calls(arch)), *(decode_w[f] / 1e6 for f in FORMATS)]
-    decode.append(float_expert_w / 1e6)
+    calls = float(gemm_calls(arch))
+    decode = [1.0, calls, *(decode_w[f] / 1e6 for f in FORMATS), float_expert_w / 1e6]
     query_attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
     read_bytes = (
         (decode_w["float"] + float_expert_w + kv_elements) * float_bytes
