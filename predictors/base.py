@@ -13,6 +13,11 @@ from typing import ClassVar
 from nas.arch import Candidate
 from nas.hardware import HardwareProfile
 
+# The priors' form, stored in every study they price: it changes whenever the roofline or memory
+# prior prices a candidate otherwise, so a study never resumes with prices of two forms. Studies
+# before 2026-12-07 stored "prior" (no padding, ExecuTorch's layout ignored).
+PRIOR_FORM = "prior: the runtime's layout (2026-12-07)"
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -55,8 +60,9 @@ class Predictor(ABC):
     @property
     def identity(self) -> str:
         """What a study stores to tell these numbers from another predictor's: a prior's numbers
-        are the hardware file's, which the study's settings already hold."""
-        return "prior"
+        are the hardware file's, which the study's settings already hold, priced in the prior's
+        form (`PRIOR_FORM`)."""
+        return PRIOR_FORM
 
     @abstractmethod
     def predict(self, candidate: Candidate) -> dict[str, Estimate]:

@@ -15,8 +15,8 @@ from nas.arch import Candidate
 from nas.hardware import HardwareProfile
 from predictors.footprint import (
     FP16_BYTES,
-    active_matmul_params,
     kv_cache_bytes,
+    linear_weights,
     matmul_bytes_per_weight,
 )
 
@@ -24,13 +24,13 @@ from predictors.footprint import (
 def decode_energy_mj(candidate: Candidate, hardware: HardwareProfile) -> float:
     """Estimated millijoules per decoded token at the device's context (see module doc)."""
     arch = candidate.arch
-    active = active_matmul_params(arch)
+    active = linear_weights(candidate, hardware.runtime, arch.experts_per_token)
     head = arch.vocab_size * arch.d_model
     nbytes = (
-        active * matmul_bytes_per_weight(candidate.compression, hardware)
-        + head * FP16_BYTES
+        active.compressed * matmul_bytes_per_weight(candidate.compression, hardware)
+        + (active.left_float + head) * FP16_BYTES
         + kv_cache_bytes(arch, hardware.deploy.context_len)
     )
-    flops = 2.0 * (active + head)
+    flops = 2.0 * (active.compressed + active.left_float + head)
     pj = nbytes * hardware.energy.pj_per_byte + flops * hardware.energy.pj_per_flop
     return pj * 1e-9

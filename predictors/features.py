@@ -49,9 +49,10 @@ per-group work of int8-compute kernels: on one VM int4 with groups of 32 prefill
 than the form without it predicted, and groups of 128 faster; where a device shows no such cost the
 fit sets it to 0.
 
-ONNX Runtime's MatMulNBits pads each layer's input width up to whole groups (`padded_params`), so
-its int8/int4 terms count the padded weights and multiply-adds: in groups of 128 a model of width
-192 prefilled 40% slower per counted multiply-add than one of width 256 (ONNX Runtime's profile).
+ONNX Runtime's MatMulNBits pads each layer's input width up to whole groups
+(`footprint.padded_params`), so its int8/int4 terms count the padded weights and multiply-adds: in
+groups of 128 a model of width 192 prefilled 40% slower per counted multiply-add than one of width
+256 (ONNX Runtime's profile).
 """
 
 from __future__ import annotations
@@ -61,8 +62,13 @@ import math
 import numpy as np
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
-from nas.hardware import HardwareProfile, qmoe_block
-from predictors.footprint import active_matmul_params
+from nas.hardware import HardwareProfile
+from predictors.footprint import (
+    expert_params,
+    experts_quantized,
+    linear_weights,
+    prefill_experts,
+)
 
 MB = 1024.0 * 1024.0
 FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx.export)
@@ -95,20 +101,6 @@ FEATURES = {
 FORMATS = ("float", "int8", "int4")
 
 
-def _expert_params(arch: ArchConfig, experts: int) -> int:
-    """Weights of `experts` experts in every MoE layer."""
-    return arch.n_moe_layers * experts * arch.mlp_params
-
-
-def experts_quantized(candidate: Candidate, runtime: str) -> bool:
-    """Whether the exported graph holds the experts in the candidate's int8/int4 format: ONNX
-    Runtime's QMoE does when the widths hold whole groups; ExecuTorch keeps them float."""
-    arch, comp = candidate.arch, candidate.compression
-    if not arch.is_moe or comp.weight_bits == 16 or runtime == "executorch":
-        return False
-    return qmoe_block(arch.d_model, arch.ffn_dim, comp.group_size) is not None
-
-
 def gemm_calls(arch: ArchConfig) -> int:
     """Matrix multiplications one decoded token runs: per layer q, k, v, o and the attention's
     two (scores, mix); a dense MLP's gate, up and down; in a mixture-of-experts layer the router
@@ -127,40 +119,6 @@ def quant_blocks(macs: dict[str, float], compression: CompressionConfig) -> floa
     return (macs["int8"] + macs["int4"]) / compression.group_size
 
 
-def _block_layers(arch: ArchConfig) -> list[tuple[int, int]]:
-    """The blocks' linear layers outside the experts as (input width, output columns summed over
-    layers): q, k, v, dense gate and up, and the routers read the residual; o reads the
-    attention's width; a dense layer's down projection reads the FFN's."""
-    attn = arch.n_heads * arch.head_dim
-    kv = arch.n_kv_heads * arch.head_dim
-    n_dense = arch.n_layers - arch.n_moe_layers
-    residual = arch.n_layers * (attn + 2 * kv) + n_dense * 2 * arch.ffn_dim
-    residual += arch.n_moe_layers * arch.n_experts
-    return [
-        (arch.d_model, residual),
-        (attn, arch.n_layers * arch.d_model),
-        (arch.ffn_dim, n_dense * arch.d_model),
-    ]
-
-
-def padded_params(arch: ArchConfig, group: int) -> int:
-    """Weights ONNX Runtime's MatMulNBits adds to the blocks' layers (experts aside) by padding
-    each one's input width up to a multiple of `group`: it stores and multiplies whole groups, so
-    a width of 192 in groups of 128 costs as 256. QMoE's experts take a block that fits
-    (`nas.hardware.qmoe_block`)."""
-    if group <= 0:
-        return 0
-    return sum(columns * (-width % group) for width, columns in _block_layers(arch))
-
-
-def unfit_params(arch: ArchConfig, group: int) -> int:
-    """Block linear weights (experts aside) whose input width is no multiple of `group`: those
-    ExecuTorch's int4 keeps float (the XNNPACK kernels take whole groups)."""
-    if group <= 0:
-        return 0
-    return sum(columns * width for width, columns in _block_layers(arch) if width % group)
-
-
 def features(
     candidate: Candidate, hardware: HardwareProfile, cache_mb: float = math.inf
 ) -> dict[str, np.ndarray]:
@@ -174,30 +132,25 @@ def features(
     runtime = hardware.runtime
     float_bytes = FLOAT_BYTES.get(hardware.processor, 4.0)
     head = arch.vocab_size * arch.d_model  # the LM head, always float
-    experts_active = _expert_params(arch, arch.experts_per_token)
-    experts_all = _expert_params(arch, arch.n_experts)
     fmt = {16: "float", 8: "int8", 4: "int4"}[comp.weight_bits]
-    # Block linear weights outside the experts (attention, dense MLPs, routers): `fmt`.
-    block = active_matmul_params(arch) - experts_active
-    # Routed experts: in `fmt` (ONNX Runtime's QMoE) or float; ONNX Runtime's MoE multiplies
-    # the chosen experts only, ExecuTorch's prefill every expert (nas.onnx.moe).
+    # The blocks' linear layers as the runtime holds them (`linear_weights`): in `fmt`, padding
+    # included, or left float. ONNX Runtime's MoE multiplies the chosen experts only, ExecuTorch's
+    # prefill every expert (nas.onnx.moe). Float routed experts have their own term, wherever
+    # `linear_weights` counts them.
+    experts_run = prefill_experts(arch, runtime)
+    decoded = linear_weights(candidate, runtime, arch.experts_per_token)
+    prefilled = linear_weights(candidate, runtime, experts_run)
+    stored_linear = linear_weights(candidate, runtime, arch.n_experts)
     quantized = experts_quantized(candidate, runtime)
-    experts_run = arch.n_experts if runtime == "executorch" else arch.experts_per_token
-    expert_mac = prompt * _expert_params(arch, experts_run)
-    float_expert_w, float_expert_mac = (0, 0) if quantized else (experts_active, expert_mac)
-    if quantized:
-        block += experts_active
-    # ExecuTorch's int4 leaves float the layers its groups do not fit (nas.executorch.quantize)
-    unfit = unfit_params(arch, comp.group_size) if fmt == "int4" and runtime == "executorch" else 0
-    # ONNX Runtime's int8/int4 pad each layer's input width to whole groups
-    padded = (
-        padded_params(arch, comp.group_size) if fmt != "float" and runtime != "executorch" else 0
-    )
-    decode_w = dict.fromkeys(FORMATS, 0.0) | {"float": float(head + unfit)}
-    decode_w[fmt] += block - unfit + padded
-    prefill_mac = dict.fromkeys(FORMATS, 0.0) | {"float": float(prompt * unfit + head)}
-    prefill_mac[fmt] += prompt * (block - unfit + padded)
-    float_experts = 0 if quantized else experts_all
+    float_expert_w = 0 if quantized else expert_params(arch, arch.experts_per_token)
+    float_expert_mac = 0 if quantized else prompt * expert_params(arch, experts_run)
+    decode_w = dict.fromkeys(FORMATS, 0.0) | {"float": float(head - float_expert_w)}
+    decode_w[fmt] += decoded.compressed
+    decode_w["float"] += decoded.left_float
+    # The head multiplies the last position only (prefill returns its logits)
+    prefill_mac = dict.fromkeys(FORMATS, 0.0) | {"float": float(head - float_expert_mac)}
+    prefill_mac[fmt] += prompt * prefilled.compressed
+    prefill_mac["float"] += prompt * prefilled.left_float
     kv_elements = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * context
     attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * prompt * prompt
     # Element-wise work over the prompt: every block's residual width, and the hidden width of
@@ -210,9 +163,9 @@ def features(
     # a separate, transposed copy of a tied embedding in the exported graph).
     norms = arch.params - arch.matmul_params - arch.embedding_params
     stored = dict.fromkeys(FORMATS, 0.0)
-    stored["float"] = (float_experts + 2 * head + norms + unfit) * float_bytes
+    stored["float"] = (stored_linear.left_float + 2 * head + norms) * float_bytes
     per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
-    stored[fmt] += (arch.matmul_params - float_experts - unfit + padded) * per_weight
+    stored[fmt] += stored_linear.compressed * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
     calls = float(gemm_calls(arch))
     decode = [1.0, calls, *(decode_w[f] / 1e6 for f in FORMATS), float_expert_w / 1e6]

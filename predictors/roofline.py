@@ -1,6 +1,10 @@
 """Decode and prefill latency from a roofline: the slower of compute and memory traffic, plus
 fixed per-token and per-layer overheads. The hardware file supplies peaks and the prior's
 efficiencies and overheads; calibration on real measurements replaces them (its own issue).
+
+The weights are priced as the profile's runtime holds them (`footprint.linear_weights`): ONNX
+Runtime's int8/int4 layers padded to whole groups, ExecuTorch's unfit int4 layers and float
+experts at float width, and ExecuTorch's prefill running every expert.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from predictors.base import Estimate, Predictor
 from predictors.footprint import (
     FP16_BYTES,
     KV_BYTES,
-    active_matmul_params,
     kv_cache_bytes,
+    linear_weights,
     matmul_bytes_per_weight,
+    prefill_experts,
 )
 
 COMPUTE_DTYPE = {16: "fp16", 8: "int8", 4: "fp16"}  # 4-bit weights are dequantised to fp16
@@ -48,17 +53,17 @@ class RooflineLatency(Predictor):
         arch, hw = candidate.arch, self.hardware
         context = hw.deploy.context_len
         keep = self._sparse_speedup(candidate)
-        active = active_matmul_params(arch)
+        active = linear_weights(candidate, hw.runtime, arch.experts_per_token)
         head = arch.vocab_size * arch.d_model  # the LM head is read in full; one embedding row
         # Sparse storage (if declared) is already in the bytes per weight; a sparse kernel (if
         # declared) saves multiply-adds, not the bytes again.
         weight_bytes = (
-            active * matmul_bytes_per_weight(candidate.compression, hw)
-            + (head + arch.d_model) * FP16_BYTES
+            active.compressed * matmul_bytes_per_weight(candidate.compression, hw)
+            + (active.left_float + head + arch.d_model) * FP16_BYTES
         )
         kv_read = kv_cache_bytes(arch, context)
         attention_flops = 4.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
-        flops = 2.0 * (active * keep + head) + attention_flops
+        flops = 2.0 * (active.compressed * keep + active.left_float + head) + attention_flops
         return (
             self._roofline_ms(flops, weight_bytes + kv_read, candidate)
             + hw.prior.per_token_ms
@@ -69,14 +74,15 @@ class RooflineLatency(Predictor):
         arch, hw = candidate.arch, self.hardware
         n = hw.deploy.prompt_len
         keep = self._sparse_speedup(candidate)
-        active = active_matmul_params(arch)
+        run = linear_weights(candidate, hw.runtime, prefill_experts(arch, hw.runtime))
+        stored = linear_weights(candidate, hw.runtime, arch.n_experts)
         head = arch.vocab_size * arch.d_model
         # A long prompt touches every expert: read all linear weights once.
-        weight_bytes = arch.matmul_params * matmul_bytes_per_weight(candidate.compression, hw)
-        weight_bytes += head * FP16_BYTES
+        weight_bytes = stored.compressed * matmul_bytes_per_weight(candidate.compression, hw)
+        weight_bytes += (stored.left_float + head) * FP16_BYTES
         kv_write = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * n * KV_BYTES
         attention_flops = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * n * n  # causal
-        flops = 2.0 * n * (active * keep + head) + attention_flops
+        flops = 2.0 * n * (run.compressed * keep + run.left_float + head) + attention_flops
         return (
             self._roofline_ms(flops, weight_bytes + kv_write, candidate)
             + hw.prior.per_token_ms

@@ -79,7 +79,8 @@ def test_calibrations_are_kept_per_runtime(tmp_path: Path) -> None:
 
 
 def test_executorch_int4_prices_the_layers_its_groups_do_not_fit_as_float() -> None:
-    from predictors.features import features, padded_params, unfit_params
+    from predictors.features import features
+    from predictors.footprint import padded_params, unfit_params
 
     arch = ArchConfig(n_layers=2, n_heads=6, n_kv_heads=2, head_dim=32, ffn_dim=520,
                       vocab_size=512)  # fmt: skip

@@ -15,6 +15,8 @@ from predictors.footprint import (
     active_matmul_params,
     kv_cache_bytes,
     matmul_bytes_per_weight,
+    padded_params,
+    unfit_params,
 )
 
 ARCH = ArchConfig(n_layers=4, n_heads=8, n_kv_heads=2, head_dim=64, ffn_dim=2048, vocab_size=512)
@@ -73,3 +75,50 @@ def test_two_four_on_a_gpu_saves_its_stored_bytes_once() -> None:
     assert matmul_bytes_per_weight(TWO_FOUR, hw) == pytest.approx(0.5 * 18 / 8)
     # Unstructured sparsity has neither kernels nor a storage format there.
     assert predict(hw, UNSTRUCTURED) == predict(hw, DENSE)
+
+
+def test_the_priors_price_the_layers_as_each_runtime_holds_them() -> None:
+    """The roofline and memory priors follow the exported graph, like the calibrated features: ONNX
+    Runtime's int8/int4 pad a width of 192 to 256 in groups of 128, so they cost as many bytes as
+    the same layers in groups of 64 plus the padding; ExecuTorch's int4 keeps those layers float."""
+    narrow = ArchConfig(n_layers=2, n_heads=6, n_kv_heads=2, head_dim=32, ffn_dim=512,
+                        vocab_size=512)  # fmt: skip
+    pixel8 = profile("pixel8")
+    # Memory-bound and without fixed costs, decode time is the bytes read.
+    prior = dataclasses.replace(pixel8.prior, per_token_ms=0.0, per_layer_ms=0.0)
+    hw = dataclasses.replace(pixel8, prior=prior, peak_gflops={k: 1e9 for k in pixel8.peak_gflops})
+    g128, g64 = CompressionConfig(4, 128), CompressionConfig(4, 64)
+    assert g128.bits_per_weight != g64.bits_per_weight  # compare bytes, not weights
+
+    def decode_bytes(comp: CompressionConfig, runtime: str = "onnxruntime") -> float:
+        ms = RooflineLatency(hw.for_runtime(runtime)).decode_ms(Candidate(narrow, comp))
+        return ms / 1000.0 * hw.bandwidth_gbs * 1e9 * hw.prior.bandwidth_efficiency
+
+    rest = decode_bytes(DENSE) - narrow.matmul_params * FP16_BYTES  # head, one embedding row
+
+    def weights_at(comp: CompressionConfig) -> float:
+        return (decode_bytes(comp) - rest) / matmul_bytes_per_weight(comp, hw)
+
+    # Weights read in the candidate's format: the same layers, plus the padding at g128.
+    padding = weights_at(g128) - weights_at(g64)
+    assert padding == pytest.approx(padded_params(narrow, 128), rel=1e-6)
+    assert padded_params(narrow, 128) > 0 and padded_params(narrow, 64) == 0
+    # ExecuTorch reads the unfit layers (here all but the down projections) as fp16 instead.
+    left_float = unfit_params(narrow, 128)
+    fit = narrow.matmul_params - left_float
+    assert 0 < fit < left_float
+    et_bytes = decode_bytes(g128, "executorch") - rest
+    expected = left_float * FP16_BYTES + fit * matmul_bytes_per_weight(g128, hw)
+    assert et_bytes == pytest.approx(expected, rel=1e-6)
+    # Stored bytes follow: the padded graph takes more memory than the one whose groups fit.
+    memory = {
+        comp.group_size: MemoryModel(hw).predict(Candidate(narrow, comp))["memory_mb"].mean
+        for comp in (g128, g64)
+    }
+    pad_mb = padded_params(narrow, 128) * matmul_bytes_per_weight(g128, hw) / 2**20
+    scales_mb = (
+        narrow.matmul_params
+        * (matmul_bytes_per_weight(g128, hw) - matmul_bytes_per_weight(g64, hw))
+        / 2**20
+    )
+    assert memory[128] - memory[64] == pytest.approx(pad_mb + scales_mb, rel=1e-6)

@@ -137,7 +137,7 @@ def test_formats_xnnpack_cannot_run_are_one_line_errors(
 
 @needs_executorch
 def test_the_predictors_count_of_float_fallback_layers_matches_the_quantizer(tiny_model) -> None:
-    from predictors.features import unfit_params
+    from predictors.footprint import unfit_params
 
     for group in (32, 64):
         quant = quantized(tiny_model, weight_bits=4, group_size=group)

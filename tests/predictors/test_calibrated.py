@@ -142,7 +142,7 @@ def test_quantized_experts_are_priced_in_their_format_where_qmoe_holds_them() ->
     groups: their weights move from the float expert term to int4's, and so does their memory;
     ExecuTorch keeps them float, and runs every expert at prefill."""
     from nas.arch import ArchConfig, Candidate, CompressionConfig
-    from predictors.features import experts_quantized
+    from predictors.footprint import experts_quantized
 
     arch = ArchConfig(2, 4, 2, 32, 256, 512, n_experts=4, experts_per_token=2)
     int4, fp32 = CompressionConfig(weight_bits=4, group_size=32), CompressionConfig()
@@ -240,7 +240,7 @@ def test_onnx_runtime_int8_int4_pay_for_whole_groups() -> None:
     128 every layer reading the residual stores and multiplies 256 columns. Widths that hold whole
     groups add nothing, and ExecuTorch (which keeps such layers float) adds none."""
     from nas.arch import ArchConfig, Candidate, CompressionConfig
-    from predictors.features import padded_params, unfit_params
+    from predictors.footprint import padded_params, unfit_params
 
     narrow = ArchConfig(2, 6, 2, 32, 512, 512)  # d_model 192, attention width 192
     attn, kv = 6 * 32, 2 * 32

@@ -196,6 +196,24 @@ def test_a_study_priced_by_one_calibration_never_resumes_with_another(
         run_search(first)
 
 
+def test_a_study_priced_by_an_older_prior_never_resumes_with_this_one(
+    smoke_overrides: list[str],
+) -> None:
+    """The roofline and memory priors now price int8/int4 as each runtime holds them: a study
+    they priced before (stored as "prior") would mix two forms' decode ms and memory MB."""
+    from nas import records
+    from predictors.base import PRIOR_FORM
+
+    cfg = load_settings([*smoke_overrides, "study.name=old_prior", "study.n_trials=1"])
+    run_search(cfg)
+    study = optuna.load_study(study_name="old_prior", storage=cfg.study.storage)
+    stored = records.identity(study)
+    assert stored is not None and stored["pricing"] == {"latency": PRIOR_FORM, "memory": PRIOR_FORM}
+    records.store_identity(study, {**stored, "pricing": {"latency": "prior", "memory": "prior"}})
+    with pytest.raises(NasError, match=r"other settings \(pricing: latency, pricing: memory"):
+        run_search(cfg)
+
+
 def test_new_study_stores_the_space_reference_and_a_resumed_one_keeps_its_own(
     smoke_overrides: list[str],
 ) -> None:
