@@ -11,7 +11,7 @@ the device's context and at its long one, `DeployBudget.long_context`) and prefi
 fresh processes, `rounds` times with the candidates interleaved in a new order
 each round; a graph's figure is the median over rounds and its spread the range over rounds. A
 round is flagged noisy (`round_noise`) when the load average or steal time says another process
-ran, or when a memory probe taken before each point ran slower than the run's quietest
+ran, or when the memory probes taken before each point ran slower than in the quietest round
 (`nas.onnx.quiet.MemoryProbe`).
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.calibrate.runtimes import Timing, calibration_runtime
 from nas.hardware import HardwareProfile
-from nas.onnx.quiet import MemoryProbe, Quiet, memory_noise
+from nas.onnx.quiet import MemoryProbe, Quiet, memory_noise, round_slowdowns
 from predictors.conditions import activations_of, decode_form_of, moe_kernel_of
 
 # Choices spanning the search space at sizes this kind of device runs (1M-60M parameters).
@@ -159,6 +159,7 @@ def measure_rows(
     rng = random.Random(seed)
     noise = []  # per round: why the machine was not quiet while it ran ("" when it was)
     probe, probes = MemoryProbe(), []  # per round: a memory probe before each point, ms
+    probed: dict[str, list[float]] = {}  # per point: its probe in each round, ms
     for r in range(rounds):
         order = list(points)
         rng.shuffle(order)
@@ -166,22 +167,29 @@ def measure_rows(
         probes.append([])
         for point in order:
             probes[-1].append(probe())
+            probed.setdefault(point.id, []).append(round(probes[-1][-1], 2))
             for phase in PHASES:
                 path = exported[point.id][phase]
                 m = runtime.time(path, threads=threads, warmup=5, runs=RUNS[phase], max_seconds=4.0)
                 samples.setdefault((point.id, phase), []).append(m)
         noise.append(Quiet.now().noise(threads, before, own_load=threads))
         log(f"round {r + 1}/{rounds} measured" + (f" (noisy: {noise[-1]})" if noise[-1] else ""))
-    # Each round's probes against the whole run's quietest probe (1.0: as quiet as it got)
-    fastest = min(min(p) for p in probes)
-    slowdowns = [statistics.median(p) / fastest for p in probes]
+    slowdowns = round_slowdowns(probes)  # 1.0: the quietest round
     for r, slowdown in enumerate(slowdowns):
         if memory := memory_noise(slowdown):
             noise[r] = "; ".join(why for why in (noise[r], memory) if why)
             log(f"round {r + 1}: {memory}")
     probe_rounds = [round(x, 3) for x in slowdowns]
     rows = [_row(point, samples, hardware, threads) for point in points]
-    return [{**row, "round_noise": noise, "memory_probe_rounds": probe_rounds} for row in rows]
+    return [
+        {
+            **row,
+            "round_noise": noise,
+            "memory_probe_rounds": probe_rounds,
+            "memory_probe_ms": probed[row["id"]],  # the probe before this point, by round
+        }
+        for row in rows
+    ]
 
 
 def _row(point, samples, hardware: HardwareProfile, threads: int) -> dict[str, Any]:

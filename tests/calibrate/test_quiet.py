@@ -9,7 +9,7 @@ import pytest
 from nas.calibrate.__main__ import main
 from nas.calibrate.repeatability import repeatability, repeats
 from nas.errors import NasError
-from nas.onnx.quiet import MemoryProbe, Quiet, memory_noise
+from nas.onnx.quiet import MemoryProbe, Quiet, memory_noise, round_slowdowns
 
 # /proc/stat's first line: user nice system idle iowait irq softirq steal guest guest_nice
 STAT = "cpu  {user} 0 100 {idle} 0 0 0 {steal} 0 0\ncpu0 1 2 3 4\n"
@@ -72,6 +72,17 @@ def test_repeatability_counts_graphs_whose_rounds_agree() -> None:
 def test_a_round_whose_memory_probes_ran_slow_is_noisy() -> None:
     assert memory_noise(1.02) == "" and memory_noise(1.10) == ""
     assert "memory bandwidth 25% below" in memory_noise(1.25)
+
+
+def test_rounds_are_judged_against_the_quietest_round_not_one_lucky_probe() -> None:
+    """One probe far faster than the rest (a copy that found the memory idle) flags nothing:
+    only a round whose probes ran slower as a whole than another round's is noisy."""
+    steady = [10.0, 12.0, 11.0, 13.0, 12.0]
+    lucky = [7.0, *steady[1:]]  # the run's fastest probe, 40% below the rounds' medians
+    slowed = [ms * 1.25 for ms in steady]
+    slowdowns = round_slowdowns([lucky, steady, slowed])
+    assert slowdowns == pytest.approx([1.0, 1.0, 1.25])
+    assert [bool(memory_noise(s)) for s in slowdowns] == [False, False, True]
 
 
 def test_the_memory_probe_times_a_real_copy() -> None:
