@@ -1,7 +1,7 @@
 """Latency/memory predictor accuracy on held-out measurements vs naive baselines, in a runtime.
 
 `python -m nas.bench predictor hardware=local_cpu [runtime=executorch] [rounds=3] [reuse=true]
-[target=best|median]`
+[target=p10|best|median]`
 
 Measures (or reuses, see nas.calibrate) the calibration set, fits the calibrated predictor on at
 most 20 architectures' measurements and scores it on the held-out ones, next to: the uncalibrated
@@ -22,7 +22,7 @@ import numpy as np
 
 from nas.arch import Candidate
 from nas.calibrate.fit import fit_and_score
-from nas.calibrate.run import measured_rows, parse_args, with_target
+from nas.calibrate.run import TARGETS, measured_rows, parse_args, with_target
 from nas.hardware import HardwareProfile
 from predictors import MemoryModel, RooflineLatency
 from predictors.accuracy import accuracy
@@ -152,7 +152,8 @@ def main(argv: list[str]) -> int:
     target = args.target
     report = evaluate(with_target(rows, target), hardware)
     report["target"] = target
-    print(f"latency target: each graph's {target} round of {len(rows[0]['decode_rounds_ms'])}")
+    rounds = len(rows[0]["decode_rounds_ms"])
+    print(f"latency target: for each graph {TARGETS[target]} of {rounds} (target={target})")
     print(format_report(report, hardware))
     out = Path(store).with_name(store.name.replace("measurements", "bench_predictor", 1))
     out = out.with_suffix(".json")  # next to its runtime's measurements

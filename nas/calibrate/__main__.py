@@ -16,9 +16,9 @@ Modes:
                            to FILE, or manifest=PATH) and fit as mode=measure does
 Other keys: rounds=3 n_fit=20 n_heldout=30 seed=0 threads=<profile's> reuse=true (use measurements
 already in runs/calibration/<H>/measurements.jsonl) calibration=PATH (where the fit is written)
-target=best|median (fit each graph's fastest round, default, or the median over rounds: on a
-shared machine other processes only ever slow a run down, so the fastest round is the closest to
-the device running the model alone).
+target=p10|best|median (fit each graph's fastest round by its 10th-percentile run, the default,
+or by its median run, or the median over rounds: on a shared machine other processes only ever
+slow a run down, so the fastest runs are the closest to the device running the model alone).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class CalibrateArgs:
     reuse: bool = True  # use measurements already in runs/calibration/<H>/measurements.jsonl
     calibration: str = ""  # where the fit is written (default predictors/calibrations/<H>.json)
     runs_dir: str = "runs"
-    target: str = field(default="best", metadata=one_of("best", "median"))
+    target: str = field(default="p10", metadata=one_of("p10", "best", "median"))
     # A machine that is not quiet (load, steal time) before measuring: refuse, or measure and
     # flag it (each round's noise is recorded in the measurements either way).
     quiet: str = field(default="flag", metadata=one_of("refuse", "flag"))
