@@ -14,6 +14,7 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from nas.arch import ArchConfig
 from nas.config.compose import load_settings
 from nas.errors import NasError, run_cli
 from nas.export.__main__ import main
@@ -51,13 +52,21 @@ def pareto(runs: Path, study: str) -> dict[int, dict]:
     return {e["trial"]: e for e in entries}
 
 
+def config_params(entry: dict) -> int:
+    """The parameters an exported config.json describes: the searched shape, or for a trial that
+    trained a larger shape and pruned it (`shrink`) the trained one, which `nas.train` trains
+    and prunes as the recipe says."""
+    trained = (entry.get("shrink") or {}).get("trained")
+    return ArchConfig.from_dict(trained).params if trained else entry["metrics"]["params"]
+
+
 def test_dense_and_moe_load_in_a_fresh_process_with_the_searched_parameter_count(
     runs: Path, tmp_path: Path
 ) -> None:
     expected = {}
     for study in ("D", "M"):
         (done,) = export(runs, f"study.name={study}", "trial=best:bpb", f"out={tmp_path / study}")
-        expected[study] = pareto(runs, study)[done.trial]["metrics"]["params"]
+        expected[study] = config_params(pareto(runs, study)[done.trial])
     script = (
         "import json, sys\n"
         "from transformers import AutoConfig, AutoModelForCausalLM\n"
@@ -115,10 +124,12 @@ def test_pareto_writes_one_directory_per_member(runs: Path, tmp_path: Path) -> N
     members = set(pareto(runs, "D"))
     assert {d.trial for d in done} == members
     assert {p.name for p in tmp_path.iterdir()} == {f"trial-{n}" for n in members}
+    entries = pareto(runs, "D")
     for item in done:
+        assert item.params == entries[item.trial]["metrics"]["params"]  # the deployed shape's
         config = AutoConfig.from_pretrained(item.path)
         assert sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters()) == (
-            item.params
+            config_params(entries[item.trial])
         )
 
 

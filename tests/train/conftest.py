@@ -40,7 +40,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Pa
             "quiet=true",
             "study.name=T",
             "study.n_trials=1",
+            # One shape, whatever the sampler would try first (it weighs the priors' prices):
+            # d_model 32, wide enough for LoRA to recover some of what int4 costs in 16 steps.
             "search_space.n_experts=[1]",
+            "search_space.n_layers=[1]",
+            "search_space.n_heads=[2]",
+            "search_space.head_dim=[16]",
+            "search_space.n_kv_heads=[1]",
+            "search_space.ffn_ratio=[2.0]",
+            "search_space.tie_embeddings=[false]",
+            # the shape searched is the shape trained (a shrink trial's recipe prunes after
+            # training, and `with_recipe` replaces the recipe)
+            "search_space.structured=[false]",
         ]
     )
     run_search(cfg)
