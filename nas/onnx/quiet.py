@@ -10,8 +10,10 @@ nothing is refused.
 
 Load and steal time do not show another guest streaming memory through the host's shared caches
 and memory bus, which slows a memory-bound decode step by 10-80% on the shared VMs (BENCHMARKS.md,
-issue 15). `MemoryProbe` times a fixed copy far larger than a last-level cache; `memory_noise`
-flags a round whose probes ran slower than the run's quietest.
+issue 15). `MemoryProbe` times a fixed copy far larger than a last-level cache;
+`round_slowdowns` sets each round's probes against the quietest round's, and `memory_noise` flags
+a round that ran slower. It does not see slowdowns that come and go within a round, in under a
+second: on the VMs of 2026-12-07 a point's probe did not predict its timing (BENCHMARKS.md).
 """
 
 from __future__ import annotations
