@@ -17,7 +17,6 @@ from predictors.footprint import (
     FP16_BYTES,
     kv_cache_bytes,
     linear_weights,
-    matmul_bytes_per_weight,
 )
 
 
@@ -27,8 +26,8 @@ def decode_energy_mj(candidate: Candidate, hardware: HardwareProfile) -> float:
     active = linear_weights(candidate, hardware.runtime, arch.experts_per_token)
     head = arch.vocab_size * arch.d_model
     nbytes = (
-        active.compressed * matmul_bytes_per_weight(candidate.compression, hardware)
-        + (active.left_float + head) * FP16_BYTES
+        active.nbytes(candidate.compression, hardware)
+        + head * FP16_BYTES
         + kv_cache_bytes(arch, hardware.deploy.context_len)
     )
     flops = 2.0 * (active.compressed + active.left_float + head)

@@ -42,8 +42,7 @@ def other_weights(arch: ArchConfig) -> int:
 def stored_weight_bytes(candidate: Candidate, hardware: HardwareProfile) -> float:
     arch = candidate.arch
     stored = linear_weights(candidate, hardware.runtime, arch.n_experts)
-    per_weight = matmul_bytes_per_weight(candidate.compression, hardware)
-    return stored.compressed * per_weight + (stored.left_float + other_weights(arch)) * FP16_BYTES
+    return stored.nbytes(candidate.compression, hardware) + other_weights(arch) * FP16_BYTES
 
 
 def active_matmul_params(arch: ArchConfig) -> int:
@@ -116,6 +115,11 @@ class LinearWeights:
 
     compressed: int  # in the candidate's format (16-bit: all), ONNX Runtime's padding included
     left_float: int  # layers of an int8/int4 candidate that the runtime keeps float
+
+    def nbytes(self, compression: CompressionConfig, hardware: HardwareProfile) -> float:
+        """Their bytes: the compressed ones at the format's bytes per weight, the rest fp16."""
+        per_weight = matmul_bytes_per_weight(compression, hardware)
+        return self.compressed * per_weight + self.left_float * FP16_BYTES
 
 
 def linear_weights(candidate: Candidate, runtime: str, experts: int) -> LinearWeights:

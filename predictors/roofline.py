@@ -15,10 +15,8 @@ from nas.arch import ArchConfig, Candidate
 from predictors.base import Estimate, Predictor
 from predictors.footprint import (
     FP16_BYTES,
-    KV_BYTES,
     kv_cache_bytes,
     linear_weights,
-    matmul_bytes_per_weight,
     prefill_experts,
 )
 
@@ -57,10 +55,7 @@ class RooflineLatency(Predictor):
         head = arch.vocab_size * arch.d_model  # the LM head is read in full; one embedding row
         # Sparse storage (if declared) is already in the bytes per weight; a sparse kernel (if
         # declared) saves multiply-adds, not the bytes again.
-        weight_bytes = (
-            active.compressed * matmul_bytes_per_weight(candidate.compression, hw)
-            + (active.left_float + head + arch.d_model) * FP16_BYTES
-        )
+        weight_bytes = active.nbytes(candidate.compression, hw) + (head + arch.d_model) * FP16_BYTES
         kv_read = kv_cache_bytes(arch, context)
         attention_flops = 4.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
         flops = 2.0 * (active.compressed * keep + active.left_float + head) + attention_flops
@@ -78,9 +73,8 @@ class RooflineLatency(Predictor):
         stored = linear_weights(candidate, hw.runtime, arch.n_experts)
         head = arch.vocab_size * arch.d_model
         # A long prompt touches every expert: read all linear weights once.
-        weight_bytes = stored.compressed * matmul_bytes_per_weight(candidate.compression, hw)
-        weight_bytes += (stored.left_float + head) * FP16_BYTES
-        kv_write = 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * n * KV_BYTES
+        weight_bytes = stored.nbytes(candidate.compression, hw) + head * FP16_BYTES
+        kv_write = kv_cache_bytes(arch, n)
         attention_flops = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * n * n  # causal
         flops = 2.0 * n * (run.compressed * keep + run.left_float + head) + attention_flops
         return (
