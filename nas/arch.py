@@ -148,7 +148,13 @@ class ArchConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
         names = cls.__dataclass_fields__.keys()
-        return cls(**{k: v for k, v in data.items() if k in names})
+        fields = {k: v for k, v in data.items() if k in names}
+        # pareto.json names the residual width `d_model` and leaves `hidden_size` out: a shape
+        # whose heads were pruned keeps its width (n_heads * head_dim is narrower)
+        width = data.get("d_model")
+        if "hidden_size" not in data and width and width != data["n_heads"] * data["head_dim"]:
+            fields["hidden_size"] = width
+        return cls(**fields)
 
 
 # The methods compression used before it had a choice: a record without a method used these.

@@ -33,6 +33,23 @@ def test_param_count_matches_built_model(name: str) -> None:
     assert type(model).__name__ == expected_class
 
 
+def test_a_dict_that_names_the_width_rebuilds_a_head_pruned_shape() -> None:
+    """pareto.json lists `d_model` and no `hidden_size`: a shape whose heads were pruned (width
+    64, two heads of 16) must come back 64 wide, not 32."""
+    from nas.objectives.pareto import ARCH_KEYS
+
+    pruned = ArchConfig(n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, ffn_dim=144,
+                        vocab_size=300, hidden_size=64)  # fmt: skip
+    listed = {k: pruned.to_dict()[k] for k in ARCH_KEYS}
+    assert "hidden_size" not in listed and listed["d_model"] == 64
+    assert ArchConfig.from_dict(listed) == pruned
+    assert count_params(build_model(ArchConfig.from_dict(listed))) == pruned.params
+    plain = ArchConfig(
+        n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, ffn_dim=144, vocab_size=300
+    )
+    assert ArchConfig.from_dict({k: plain.to_dict()[k] for k in ARCH_KEYS}) == plain
+
+
 def test_active_params_count_only_routed_experts() -> None:
     arch = ArchConfig(vocab_size=300, **ARCHS["moe-every-layer"])
     idle = arch.n_layers * (arch.n_experts - arch.experts_per_token) * arch.mlp_params
