@@ -73,6 +73,13 @@ def runtime_suffix(runtime: str) -> str:
     return "" if runtime == "onnxruntime" else f".{runtime}"
 
 
+def float_dtype_on(processor: str) -> str:
+    """What the engine's exports hold float weights, activations and the KV cache in on
+    `processor`: fp16 on GPUs; fp32 on CPUs, whose ONNX Runtime and XNNPACK kernels compute float
+    in fp32 (ONNX Runtime's CPU provider lacks fp16 kernels for most operators)."""
+    return "fp16" if processor == "gpu" else "fp32"
+
+
 def int8_activations_on(processor: str) -> bool:
     """The runtime's fast int8/int4 format on `processor` ("cpu" or "gpu") quantizes activations
     (see `HardwareProfile.int8_activations`)."""

@@ -13,11 +13,7 @@ from __future__ import annotations
 
 from nas.arch import Candidate
 from nas.hardware import HardwareProfile
-from predictors.footprint import (
-    FP16_BYTES,
-    kv_cache_bytes,
-    linear_weights,
-)
+from predictors.footprint import float_bytes, kv_cache_bytes, linear_weights
 
 
 def decode_energy_mj(candidate: Candidate, hardware: HardwareProfile) -> float:
@@ -25,10 +21,11 @@ def decode_energy_mj(candidate: Candidate, hardware: HardwareProfile) -> float:
     arch = candidate.arch
     active = linear_weights(candidate, hardware.runtime, arch.experts_per_token)
     head = arch.vocab_size * arch.d_model
+    width = float_bytes(hardware)
     nbytes = (
-        active.nbytes(candidate.compression, hardware)
-        + head * FP16_BYTES
-        + kv_cache_bytes(arch, hardware.deploy.context_len)
+        active.nbytes(candidate.compression, hardware, width)
+        + head * width
+        + kv_cache_bytes(arch, hardware.deploy.context_len, width)
     )
     flops = 2.0 * (active.compressed + active.left_float + head)
     pj = nbytes * hardware.energy.pj_per_byte + flops * hardware.energy.pj_per_flop

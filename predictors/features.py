@@ -66,12 +66,12 @@ from nas.hardware import HardwareProfile
 from predictors.footprint import (
     expert_params,
     experts_quantized,
+    float_bytes,
     linear_weights,
     prefill_experts,
 )
 
 MB = 1024.0 * 1024.0
-FLOAT_BYTES = {"cpu": 4.0, "gpu": 2.0}  # fp32 on CPUs, fp16 on GPUs (nas.onnx.export)
 QUANT_BYTES = {8: 1.0, 4: 0.5}
 FEATURES = {
     "decode_ms": (
@@ -130,7 +130,7 @@ def features(
     arch, comp = candidate.arch, candidate.compression
     context, prompt = hardware.deploy.context_len, hardware.deploy.prompt_len
     runtime = hardware.runtime
-    float_bytes = FLOAT_BYTES.get(hardware.processor, 4.0)
+    width = float(float_bytes(hardware))  # the export's float: fp32 on CPUs, fp16 on GPUs
     head = arch.vocab_size * arch.d_model  # the LM head, always float
     fmt = {16: "float", 8: "int8", 4: "int4"}[comp.weight_bits]
     # The blocks' linear layers as the runtime holds them (`linear_weights`): in `fmt`, padding
@@ -163,15 +163,15 @@ def features(
     # a separate, transposed copy of a tied embedding in the exported graph).
     norms = arch.params - arch.matmul_params - arch.embedding_params
     stored = dict.fromkeys(FORMATS, 0.0)
-    stored["float"] = (stored_linear.left_float + 2 * head + norms) * float_bytes
-    per_weight = float_bytes if fmt == "float" else QUANT_BYTES[comp.weight_bits]
+    stored["float"] = (stored_linear.left_float + 2 * head + norms) * width
+    per_weight = width if fmt == "float" else QUANT_BYTES[comp.weight_bits]
     stored[fmt] += stored_linear.compressed * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)
     calls = float(gemm_calls(arch))
     decode = [1.0, calls, *(decode_w[f] / 1e6 for f in FORMATS), float_expert_w / 1e6]
     query_attention = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
     read_bytes = (
-        (decode_w["float"] + float_expert_w + kv_elements) * float_bytes
+        (decode_w["float"] + float_expert_w + kv_elements) * width
         + decode_w["int8"] * QUANT_BYTES[8]
         + decode_w["int4"] * QUANT_BYTES[4]
     )
@@ -182,7 +182,5 @@ def features(
         "prefill_ms": np.array(
             [*prefill, attention / 1e9, activations / 1e6, quant_blocks(prefill_mac, comp) / 1e6]
         ),
-        "memory_mb": np.array(
-            [1.0, *(stored[f] / MB for f in FORMATS), kv_elements * float_bytes / MB]
-        ),
+        "memory_mb": np.array([1.0, *(stored[f] / MB for f in FORMATS), kv_elements * width / MB]),
     }

@@ -1,8 +1,10 @@
 """Bytes that a candidate's weights and KV cache occupy on a device: shared by the predictors.
 
 Convention (also written into every export's recipe): the blocks' linear layers are stored at
-`weight_bits` with one fp16 scale per group; embeddings, the LM head and norms stay fp16; the KV
-cache is fp16. Sparsity only shrinks storage where the hardware declares a format for its pattern.
+`weight_bits` with one fp16 scale per group; embeddings, the LM head, norms, 16-bit candidates'
+layers and the KV cache are float, as wide as the engine's exports hold them (`float_bytes`:
+fp32 on CPUs, fp16 on GPUs). Sparsity only shrinks storage where the hardware declares a format
+for its pattern.
 
 Which layers a runtime's graph really holds at `weight_bits` is the runtime's
 (`linear_weights`): ONNX Runtime's MatMulNBits pads each input width up to whole groups, its QMoE
@@ -15,18 +17,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nas.arch import ArchConfig, Candidate, CompressionConfig
-from nas.hardware import HardwareProfile, qmoe_block
+from nas.hardware import HardwareProfile, float_dtype_on, qmoe_block
 
-FP16_BYTES = 2
-KV_BYTES = 2
+FLOAT_BYTES = {"fp32": 4, "fp16": 2}
 # Index cost of sparse formats, in bits per stored non-zero: 2:4 keeps 2-bit positions;
 # unstructured sparsity keeps a bitmask of 1 bit per weight (2 bits per non-zero at 50%).
 SPARSE_INDEX_BITS = {"2:4": 2.0, "unstructured": 2.0}
 
 
-def matmul_bytes_per_weight(compression: CompressionConfig, hardware: HardwareProfile) -> float:
-    """Stored bytes per linear-layer weight, averaged over zeros and non-zeros."""
-    bits = compression.bits_per_weight
+def float_bytes(hardware: HardwareProfile) -> int:
+    """Bytes of a float weight or KV-cache element in what the engine exports for `hardware`
+    (`nas.hardware.float_dtype_on`: fp32 on CPUs, fp16 on GPUs)."""
+    return FLOAT_BYTES[float_dtype_on(hardware.processor)]
+
+
+def matmul_bytes_per_weight(
+    compression: CompressionConfig, hardware: HardwareProfile, float_width: float
+) -> float:
+    """Stored bytes per linear-layer weight, averaged over zeros and non-zeros; a 16-bit
+    candidate's are float, `float_width` bytes wide."""
+    bits = compression.bits_per_weight if compression.weight_bits < 16 else 8.0 * float_width
     pattern = compression.sparsity_pattern
     if pattern != "none" and pattern in hardware.sparse_storage:
         density = 1.0 - compression.sparsity
@@ -35,14 +45,15 @@ def matmul_bytes_per_weight(compression: CompressionConfig, hardware: HardwarePr
 
 
 def other_weights(arch: ArchConfig) -> int:
-    """Weights outside the blocks' linear layers: embeddings, LM head, norms (kept in fp16)."""
+    """Weights outside the blocks' linear layers: embeddings, LM head, norms (kept float)."""
     return arch.params - arch.matmul_params
 
 
 def stored_weight_bytes(candidate: Candidate, hardware: HardwareProfile) -> float:
     arch = candidate.arch
     stored = linear_weights(candidate, hardware.runtime, arch.n_experts)
-    return stored.nbytes(candidate.compression, hardware) + other_weights(arch) * FP16_BYTES
+    width = float_bytes(hardware)
+    return stored.nbytes(candidate.compression, hardware, width) + other_weights(arch) * width
 
 
 def active_matmul_params(arch: ArchConfig) -> int:
@@ -50,9 +61,9 @@ def active_matmul_params(arch: ArchConfig) -> int:
     return arch.matmul_params - expert_params(arch, arch.n_experts - arch.experts_per_token)
 
 
-def kv_cache_bytes(arch: ArchConfig, tokens: int) -> float:
-    """Keys and values of `tokens` positions in every layer."""
-    return 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * tokens * KV_BYTES
+def kv_cache_bytes(arch: ArchConfig, tokens: int, element_bytes: float) -> float:
+    """Keys and values of `tokens` positions in every layer, `element_bytes` each."""
+    return 2.0 * arch.n_layers * arch.n_kv_heads * arch.head_dim * tokens * element_bytes
 
 
 def expert_params(arch: ArchConfig, experts: int) -> int:
@@ -116,10 +127,13 @@ class LinearWeights:
     compressed: int  # in the candidate's format (16-bit: all), ONNX Runtime's padding included
     left_float: int  # layers of an int8/int4 candidate that the runtime keeps float
 
-    def nbytes(self, compression: CompressionConfig, hardware: HardwareProfile) -> float:
-        """Their bytes: the compressed ones at the format's bytes per weight, the rest fp16."""
-        per_weight = matmul_bytes_per_weight(compression, hardware)
-        return self.compressed * per_weight + self.left_float * FP16_BYTES
+    def nbytes(
+        self, compression: CompressionConfig, hardware: HardwareProfile, float_width: float
+    ) -> float:
+        """Their bytes: the compressed ones at the format's bytes per weight, the rest float,
+        `float_width` bytes each."""
+        per_weight = matmul_bytes_per_weight(compression, hardware, float_width)
+        return self.compressed * per_weight + self.left_float * float_width
 
 
 def linear_weights(candidate: Candidate, runtime: str, experts: int) -> LinearWeights:

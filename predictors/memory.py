@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from nas.arch import Candidate
 from predictors.base import Estimate, Predictor
-from predictors.footprint import kv_cache_bytes, stored_weight_bytes
+from predictors.footprint import float_bytes, kv_cache_bytes, stored_weight_bytes
 
 MB = 1024.0 * 1024.0
 FP32_BYTES = 4
@@ -34,7 +34,7 @@ class MemoryModel(Predictor):
         context = self.hardware.deploy.context_len
         total = (
             stored_weight_bytes(candidate, self.hardware)
-            + kv_cache_bytes(candidate.arch, context)
+            + kv_cache_bytes(candidate.arch, context, float_bytes(self.hardware))
             + self.activation_bytes(candidate)
         ) / MB + self.hardware.prior.runtime_overhead_mb
         return {"memory_mb": Estimate(total, total * self.rel_spread)}

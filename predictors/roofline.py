@@ -4,7 +4,9 @@ efficiencies and overheads; calibration on real measurements replaces them (its 
 
 The weights are priced as the profile's runtime holds them (`footprint.linear_weights`): ONNX
 Runtime's int8/int4 layers padded to whole groups, ExecuTorch's unfit int4 layers and float
-experts at float width, and ExecuTorch's prefill running every expert.
+experts at float width, and ExecuTorch's prefill running every expert. Float weights and the KV
+cache are as wide as the engine exports them (fp32 on CPUs, fp16 on GPUs), and 16-bit candidates
+compute in that float.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from nas.arch import ArchConfig, Candidate
+from nas.hardware import HardwareProfile
 from predictors.base import Estimate, Predictor
 from predictors.footprint import (
-    FP16_BYTES,
+    float_bytes,
     kv_cache_bytes,
     linear_weights,
     prefill_experts,
 )
 
-COMPUTE_DTYPE = {16: "fp16", 8: "int8", 4: "fp16"}  # 4-bit weights are dequantised to fp16
 MOE_DISPATCH_PER_EXPERT = 0.5  # extra layer-overheads per routed expert (gather, scatter)
 
 
@@ -28,6 +30,21 @@ class RooflineLatency(Predictor):
     """Batch-1 decode ms/token at the device's context, and prefill ms for its prompt length."""
 
     quantities: ClassVar[tuple[str, ...]] = ("decode_ms", "prefill_ms")
+
+    def __init__(self, hardware: HardwareProfile, float_width: float | None = None) -> None:
+        """`float_width`: bytes of a float weight or KV element; the engine's export for the
+        profile by default (`nas.bench priors` prices other runtimes' files, with fp16 ones)."""
+        super().__init__(hardware)
+        self.float_width = float_width or float_bytes(hardware)
+
+    def _compute_dtype(self, candidate: Candidate) -> str:
+        bits = candidate.compression.weight_bits
+        if bits == 16:  # the export's float: fp32 on CPUs, fp16 on GPUs
+            return "fp32" if self.float_width == 4 else "fp16"
+        # int8 at the int8 rate; int4 at the fp16 rate (dequantized on GPUs; on this project's
+        # x86 VM ONNX Runtime's int4 with int8 compute prefills at the fp32 rate per
+        # multiply-add, no faster: BENCHMARKS.md)
+        return "int8" if bits == 8 else "fp16"
 
     def _layer_overheads(self, arch: ArchConfig) -> float:
         moe_extra = arch.n_moe_layers * MOE_DISPATCH_PER_EXPERT * arch.experts_per_token
@@ -42,7 +59,7 @@ class RooflineLatency(Predictor):
 
     def _roofline_ms(self, flops: float, nbytes: float, candidate: Candidate) -> float:
         hw = self.hardware
-        dtype = COMPUTE_DTYPE[candidate.compression.weight_bits]
+        dtype = self._compute_dtype(candidate)
         compute_s = flops / (hw.peak_gflops[dtype] * 1e9 * hw.prior.compute_efficiency)
         memory_s = nbytes / (hw.bandwidth_gbs * 1e9 * hw.prior.bandwidth_efficiency)
         return 1000.0 * max(compute_s, memory_s)
@@ -55,8 +72,10 @@ class RooflineLatency(Predictor):
         head = arch.vocab_size * arch.d_model  # the LM head is read in full; one embedding row
         # Sparse storage (if declared) is already in the bytes per weight; a sparse kernel (if
         # declared) saves multiply-adds, not the bytes again.
-        weight_bytes = active.nbytes(candidate.compression, hw) + (head + arch.d_model) * FP16_BYTES
-        kv_read = kv_cache_bytes(arch, context)
+        width = self.float_width
+        weight_bytes = active.nbytes(candidate.compression, hw, width)
+        weight_bytes += (head + arch.d_model) * width
+        kv_read = kv_cache_bytes(arch, context, width)
         attention_flops = 4.0 * arch.n_layers * arch.n_heads * arch.head_dim * context
         flops = 2.0 * (active.compressed * keep + active.left_float + head) + attention_flops
         return (
@@ -73,8 +92,9 @@ class RooflineLatency(Predictor):
         stored = linear_weights(candidate, hw.runtime, arch.n_experts)
         head = arch.vocab_size * arch.d_model
         # A long prompt touches every expert: read all linear weights once.
-        weight_bytes = stored.nbytes(candidate.compression, hw) + head * FP16_BYTES
-        kv_write = kv_cache_bytes(arch, n)
+        width = self.float_width
+        weight_bytes = stored.nbytes(candidate.compression, hw, width) + head * width
+        kv_write = kv_cache_bytes(arch, n, width)
         attention_flops = 2.0 * arch.n_layers * arch.n_heads * arch.head_dim * n * n  # causal
         flops = 2.0 * n * (run.compressed * keep + run.left_float + head) + attention_flops
         return (

@@ -36,6 +36,7 @@ from predictors.roofline import RooflineLatency
 
 DATA = Path(__file__).resolve().parents[2] / "predictors" / "published" / "decode_speeds.yaml"
 BENCH_KEYS = {"data": str(DATA), "min_cases": 3}
+PUBLISHED_FLOAT_BYTES = 2
 CASE_KEYS = ("hardware", "device", "runtime", "model", "bits", "context", "decode_tok_s", "source")
 
 
@@ -63,15 +64,21 @@ def decode_parts(case: dict[str, Any], hardware: HardwareProfile) -> dict[str, f
     (efficiency 1, so `memory / efficiency` is the roofline term) and the fixed overheads."""
     hw = hardware.at_context(int(case["context"]))
     cand = candidate_of(case)
-    prior_ms = RooflineLatency(hw).decode_ms(cand)
+
+    def roofline(profile: HardwareProfile) -> RooflineLatency:
+        # A published file keeps its float parts (embeddings, head, KV cache) at 16 bits, or
+        # smaller (GGUF's quantized embeddings), never at the fp32 of the engine's CPU export.
+        return RooflineLatency(profile, float_width=PUBLISHED_FLOAT_BYTES)
+
+    prior_ms = roofline(hw).decode_ms(cand)
     no_overheads = dataclasses.replace(hw.prior, per_token_ms=0.0, per_layer_ms=0.0)
     full = dataclasses.replace(
         hw, prior=dataclasses.replace(no_overheads, bandwidth_efficiency=1.0)
     )
-    roofline_ms = RooflineLatency(dataclasses.replace(hw, prior=no_overheads)).decode_ms(cand)
+    roofline_ms = roofline(dataclasses.replace(hw, prior=no_overheads)).decode_ms(cand)
     return {
         "prior_ms": prior_ms,
-        "memory_ms_at_full_bandwidth": RooflineLatency(full).decode_ms(cand),
+        "memory_ms_at_full_bandwidth": roofline(full).decode_ms(cand),
         "roofline_ms": roofline_ms,
         "fixed_ms": prior_ms - roofline_ms,
     }

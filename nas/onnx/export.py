@@ -35,7 +35,7 @@ from nas.arch import ArchConfig, Candidate, CompressionConfig
 from nas.cli import quiet_logs
 from nas.errors import NasError
 from nas.files import file_mode
-from nas.hardware import int8_activations_on
+from nas.hardware import float_dtype_on, int8_activations_on
 from nas.onnx.check import quiet_export
 from nas.onnx.moe import Phase
 from nas.onnx.moe_op import TRANSLATIONS, ort_moe
@@ -295,9 +295,8 @@ class ExportedCandidate:
 
 
 def float_dtype_for(compression: CompressionConfig, processor: str) -> str:
-    """Float weights as the runtime computes them: fp16 on GPUs; fp32 on CPUs, whose ONNX
-    Runtime kernels compute in fp32 (its CPU provider lacks fp16 kernels for most operators)."""
-    return "fp16" if processor == "gpu" else "fp32"
+    """Float weights as the runtime computes them (`nas.hardware.float_dtype_on`)."""
+    return float_dtype_on(processor)
 
 
 def export_candidate(

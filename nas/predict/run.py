@@ -33,7 +33,7 @@ def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
     """Every predicted quantity of `candidate` on `hardware`, as `nas.predict` prints it."""
     from predictors.energy import decode_energy_mj  # deferred: arguments are checked first
     from predictors.factory import latency_predictor, memory_predictor
-    from predictors.footprint import kv_cache_bytes
+    from predictors.footprint import float_bytes, kv_cache_bytes
 
     latency_model = latency_predictor(hardware)
     if warning := latency_model.elsewhere:
@@ -52,7 +52,9 @@ def predict(candidate: Candidate, hardware: HardwareProfile) -> dict[str, Any]:
         "decode_ms_long": round(long.mean, 4),
         "decode_ms_long_std": round(long.std, 4),
         "tokens_per_s_long": round(1000.0 / long.mean, 2),
-        "kv_cache_mb_long": round(kv_cache_bytes(candidate.arch, long_context) / 2**20, 2),
+        "kv_cache_mb_long": round(
+            kv_cache_bytes(candidate.arch, long_context, float_bytes(hardware)) / 2**20, 2
+        ),
         "prefill_ms": round(prefill.mean, 3),
         "prefill_ms_std": round(prefill.std, 3),
         "memory_mb": round(memory.mean, 2),

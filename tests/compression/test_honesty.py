@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -11,11 +12,12 @@ from nas.config.compose import load_settings
 from nas.hardware import HardwareProfile
 from predictors import MemoryModel, RooflineLatency
 from predictors.footprint import (
-    FP16_BYTES,
     active_matmul_params,
+    float_bytes,
     kv_cache_bytes,
     matmul_bytes_per_weight,
     padded_params,
+    stored_weight_bytes,
     unfit_params,
 )
 
@@ -64,15 +66,16 @@ def test_two_four_on_a_gpu_saves_its_stored_bytes_once() -> None:
     def traffic(comp: CompressionConfig) -> float:
         head = ARCH.vocab_size * ARCH.d_model
         return (
-            active_matmul_params(ARCH) * matmul_bytes_per_weight(comp, hw)
-            + (head + ARCH.d_model) * FP16_BYTES
-            + kv_cache_bytes(ARCH, hw.deploy.context_len)
+            active_matmul_params(ARCH) * matmul_bytes_per_weight(comp, hw, 2)
+            + (head + ARCH.d_model) * 2
+            + kv_cache_bytes(ARCH, hw.deploy.context_len, 2)
         )
 
     ratio = predict(hw, TWO_FOUR)["decode_ms"] / predict(hw, DENSE)["decode_ms"]
     assert ratio == pytest.approx(traffic(TWO_FOUR) / traffic(DENSE), rel=1e-9)
     # 2:4 keeps half the values plus 2-bit indices: 9/16 of fp16 bytes, not a quarter.
-    assert matmul_bytes_per_weight(TWO_FOUR, hw) == pytest.approx(0.5 * 18 / 8)
+    assert float_bytes(hw) == 2  # the GPU export is fp16
+    assert matmul_bytes_per_weight(TWO_FOUR, hw, 2) == pytest.approx(0.5 * 18 / 8)
     # Unstructured sparsity has neither kernels nor a storage format there.
     assert predict(hw, UNSTRUCTURED) == predict(hw, DENSE)
 
@@ -94,31 +97,58 @@ def test_the_priors_price_the_layers_as_each_runtime_holds_them() -> None:
         ms = RooflineLatency(hw.for_runtime(runtime)).decode_ms(Candidate(narrow, comp))
         return ms / 1000.0 * hw.bandwidth_gbs * 1e9 * hw.prior.bandwidth_efficiency
 
-    rest = decode_bytes(DENSE) - narrow.matmul_params * FP16_BYTES  # head, one embedding row
+    fp32 = float_bytes(hw)
+    assert fp32 == 4  # the CPU export is fp32
+    rest = decode_bytes(DENSE) - narrow.matmul_params * fp32  # head, one embedding row, KV
 
     def weights_at(comp: CompressionConfig) -> float:
-        return (decode_bytes(comp) - rest) / matmul_bytes_per_weight(comp, hw)
+        return (decode_bytes(comp) - rest) / matmul_bytes_per_weight(comp, hw, fp32)
 
     # Weights read in the candidate's format: the same layers, plus the padding at g128.
     padding = weights_at(g128) - weights_at(g64)
     assert padding == pytest.approx(padded_params(narrow, 128), rel=1e-6)
     assert padded_params(narrow, 128) > 0 and padded_params(narrow, 64) == 0
-    # ExecuTorch reads the unfit layers (here all but the down projections) as fp16 instead.
+    # ExecuTorch reads the unfit layers (here all but the down projections) as fp32 instead.
     left_float = unfit_params(narrow, 128)
     fit = narrow.matmul_params - left_float
     assert 0 < fit < left_float
     et_bytes = decode_bytes(g128, "executorch") - rest
-    expected = left_float * FP16_BYTES + fit * matmul_bytes_per_weight(g128, hw)
+    expected = left_float * fp32 + fit * matmul_bytes_per_weight(g128, hw, fp32)
     assert et_bytes == pytest.approx(expected, rel=1e-6)
     # Stored bytes follow: the padded graph takes more memory than the one whose groups fit.
     memory = {
         comp.group_size: MemoryModel(hw).predict(Candidate(narrow, comp))["memory_mb"].mean
         for comp in (g128, g64)
     }
-    pad_mb = padded_params(narrow, 128) * matmul_bytes_per_weight(g128, hw) / 2**20
+    pad_mb = padded_params(narrow, 128) * matmul_bytes_per_weight(g128, hw, fp32) / 2**20
     scales_mb = (
         narrow.matmul_params
-        * (matmul_bytes_per_weight(g128, hw) - matmul_bytes_per_weight(g64, hw))
+        * (matmul_bytes_per_weight(g128, hw, fp32) - matmul_bytes_per_weight(g64, hw, fp32))
         / 2**20
     )
     assert memory[128] - memory[64] == pytest.approx(pad_mb + scales_mb, rel=1e-6)
+
+
+@pytest.mark.parametrize(("name", "tied"), [("pixel8", True), ("pixel8", False), ("a100", True)])
+def test_the_priors_price_float_weights_as_wide_as_the_export_holds_them(
+    tmp_path: Path, name: str, tied: bool
+) -> None:
+    """A CPU profile's model.onnx holds its float weights in fp32, a GPU profile's in fp16: the
+    memory prior's stored bytes for a 16-bit candidate are the graph's weights (a tied head
+    stored once)."""
+    import numpy as np
+    import onnx
+
+    from nas.onnx.export import export_decode, float_dtype_for
+
+    arch = ArchConfig(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32, ffn_dim=256,
+                      vocab_size=1024, tie_embeddings=tied)  # fmt: skip
+    hw = profile(name)
+    dtype = float_dtype_for(DENSE, hw.processor)
+    graph = export_decode(arch, tmp_path / "decode.onnx", context_len=8, dtype=dtype)
+    weights = onnx.load(str(graph)).graph.initializer
+    held = sum(
+        np.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        for t in weights
+    )
+    assert stored_weight_bytes(Candidate(arch, DENSE), hw) == pytest.approx(held, rel=0.01)
