@@ -16,8 +16,9 @@ from nas.hardware import HardwareProfile
 # The priors' form, stored in every study they price: it changes whenever the roofline or memory
 # prior prices a candidate otherwise, so a study never resumes with prices of two forms. Studies
 # before 2026-12-07 stored "prior" (no padding, ExecuTorch's layout ignored), then "prior: the
-# runtime's layout (2026-12-07)" (float weights and KV cache priced as fp16 on CPUs too).
-PRIOR_FORM = "prior: the runtime's layout, float as exported (2026-12-07)"
+# runtime's layout (2026-12-07)" (float weights and KV cache priced as fp16 on CPUs too), then
+# "prior: the runtime's layout, float as exported (2026-12-07)" (a tied LM head held once).
+PRIOR_FORM = "prior: the runtime's layout, float and LM head as held (2026-12-07)"
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,13 @@ def matmul_bytes_per_weight(
 
 
 def other_weights(arch: ArchConfig) -> int:
-    """Weights outside the blocks' linear layers: embeddings, LM head, norms (kept float)."""
-    return arch.params - arch.matmul_params
+    """Float weights outside the blocks' linear layers as a runtime holds them: norms, the
+    embedding and an LM head, tied or not. A tied head costs its own copy: ExecuTorch's program
+    stores it twice, and ONNX Runtime's session, whose file stores it once, took as much memory
+    tied as untied at vocabularies of 32k and 64k (BENCHMARKS.md). The calibrated features count
+    the same."""
+    norms = arch.params - arch.matmul_params - arch.embedding_params
+    return norms + 2 * arch.vocab_size * arch.d_model
 
 
 def stored_weight_bytes(candidate: Candidate, hardware: HardwareProfile) -> float:
