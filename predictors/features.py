@@ -68,6 +68,7 @@ from predictors.footprint import (
     experts_quantized,
     float_bytes,
     linear_weights,
+    other_weights,
     prefill_experts,
 )
 
@@ -159,11 +160,10 @@ def features(
         arch.n_moe_layers * experts_run * arch.ffn_dim
     )
     activations = prompt * (arch.n_layers * arch.d_model + mlp_width)
-    # Weights as the runtime holds them: quantized blocks, float everything else (the LM head is
-    # a separate, transposed copy of a tied embedding in the exported graph).
-    norms = arch.params - arch.matmul_params - arch.embedding_params
+    # Weights as the runtime holds them: quantized blocks, float everything else (a tied LM
+    # head as its own copy: `other_weights`).
     stored = dict.fromkeys(FORMATS, 0.0)
-    stored["float"] = (stored_linear.left_float + 2 * head + norms) * width
+    stored["float"] = (stored_linear.left_float + other_weights(arch)) * width
     per_weight = width if fmt == "float" else QUANT_BYTES[comp.weight_bits]
     stored[fmt] += stored_linear.compressed * per_weight
     layers = float(arch.n_layers + arch.n_moe_layers)

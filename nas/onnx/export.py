@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from nas.arch import ArchConfig, Candidate, CompressionConfig
+from nas.arch import ArchConfig, Candidate
 from nas.cli import quiet_logs
 from nas.errors import NasError
 from nas.files import file_mode
@@ -294,11 +294,6 @@ class ExportedCandidate:
     dtype: str
 
 
-def float_dtype_for(compression: CompressionConfig, processor: str) -> str:
-    """Float weights as the runtime computes them (`nas.hardware.float_dtype_on`)."""
-    return float_dtype_on(processor)
-
-
 def export_candidate(
     candidate: Candidate,
     out_dir: str | Path,
@@ -322,7 +317,7 @@ def export_candidate(
     """
     out_dir = Path(out_dir)
     comp = candidate.compression
-    dtype = float_dtype_for(comp, processor)
+    dtype = float_dtype_on(processor)
     if int8_activations is None:
         int8_activations = int8_activations_on(processor)
     tag = dtype if comp.weight_bits == 16 else f"int{comp.weight_bits}g{comp.group_size}"

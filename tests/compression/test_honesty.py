@@ -140,12 +140,13 @@ def test_the_priors_price_float_weights_as_wide_as_the_export_holds_them(
     import numpy as np
     import onnx
 
-    from nas.onnx.export import export_decode, float_dtype_for
+    from nas.hardware import float_dtype_on
+    from nas.onnx.export import export_decode
 
     untied = ArchConfig(n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32, ffn_dim=256,
                         vocab_size=1024, tie_embeddings=False)  # fmt: skip
     hw = profile(name)
-    dtype = float_dtype_for(DENSE, hw.processor)
+    dtype = float_dtype_on(hw.processor)
     graph = export_decode(untied, tmp_path / "decode.onnx", context_len=8, dtype=dtype)
     weights = onnx.load(str(graph)).graph.initializer
     held = sum(
