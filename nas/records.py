@@ -19,6 +19,7 @@ user attributes, whose keys and defaults this module alone knows:
 | `rung`, `final` | at the end | the highest rung reached; whether that is the study's top rung |
 | `promotion` | at the end | why the candidate stopped where it did (its rank, or the clock) |
 | `worker`, `requeued` | by the pool | who runs it (host, pid, start time); why a copy was queued |
+| `continues` | when queued | the trial whose candidate this one takes further (late promotion) |
 
 Study attributes: `identity` (what a resume must match), `hypervolume_reference`, `device`,
 `target`, and for a prune study `parent` (its directory, fingerprint, family, shape and its own
@@ -33,7 +34,7 @@ Studies from before rungs existed hold one rung per trial: every trained trial i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from nas.arch import Candidate
 
 OBJECTIVES = ("bpb", "decode_ms", "memory_mb")  # the study's values, all minimised
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+_LIVE = (TrialState.COMPLETE, TrialState.RUNNING)
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -81,8 +83,17 @@ def counts(trial: FrozenTrial) -> bool:
 
 
 def cached_from(trial: FrozenTrial) -> int | None:
-    value = trial.user_attrs.get("cached_from")
-    return None if value is None else int(value)
+    return None if (value := trial.user_attrs.get("cached_from")) is None else int(value)
+
+
+def continues(trial: FrozenTrial | optuna.Trial) -> int | None:
+    """The trial whose candidate this one takes further (`nas.search.late`), or None."""
+    return None if (value := trial.user_attrs.get("continues")) is None else int(value)
+
+
+def continued(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that a running or finished continuation now stands for."""
+    return {n for t in trials if t.state in _LIVE and (n := continues(t)) is not None}
 
 
 def stands_for_itself(trial: FrozenTrial) -> bool:
@@ -128,6 +139,7 @@ class TrialRecord:
     final: bool
     promotion: str | None
     shrink: dict[str, Any] | None = None  # trained at `shrink.trained`, then pruned to `arch`
+    continues: int | None = None  # a late promotion of that trial's candidate
 
     @property
     def finished(self) -> bool:
@@ -172,6 +184,7 @@ def read(trial: FrozenTrial) -> TrialRecord:
         final=is_final(trial),
         promotion=attrs.get("promotion"),
         shrink=attrs.get("shrink"),
+        continues=continues(trial),
     )
 
 
@@ -256,6 +269,11 @@ def carried_rungs(trial: optuna.Trial) -> list[dict[str, Any]]:
 
 def store_worker(trial: optuna.Trial, owner: Mapping[str, Any]) -> None:
     trial.set_user_attr("worker", dict(owner))
+
+
+def continuation_attrs(trial: FrozenTrial, rung: int) -> dict[str, Any]:
+    """A late promotion's attributes: whom it continues, the rungs it carries from `rung` down."""
+    return {"continues": trial.number, "rungs": [r for r in read(trial).rungs if r["rung"] <= rung]}
 
 
 def requeued_attrs(trial: FrozenTrial, reason: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class BudgetConfig:
     corpus_mb: float = field(default=MISSING, metadata=at_least(0.001))
     caps: dict[str, int] = field(default_factory=dict)
     # Multi-fidelity (nas.fidelity): rung k trains proxy_steps * eta**k steps; a candidate is
-    # promoted when it ranks in the top 1/eta of its rung; the top rung trains `seeds` seeds.
+    # promoted when it ranks in the top floor(n/eta) of its rung; the top rung trains `seeds` seeds.
     rungs: int = field(default=1, metadata=at_least(1))
     eta: float = field(default=3.0, metadata=at_least(1.5))
     seeds: int = field(default=1, metadata=at_least(1))

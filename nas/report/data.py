@@ -79,7 +79,12 @@ def collect(study: optuna.Study, ref: StudyRef) -> StudyData:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     front = pareto_entries(study) if trials else []
     members = {e["trial"]: e["quality"] for e in front}  # as pareto.json lists it
-    points = [_point(r, members.get(r.number)) for r in map(records.read, trials) if r.values]
+    taken = records.continued(trials)  # drawn once: where its late promotion took it
+    points = [
+        _point(r, members.get(r.number))
+        for r in map(records.read, trials)
+        if r.values and r.number not in taken
+    ]
     device = _device(study, ref)
     reference = _reference(study, device, points)
     data = StudyData(

@@ -178,7 +178,9 @@ class CostAwareSampler(BaseSampler):
             self._seen.add(t._trial_id)
             if t.params:
                 self._tried.add(_key(t.params))
-            if records.learns(t):  # rung 0's values: what every candidate has
+            # Rung 0's values, which every candidate has; a late promotion repeats its
+            # candidate's and is learnt once.
+            if records.learns(t) and records.continues(t) is None:
                 try:
                     arch = self.space.candidate_from_params(t.params).arch
                 except ValueError:  # parameters of another space: nothing to learn from

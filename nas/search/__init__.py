@@ -2,6 +2,7 @@
 
 - `__main__`: the command line; `run`: `run_search(settings)`, the plain function behind it;
 - `trial`: one trial (price, train, compress, score); `ladder`: its climb through the rungs;
+  `late`: late promotions (a candidate that stayed goes on once it is in its rung's top share);
 - `prune`: a prune study's parent (checked, its importance, its own bits per byte);
 - `workers`, `owners`: who runs trials and what happens when one dies; `progress`: the live bar
   and log lines.

@@ -5,9 +5,10 @@ The climb runs inside its trial, on one worker, with the model in memory: nothin
 through a filesystem, so workers on many machines need only the study's database. Every finished
 rung is written to the trial at once (`nas.records.store_rungs`); a retried trial (its worker
 died) keeps those results, retrains the same trunk (batches are a function of seed and step) and
-carries on. At the top rung the candidate is trained again with each further seed, from its start
-(scratch, or the child pruned from a parent: `TrialObjective.start_run` makes every run), so that
-its quality carries a paired seed spread.
+carries on. A candidate that stays at a rung may go on later, as a new trial that carries its
+rungs (`nas.search.late`). At the top rung the candidate is trained again with each further seed,
+from its start (scratch, or the child pruned from a parent: `TrialObjective.start_run` makes every
+run), so that its quality carries a paired seed spread.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from nas.fidelity.promotion import promote
 from nas.objectives.cheap import CheapMetrics
 from nas.objectives.hypervolume import Reference
 from nas.quality.training import ProxyDiverged, ProxyResult, ProxyRun, bits_per_byte, rung_span
+from nas.search import late
+from nas.search.late import GRACE_S
 
 if TYPE_CHECKING:
     from nas.search.trial import TrialObjective
-
-GRACE_S = 60.0  # a promotion may end this long after the study's timeout, no longer
-LIVE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
 
 
 class Ladder:
@@ -53,6 +53,7 @@ class Ladder:
         self.settings = objective.settings
         self.seeds = [objective.seed + i for i in range(self.rungs.seeds)]
         self.carried = {r["rung"]: r for r in records.carried_rungs(trial)}
+        self.continues = records.continues(trial)
         self.results: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         self.rung0: ProxyResult | None = None
@@ -60,6 +61,7 @@ class Ladder:
     def climb(self) -> float:
         run = self.objective.start_run(self.candidate, self.seeds[0])
         self._rung0_checkpoints(run)
+        last_carried = max(self.carried, default=-1)
         for rung in range(self.rungs.count):
             run.advance(self._trunk(rung))
             self.results.append(self.carried.get(rung) or self._measure(run, rung))
@@ -68,15 +70,20 @@ class Ladder:
                 self.rung0 = self._rung0_result(run)
             if rung == self.rungs.top:
                 break
+            if rung < last_carried:
+                continue  # it went on from here before (this trial carries the later rungs)
             promoted, why = self._promotion(rung, run)
             if not promoted:
                 self.outcome.promotion = f"stayed at rung {rung}: {why}"
                 break
-            self.outcome.promotion = f"promoted from rung {rung}: {why}"
+            is_late = self.continues is not None and rung == last_carried
+            later = f" later, continuing trial {self.continues}" if is_late else ""
+            self.outcome.promotion = f"promoted from rung {rung}{later}: {why}"
         if len(self.results) == self.rungs.count and len(self.seeds) > 1:
             self.results[-1] = self._more_seeds(self.results[-1])
             records.store_rungs(self.trial, self.results)
         self._finish(run)
+        self._queue_late_promotion()
         return self._rung0_value()
 
     # -- one rung ---------------------------------------------------------------------------------
@@ -148,7 +155,8 @@ class Ladder:
         rule = self.objective.early_stop
         if rule is not None:
             marks.update(rule.steps(self.settings.steps))
-        stop = self.objective.stop_rule(self.trial.study, self.cheap)
+        # A carried rung 0 was judged already: its retraining is not stopped again.
+        stop = None if 0 in self.carried else self.objective.stop_rule(self.trial.study, self.cheap)
         self.checkpoints: list[tuple[int, float, float]] = []
         for mark in sorted(m for m in marks if 0 < m < self._trunk(0)):
             run.advance(mark)
@@ -193,27 +201,30 @@ class Ladder:
             if rung + 1 == self.rungs.top:
                 cost += (len(self.seeds) - 1) * self.rungs.total(self.rungs.top)
             if time.time() + per_step * cost > deadline + GRACE_S:
-                return False, "not enough time left before the study's timeout"
+                return False, late.CLOCK
         points, me = self._peers(rung)
         stored = records.reference(self.trial.study)
-        reference = Reference.from_dict(stored) if stored else _loose_reference(points)
-        return promote(me, points, reference, self.rungs.eta)
+        reference = Reference.from_dict(stored) if stored else late.loose_reference(points)
+        return promote(me, points, reference, self.rungs.eta, self.objective.closing)
 
     def _peers(self, rung: int) -> tuple[np.ndarray, int]:
-        """(bpb at `rung`, decode, memory) of every candidate measured there so far, this one
-        last. Counted once each: not a reused twin (`cached_from`), nor a failed attempt or a
-        queued copy of one, whose rungs its retry carries."""
-        mine = self.trial.number
-        rows = []
-        for t in self.trial.study.get_trials(deepcopy=False, states=LIVE):
-            if t.number == mine or records.cached_from(t) is not None:
-                continue
-            entry = records.read(t).rung_result(rung) if records.is_feasible(t) else None
-            if entry is not None:
-                rows.append((entry["bpb_seeds"][0], entry["decode_ms"], entry["memory_mb"]))
+        """(bpb at `rung`, decode, memory) of every candidate measured there so far
+        (`late.field`), this one last."""
+        trials = self.trial.study.get_trials(deepcopy=False)
+        others, _ = late.field(trials, rung, without=self.trial.number)
         mine = self.results[rung]
-        rows.append((mine["bpb_seeds"][0], mine["decode_ms"], mine["memory_mb"]))
+        rows = [*others.tolist(), [mine["bpb_seeds"][0], mine["decode_ms"], mine["memory_mb"]]]
         return np.array(rows, dtype=float), len(rows) - 1
+
+    def _queue_late_promotion(self) -> None:
+        """Each finished climb gives a candidate that stayed earlier its chance to go on now."""
+        late.queue_late_promotion(
+            self.trial.study,
+            self.rungs,
+            deadline=self.objective.deadline,
+            grace_s=GRACE_S,
+            round_up=self.objective.closing,
+        )
 
     # -- the record --------------------------------------------------------------------------------
     def _finish(self, run: ProxyRun) -> None:
@@ -244,9 +255,3 @@ class Ladder:
         self.outcome.checkpoints = self.rung0.checkpoints if self.rung0 else []
         self.outcome.train_seconds = round(time.perf_counter() - self.started, 3)
         self.outcome.train_tokens = sum(r["tokens"] * len(r["seeds"]) for r in self.results)
-
-
-def _loose_reference(points: np.ndarray) -> Reference:
-    """A reference for a study that stored none (not run by nas.search): 1.1 x the worst."""
-    worst = points.max(axis=0) * 1.1
-    return Reference(float(worst[0]), float(worst[1]), float(worst[2]))

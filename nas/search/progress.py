@@ -82,7 +82,7 @@ class _Tally:
             if record.trained:
                 top = record.rungs[-1]["rung"] if record.rungs else 0
                 self.reached += [0] * (top + 1 - len(self.reached))
-                for rung in range(top + 1):
+                for rung in range(self._first_new_rung(record, trials), top + 1):
                     self.reached[rung] += 1
             if record.counts:
                 self.counted.append(trial)
@@ -93,6 +93,12 @@ class _Tally:
             self.best_bpb = min(j.quality for j in judged)
             if self.reference is not None:
                 self.hypervolume = hypervolume([j.point for j in judged], self.reference)
+
+    @staticmethod
+    def _first_new_rung(record: records.TrialRecord, trials: list[optuna.trial.FrozenTrial]) -> int:
+        """0, or for a late promotion the rung above where its candidate stayed (counted then)."""
+        origin = next((t for t in trials if t.number == record.continues), None)
+        return 0 if origin is None else records.read(origin).rung + 1
 
 
 def format_seconds(seconds: float) -> str:
@@ -172,6 +178,12 @@ class SearchProgress:
                 _describe(trial),
                 " ".join(f"{k}={v}" for k, v in status.items()),
             )
+
+    def extend(self, more: int) -> None:
+        """`more` trials join this run (late promotions run after its last sampled candidate)."""
+        self.total += more
+        self.bar.total = self.total
+        self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()

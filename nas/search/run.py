@@ -35,7 +35,7 @@ from nas.quality.early_stop import make_early_stopping
 from nas.quality.scorers import QualityProxy
 from nas.quality.training import ProxyData, ProxyDiverged, resolve_device
 from nas.samplers.factory import SamplerContext, SamplerSpec
-from nas.search import prune
+from nas.search import late, prune
 from nas.search.progress import SearchProgress
 from nas.search.trial import TrialObjective
 from nas.search.workers import Workers, run_trials, start_forkserver
@@ -89,9 +89,8 @@ def study_rungs(settings: Settings) -> Rungs:
 def target_of(settings: Settings, rungs: Rungs) -> dict[str, Any]:
     """The training length the front is judged at (study attribute `target`)."""
     top = rungs.total(rungs.top) * settings.proxy.batch_size * settings.proxy.seq_len
-    tokens = settings.target.tokens or top
     return {
-        "tokens": tokens,
+        "tokens": settings.target.tokens or top,
         "top_rung_tokens": top,
         "given": settings.target.tokens is not None,
         "extrapolation": settings.target.extrapolation,
@@ -227,7 +226,8 @@ def run_search(settings: Settings) -> SearchResult:
         timeout_s=settings.study.timeout_s,
         target=target,
     )
-    interrupted = False
+    in_process = workers.count == 1 or is_sqlite(workers.storage)  # starts every trial here
+    interrupted, here = False, settings.study.n_trials if in_process else None
     try:
         run_trials(  # in this process or study.workers processes (nas/search/workers.py)
             workers,
@@ -237,6 +237,7 @@ def run_search(settings: Settings) -> SearchResult:
             timeout=settings.study.timeout_s,
             callbacks=[progress],
             catch=(ProxyDiverged,),
+            then=late.Closing(study, objective, ready.rungs, progress.extend, trials=here),
         )
     except BaseException as err:  # Ctrl-C, or Optuna's bookkeeping cut by it mid-write
         if not raised_by_interrupt(err):
@@ -269,13 +270,12 @@ def _reference(study: optuna.Study, settings: Settings, ready: Prepared) -> Refe
 
 
 def _objective(settings: Settings, ready: Prepared) -> TrialObjective:
-    proxy_identity = ready.identity["proxy"]
     return TrialObjective(
         space=ready.space,
         cheap=ready.cheap,
         data=ready.data,
         settings=ready.training,
-        proxy_identity=proxy_identity,
+        proxy_identity=ready.identity["proxy"],
         device=resolve_device(settings.device),
         seed=settings.seed,
         proxy=ready.scorer,

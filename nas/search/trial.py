@@ -4,8 +4,9 @@ Cheap objectives come first; an infeasible candidate is recorded with its constr
 and the bits per byte of an untrained (uniform) model, clearly marked `trained: false`. A candidate
 that an earlier trial already trained (same architecture, compression and proxy settings) reuses
 that result instead of training twice. A trained candidate climbs the study's rungs
-(`nas.search.ladder`); the trial's values are its rung-0 objectives. What a trial stores is
-`nas.records`' schema.
+(`nas.search.ladder`); the trial's values are its rung-0 objectives. A trial queued to take an
+earlier trial's candidate further (a late promotion, `nas.search.late`) climbs on from where that
+one stayed. What a trial stores is `nas.records`' schema.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from nas.objectives.hypervolume import Reference
 from nas.quality.early_stop import EarlyStopping, finished_trials
 from nas.quality.scorers import QualityProxy, TrainProxy
 from nas.quality.training import ProxyData, ProxyDiverged, ProxyRun
+from nas.search import late
 from nas.search.ladder import Ladder
 from search_spaces import SearchSpace
 
@@ -72,6 +74,9 @@ class TrialObjective:
         self.early_stop = early_stop if self.proxy.trains else None
         self.rungs = rungs or Rungs(steps=settings.steps, count=1, seeds=1)
         self.deadline: float | None = None  # time.time() after which no promotion starts
+        # Set once the run starts its last trial: rungs' top shares are rounded up.
+        self.closing = False
+        self.trials_left: int | None = None  # where this process runs all of the run's trials
         # search_space=prune: runs start from the child pruned out of the parent, distilled.
         self.pruning = pruning
 
@@ -97,6 +102,9 @@ class TrialObjective:
         return candidate.key(self.proxy_identity, *recovery, *scorer)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        if self.trials_left is not None:  # the run's last trial: no peer will come after it
+            self.trials_left -= 1
+            self.closing = self.closing or self.trials_left <= 0
         candidate = self.space.suggest(trial)
         cheap = self.cheap(candidate)
         violations = cheap.violations(self.deploy, self.margin_sigmas)
@@ -128,7 +136,13 @@ class TrialObjective:
             outcome.trained = False
             outcome.skipped = f"over the device limit: {', '.join(over)}"
             metrics["bpb"] = metrics["bpb_uncompressed"] = self.data.uniform_bpb(self.settings)
-        elif (previous := self._trained_before(trial.study, key)) is not None:
+        elif (earlier := late.standing_down(trial.study, trial)) is not None:
+            outcome.promotion = f"stood down: trial {earlier} continues the same candidate"
+            raise optuna.TrialPruned(outcome.promotion)
+        elif (
+            records.continues(trial) is None
+            and (previous := self._trained_before(trial.study, key)) is not None
+        ):
             outcome.reuse(previous)
             return previous.values[0], metrics["decode_ms"], metrics["memory_mb"]
         elif not self.proxy.trains:

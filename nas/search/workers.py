@@ -120,23 +120,30 @@ def run_trials(
     timeout: float,
     callbacks: Sequence[Callback],
     catch: tuple[type[Exception], ...],
+    then: Callable[[], int] | None = None,
 ) -> None:
-    """Add `n_trials` trials to `study` (in `study.workers` processes); KeyboardInterrupt on
-    Ctrl-C or SIGTERM, after the running trials are marked failed and re-queued."""
+    """Add `n_trials` trials to `study` (in `study.workers` processes), then, while `then()`
+    (late promotions, within the timeout; the study's lock held throughout) says trials wait,
+    those; KeyboardInterrupt on Ctrl-C or SIGTERM, after running trials are failed and re-queued."""
     url, retries = workers.storage, workers.retries
     import torch  # deferred: the pool's parent needs torch only for its thread count
 
     torch.set_num_threads(workers.threads)
+    end = time.time() + timeout
     try:  # a full, damaged or lost storage: one line, and finished trials are safe
         with _sigterm_as_interrupt(), storage_errors(url):
-            if is_sqlite(url):
-                # open_study holds this SQLite file's lock: a RUNNING trial is a dead process's.
-                recover_orphans(study, retries=retries, all_running=True)
-                _run_here(study, objective, n_trials, timeout, callbacks, catch, retries, url)
-            elif workers.count == 1 or n_trials == 0:
-                _run_here(study, objective, n_trials, timeout, callbacks, catch, retries, url)
-            else:
-                _run_pool(workers, study, objective, n_trials, timeout, callbacks, catch)
+            count = n_trials
+            while True:
+                left = max(0.0, end - time.time())
+                if is_sqlite(url):  # open_study holds its lock: RUNNING is a dead process's
+                    recover_orphans(study, retries=retries, all_running=True)
+                if is_sqlite(url) or workers.count == 1 or count == 0:
+                    _run_here(study, objective, count, left, callbacks, catch, retries, url)
+                else:
+                    _run_pool(workers, study, objective, count, left, callbacks, catch)
+                count = then() if then and n_trials and time.time() < end else 0
+                if count == 0:
+                    break
     finally:
         release_study(url)
 

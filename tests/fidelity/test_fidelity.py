@@ -12,7 +12,7 @@ import pytest
 from nas import records
 from nas.fidelity.judge import judge
 from nas.fidelity.noise import interaction_sd, within_noise
-from nas.fidelity.promotion import order, promote
+from nas.fidelity.promotion import order, promotable, promote
 from nas.fidelity.rungs import Rungs
 from nas.fidelity.target import extrapolate, fit, holdout_rms
 from nas.objectives.hypervolume import Reference, hypervolume
@@ -49,12 +49,19 @@ def test_promotion_orders_by_non_dominated_layers_then_hypervolume_contribution(
         for i in front
     }
     assert ranked[:3] == sorted((0, 1, 2), key=lambda i: -alone[i])
-    # top 1/3 of five: positions 0 and 1 (0 < 5/3, 1 < 5/3), not 2
-    assert promote(ranked[0], points, REF, eta=3)[0] and promote(ranked[1], points, REF, 3)[0]
-    assert not promote(ranked[2], points, REF, eta=3)[0]
+    # the top floor(5/3) = 1 of five go on, as in ASHA; with six, two
+    assert promote(ranked[0], points, REF, eta=3)[0]
+    assert not promote(ranked[1], points, REF, eta=3)[0]
+    assert promotable(points, REF, eta=3) == ranked[:1]
+    six = np.vstack([points, [[9.5, 9.5, 95.0]]])
+    assert promotable(six, REF, eta=3) == ranked[:2] and promote(ranked[1], six, REF, 3)[0]
     verdict, why = promote(4, points, REF, eta=3)
     assert not verdict and why.startswith("rank 5 of 5")
-    assert promote(0, points[:1], REF, eta=3)[0]  # alone at its rung: promoted (ASHA)
+    # alone, or with fewer than eta peers, nobody goes on yet (a late promotion may follow)
+    assert not promote(0, points[:1], REF, eta=3)[0] and not promote(0, points[:2], REF, 3)[0]
+    # once no more candidates will come, the share is rounded up: ceil(5/3) = 2
+    assert promotable(points, REF, eta=3, round_up=True) == ranked[:2]
+    assert promote(0, points[:1], REF, eta=3, round_up=True)[0]
 
 
 def test_interaction_noise_ignores_what_every_candidate_shares() -> None:

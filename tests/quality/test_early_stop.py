@@ -76,8 +76,9 @@ def _prepared(url: str) -> str:
 def test_dominated_trial_is_pruned_with_its_partial_curve(smoke_overrides: list[str]) -> None:
     # A negative margin makes any no-slower, no-larger finished trial enough to stop the next.
     study, runs_dir = _study_with(smoke_overrides, margin=-100.0)
-    first, second = study.trials
+    first, second, onward = study.trials  # onward: first's late promotion, once none remain
     assert first.state == optuna.trial.TrialState.COMPLETE
+    assert onward.user_attrs["continues"] == first.number
     assert second.state == optuna.trial.TrialState.PRUNED
     stopped = second.user_attrs["early_stopped"]
     assert stopped["reason"].startswith(f"trial {first.number} is no slower")
@@ -86,7 +87,7 @@ def test_dominated_trial_is_pruned_with_its_partial_curve(smoke_overrides: list[
     assert [c[0] for c in second.user_attrs["checkpoints"]] == [2]
     assert second.user_attrs["train_tokens"] < first.user_attrs["train_tokens"]
     front = json.loads((runs_dir / "ES" / "pareto.json").read_text())["pareto"]
-    assert [e["trial"] for e in front] == [first.number]
+    assert [e["trial"] for e in front] == [onward.number]
 
 
 def test_nothing_is_stopped_when_nothing_beats_it(smoke_overrides: list[str]) -> None:

@@ -69,7 +69,10 @@ def kill_when_mid_trial(url: str, name: str, kill: dict, *, pid: int | None = No
 def check_recovered(study: optuna.Study, kill: dict, expected_complete: int) -> None:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == expected_complete
+    # n_trials trials, none lost; late promotions (`continues`: a candidate taken further) may
+    # take some of those places and run after them, but no candidate is sampled beyond them
+    sampled = [t for t in complete if "continues" not in t.user_attrs]
+    assert len(sampled) <= expected_complete <= len(complete)
     for number, values in kill["done"].items():  # every trial finished before the kill survives
         assert trials[number].state == TrialState.COMPLETE and trials[number].values == values
     stale = trials[kill["trial"]]
@@ -94,8 +97,9 @@ def test_sigkill_of_a_pool_worker_mid_trial(
     result = run_search(cfg)
     killer.join(10)
     assert kill, "no worker was caught mid-trial"
-    check_recovered(load(url, "K"), kill, expected_complete=4)  # exactly n_trials, none lost
-    assert result.finished == 4
+    study = load(url, "K")
+    check_recovered(study, kill, expected_complete=4)  # n_trials, none lost
+    assert result.finished == len(study.get_trials(states=(TrialState.COMPLETE,)))
 
 
 @pytest.mark.slow

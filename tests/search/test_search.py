@@ -81,12 +81,15 @@ def test_same_candidate_is_never_trained_twice(smoke_overrides: list[str]) -> No
     cfg = load_settings([*smoke_overrides, *fixed, "study.name=fixed", "study.n_trials=3"])
     run_search(cfg)
     trials = finished(cfg.study.storage, "fixed")
-    assert [t.user_attrs.get("cached_from") for t in trials] == [None, 0, 0]
-    assert "train_seconds" in trials[0].user_attrs
-    assert all("train_seconds" not in t.user_attrs for t in trials[1:])
+    # trial 0 stayed at rung 0 alone; with the run's trials spent it went on as trial 3, which
+    # carries rung 0's result (retraining its trunk) and is the only other training
+    assert [t.user_attrs.get("cached_from") for t in trials] == [None, 0, 0, None]
+    assert trials[3].user_attrs["continues"] == 0
+    assert trials[3].user_attrs["rungs"][0] == trials[0].user_attrs["rungs"][0]
+    assert all("train_seconds" not in t.user_attrs for t in trials[1:3])
     assert len({t.values[0] for t in trials}) == 1
     front = json.loads((Path(cfg.runs_dir) / "fixed" / "pareto.json").read_text())["pareto"]
-    assert [e["trial"] for e in front] == [0]  # the reused trials do not repeat it on the front
+    assert [e["trial"] for e in front] == [3]  # the reused trials do not repeat it on the front
 
 
 def test_infeasible_candidates_are_recorded_not_trained(smoke_overrides: list[str]) -> None:
