@@ -45,7 +45,7 @@ from nas.arch import Candidate
 
 OBJECTIVES = ("bpb", "decode_ms", "memory_mb")  # the study's values, all minimised
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-_LIVE = (TrialState.COMPLETE, TrialState.RUNNING)
+LIVE = (TrialState.COMPLETE, TrialState.RUNNING)  # measured, or measuring
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def continues(trial: FrozenTrial | optuna.Trial) -> int | None:
 
 def continued(trials: Sequence[FrozenTrial]) -> set[int]:
     """Numbers of the trials that a running or finished continuation now stands for."""
-    return {n for t in trials if t.state in _LIVE and (n := continues(t)) is not None}
+    return {n for t in trials if t.state in LIVE and (n := continues(t)) is not None}
 
 
 def stands_for_itself(trial: FrozenTrial) -> bool:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from nas.search.trial import TrialObjective
 
 GRACE_S = 60.0  # a promotion may end this long after the study's timeout, no longer
-LIVE = (TrialState.COMPLETE, TrialState.RUNNING)
 CLOCK = "not enough time left before the study's timeout"  # why a promotion was refused
 QUEUED = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
 
@@ -48,7 +47,7 @@ def field(
     taken = records.continued(trials)
     rows, who = [], []
     for t in trials:
-        if t.state not in LIVE or t.number in taken or t.number == without:
+        if t.state not in records.LIVE or t.number in taken or t.number == without:
             continue
         if records.cached_from(t) is not None:
             continue
