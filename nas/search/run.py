@@ -226,8 +226,7 @@ def run_search(settings: Settings) -> SearchResult:
         timeout_s=settings.study.timeout_s,
         target=target,
     )
-    in_process = workers.count == 1 or is_sqlite(workers.storage)  # starts every trial here
-    interrupted, here = False, settings.study.n_trials if in_process else None
+    interrupted, here = False, settings.study.n_trials if workers.in_process else None
     try:
         run_trials(  # in this process or study.workers processes (nas/search/workers.py)
             workers,

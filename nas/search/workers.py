@@ -2,20 +2,18 @@
 
 Storages and who may write them:
 
-- `sqlite:///FILE` (the default) takes one writing process at a time. `nas.study.lock.StudyLock`
-  holds an exclusive lock on `FILE.lock` for the whole run, so a second `python -m nas.search` on
-  the same study stops with one line instead of risking "database is locked". Because of that
-  lock, a RUNNING trial found at start belongs to a process that died: it is failed and re-queued.
-- `journal:///FILE` (Optuna's JournalStorage) takes several processes on one machine: the
-  `study.workers=N` pool or commands started by hand. Each trial records its worker (host, pid,
-  process start time); a RUNNING trial whose worker process is gone is failed and re-queued.
+- `sqlite:///FILE` (the default) takes one writing process at a time: `nas.study.lock.StudyLock`
+  locks `FILE.lock` for the whole run (a second search on it stops with one line, not "database is
+  locked"), so a RUNNING trial found at start belongs to a dead process: failed and re-queued.
+- `journal:///FILE` (Optuna's JournalStorage) takes several processes on one machine. Each trial
+  records its worker (host, pid, start time); one whose process is gone is failed and re-queued.
 - an RDB server (`postgresql://...`) takes many machines. Optuna's heartbeat fails the trial of a
   worker that stopped beating for `study.grace_s` seconds and re-queues it (`nas.study.storage`).
 
 The pool shares one counter of trials still to start, so N workers add exactly `study.n_trials`
-trials together; a worker that dies gives its slot back, its trial is failed and re-queued with the
-same parameters, and a new worker takes its place. Each worker runs torch on
-`cores // workers` threads (or `study.threads`), so the pool never oversubscribes the CPU.
+trials together (then the late promotions left, `nas.search.late`); a worker that dies gives its
+slot back, its trial is failed and re-queued with the same parameters, and a new worker takes its
+place. Each worker runs torch on `cores // workers` threads (or `study.threads`).
 """
 
 from __future__ import annotations
@@ -78,6 +76,11 @@ class Workers:
             threads = max(1, available_cores() // study.workers)
         return cls(study.storage, study.workers, int(threads), study.retries, seed, sampler)
 
+    @property
+    def in_process(self) -> bool:
+        """Whether this process starts every trial: one worker, or SQLite (one writer at a time)."""
+        return self.count == 1 or is_sqlite(self.storage)
+
 
 def available_cores() -> int:
     try:
@@ -137,7 +140,7 @@ def run_trials(
                 left = max(0.0, end - time.time())
                 if is_sqlite(url):  # open_study holds its lock: RUNNING is a dead process's
                     recover_orphans(study, retries=retries, all_running=True)
-                if is_sqlite(url) or workers.count == 1 or count == 0:
+                if workers.in_process or count == 0:
                     _run_here(study, objective, count, left, callbacks, catch, retries, url)
                 else:
                     _run_pool(workers, study, objective, count, left, callbacks, catch)
@@ -234,9 +237,7 @@ def _run_pool(
         proc.start()
         return proc
 
-    log.info(
-        "%d workers x %d torch threads; %d trials to add", workers.count, workers.threads, n_trials
-    )
+    log.info("%d workers x %d threads; %d trials to add", workers.count, workers.threads, n_trials)
     procs = {i: start(i, 0) for i in range(workers.count)}
     restarts = 0
     try:
@@ -349,8 +350,7 @@ def _worker_main(
     # Distinct seeds: workers with one seed would propose the same candidates.
     seed = spec["seed"] + 7919 * (index + 1) + 104729 * generation
     study.sampler = spec["sampler"].build(seed)
-    # As `_freeze_heap`, without its collection (0.2 s): a forked worker's heap holds no garbage
-    # worth collecting before its first trial.
+    # As `_freeze_heap`, less its 0.2 s collection: a fresh worker's heap holds no garbage yet.
     gc.freeze()
     owned = OwnedObjective(objective, spec["retries"])
     owned.on_start = lambda number: current.__setitem__(index, number)

@@ -82,6 +82,20 @@ def test_threads_share_the_cores_among_workers(smoke_overrides: list[str]) -> No
     assert worker_threads(load_settings([*smoke_overrides, "study.threads=3"])) == 3
 
 
+def test_one_process_starts_every_trial_with_one_worker_or_on_sqlite(
+    smoke_overrides: list[str],
+) -> None:
+    """Where this process starts every trial, the run's last one may round promotion up."""
+
+    def workers(*args: str) -> Workers:
+        settings = load_settings([*smoke_overrides, *args])
+        return Workers.from_settings(settings.study, 0, SamplerSpec({}))
+
+    assert workers().in_process  # the default: one worker on SQLite
+    assert workers("study.storage=journal:///x.j").in_process
+    assert not workers("study.workers=2", "study.storage=journal:///x.j").in_process
+
+
 def test_owner_of_a_trial_is_alive_or_dead(tmp_path: Path) -> None:
     study = optuna.create_study(
         study_name="o", storage=open_storage(f"journal:///{tmp_path}/o.journal")
