@@ -15,7 +15,8 @@ chunks grade the searches early). Reported per search: the emitted front's true 
 members re-scored so, under the study's own reference point) and its front capture (that
 hypervolume over the best front among all the search's candidates under the same scoring).
 Each graded run leaves `report.json` in its seed's folder, and the report ends with every kind's
-true hypervolume over the search seeds graded so far, paired with the default's seed by seed.
+true hypervolume over the search seeds graded so far under the same reference point (the latency
+priors move it), paired with the default's seed by seed.
 """
 
 from __future__ import annotations
@@ -166,7 +167,12 @@ def e2e_part(bench: Any, opts: dict[str, Any], overrides: list[str]) -> dict[str
             f"{row['capture']:.1%}{bound} (best attainable {row['best_hv']:.4f})"
         )
     atomic_write(root / "report.json", json.dumps({"seed": seed, "studies": report}))
-    spread = across_searches(_reports(root.parent))
+    pooled, left_out = same_reference(_reports(root.parent), report["multi-fidelity"]["reference"])
+    if left_out:
+        print(f"e2e across searches: search seed(s) {left_out} left out, graded under another "
+              "reference point (other latency priors or space): their hypervolumes measure other "
+              "objectives")  # fmt: skip
+    spread = across_searches(pooled)
     for kind, row in spread.items():
         paired = row.get("minus_default")
         versus = (
@@ -190,6 +196,16 @@ def _reports(bench_dir: Path) -> dict[int, dict[str, Any]]:
         data = json.loads(path.read_text())
         out[int(data["seed"])] = data["studies"]
     return out
+
+
+def same_reference(
+    reports: dict[int, dict[str, Any]], reference: dict[str, float]
+) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """The reports graded under `reference`, and the search seeds of the others. The reference
+    point follows the latency priors and the space, so a report made before they changed (or one
+    that does not say) scores other objectives and must not be pooled with this one."""
+    same = {s: r for s, r in reports.items() if r["multi-fidelity"].get("reference") == reference}
+    return same, sorted(set(reports) - set(same))
 
 
 def across_searches(reports: dict[int, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -240,6 +256,7 @@ def _scored(study: optuna.Study, wall: float, truth: dict[str, float]) -> dict[s
     true_hv = hypervolume(emitted, reference)
     tokens = sum(records.read(t).train_tokens or 0 for t in trials)
     return {
+        "reference": reference.to_dict(),  # what the hypervolumes are measured against
         "wall_s": wall,
         "trained_tokens": tokens,  # the compute each search spent, whatever the machine's load
         "trials": len(trials),

@@ -18,6 +18,7 @@ from nas.bench._e2e import (
     _scored,
     across_searches,
     e2e_kinds,
+    same_reference,
 )
 from nas.config.compose import load_settings
 from nas.errors import NasError
@@ -102,3 +103,24 @@ def test_across_searches_pairs_each_kind_with_the_default_of_the_same_search_see
     single = spread["single-fidelity"]
     assert single["n"] == 1 and single["sd"] == 0.0 and single["minus_default"]["above"] == 1
     assert "random, multi-fidelity" not in spread
+
+
+def test_reports_under_another_reference_point_are_not_pooled(
+    study: optuna.Study, tmp_path: Path
+) -> None:
+    """Latency priors that changed move the reference point: such a report scores other
+    objectives, and so does an older one that does not say which it used."""
+    quality = {_key(records.read(t)): t.values[0] for t in study.get_trials() if records.learns(t)}
+    row = _scored(study, 1.0, quality)
+    assert row is not None and row["reference"] == records.reference(study)
+    other = {**row["reference"], "decode_ms": row["reference"]["decode_ms"] * 1.5}
+    studies = {0: row, 1: {**row, "reference": other}, 2: {k: v for k, v in row.items()
+                                                         if k != "reference"}}  # fmt: skip
+    for seed, one in studies.items():
+        folder = tmp_path / ("fidelity-e2e" + (f"-seed{seed}" if seed else ""))
+        folder.mkdir()
+        report = {"seed": seed, "studies": {"multi-fidelity": one}}
+        (folder / "report.json").write_text(json.dumps(report))
+    pooled, left_out = same_reference(_reports(tmp_path), row["reference"])
+    assert list(pooled) == [0] and left_out == [1, 2]
+    assert across_searches(pooled)["multi-fidelity"]["n"] == 1
