@@ -22,8 +22,12 @@ from nas.search.workers import Workers, available_cores
 from nas.study.storage import open_storage
 
 
+def workers_of(settings) -> Workers:
+    return Workers.from_settings(settings.study, 0, SamplerSpec({}))
+
+
 def worker_threads(settings) -> int:
-    return Workers.from_settings(settings.study, 0, SamplerSpec({})).threads
+    return workers_of(settings).threads
 
 
 def test_three_workers_on_postgres_add_exactly_n_trials(
@@ -88,8 +92,7 @@ def test_one_process_starts_every_trial_with_one_worker_or_on_sqlite(
     """Where this process starts every trial, the run's last one may round promotion up."""
 
     def workers(*args: str) -> Workers:
-        settings = load_settings([*smoke_overrides, *args])
-        return Workers.from_settings(settings.study, 0, SamplerSpec({}))
+        return workers_of(load_settings([*smoke_overrides, *args]))
 
     assert workers().in_process  # the default: one worker on SQLite
     assert workers("study.storage=journal:///x.j").in_process
